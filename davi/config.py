@@ -1,0 +1,278 @@
+"""One configuration tree for every job, loaded from YAML and overridable as ``key.sub=value``.
+
+Each section is a dataclass; defaults are the embedded default (MNIST 32x32, shipped prior).
+``load_config("configs/sr4_mnist.yaml", ["train.max_steps=100"])`` returns a validated
+:class:`Config`; an unknown key or a value of the wrong type raises :class:`ConfigError`
+with a one-line message that names the key and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config file or a command-line override."""
+
+
+@dataclass
+class DataConfig:
+    # "mnist32" (the bundled digits), a folder of images, or a hub data set id.
+    source: str = "mnist32"
+    resolution: int = 32
+    channels: int = 1
+    image_column: str = "image"
+    # Split for sources without a test split of their own: a file goes to test when the
+    # hash of its relative path falls below test_fraction (stable as files are added).
+    test_fraction: float = 0.1
+    # Or explicit index ranges into the sorted file list, "start:stop" (FFHQ: test "0:1000").
+    train_range: str = ""
+    test_range: str = ""
+    num_workers: int = 0
+
+
+@dataclass
+class PriorConfig:
+    # A diffusers folder (unet/ + scheduler/ or a bare UNet2DModel folder), a hub id, or
+    # "bundled:mnist32" for the prior shipped inside the package.
+    path: str = "bundled:mnist32"
+    # Architecture of a prior trained from scratch (job: prior).
+    # Defaults: fast on CPU at 32x32 (2.7M parameters; attention only at 8x8, where it is cheap).
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    layers_per_block: int = 1
+    # Resolution levels (0 = full resolution) whose blocks carry self-attention.
+    attention_levels: list[int] = field(default_factory=lambda: [2])
+    attention_head_dim: int = 32
+    norm_num_groups: int = 8
+    # DDPM schedule (SPEC section 1); a loaded prior keeps the schedule it was trained with.
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+
+
+@dataclass
+class OperatorConfig:
+    # deblur | sr | box_inpaint | random_inpaint | denoise
+    name: str = "sr"
+    sigma_y: float = 0.05
+    # Gaussian blur; 0 means the benchmark's 61 px / std 3 at 256 px, scaled to the image.
+    kernel_size: int = 0
+    kernel_std: float = 0.0
+    # Super-resolution factor (average pooling).
+    scale: int = 4
+    # Side of the centered inpainting box; 0 means half the image side.
+    box_size: int = 0
+    # Random inpainting: fraction of pixels dropped, and the seed of the fixed mask.
+    drop_fraction: float = 0.5
+    mask_seed: int = 0
+
+
+@dataclass
+class MapperConfig:
+    # Perturbation scale of the mapper's input, x = lift(y) + h z.
+    h: float = 0.1
+    # Squash the output into [-1, 1] with tanh.
+    tanh: bool = False
+
+
+@dataclass
+class DaviConfig:
+    """Objective of the mapper (SPEC section 3)."""
+
+    t_ikl: int = 1000
+    lambda_ikl: float = 1.0
+    lambda_con: float = 0.1
+    lambda_reg: float = 1.0
+    # Perturbed Posterior Bridge: a ~ T * Beta(ppb_alpha, ppb_beta); off means a = T - 1 always.
+    ppb: bool = True
+    ppb_alpha: float = 3.0
+    ppb_beta: float = 1.0
+    # Score-network updates per mapper update.
+    score_steps: int = 1
+    score_lr: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+    batch_size: int = 32  # per process
+    max_steps: int = 1000
+    lr: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    ema_decay: float = 0.9999
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3
+    # Stop after this many non-finite losses in a row (each one skips its step).
+    max_nonfinite: int = 10
+    # Initialise the trained networks from the prior's weights (DAVI) or from scratch.
+    init_from_prior: bool = True
+    # Sort out the wall clock: stop (and checkpoint) after this many minutes; 0 = no limit.
+    max_minutes: float = 0.0
+
+
+@dataclass
+class LogConfig:
+    every: int = 25
+    image_every: int = 500
+    num_val: int = 16  # fixed validation batch (PSNR curve, image grids)
+    num_samples: int = 4  # posterior samples per validation image in the grid
+    progress: bool = True
+
+
+@dataclass
+class RedDiffConfig:
+    num_steps: int = 100
+    lr: float = 0.25
+    lam: float = 0.25
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    obs_weight: float = 1.0
+    init: str = "pinv"  # pinv | lift
+
+
+@dataclass
+class Config:
+    # prior: train a diffusion prior with the DDPM loss; davi: train a mapper.
+    job: str = "davi"
+    data: DataConfig = field(default_factory=DataConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    davi: DaviConfig = field(default_factory=DaviConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    red_diff: RedDiffConfig = field(default_factory=RedDiffConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_CHOICES = {
+    "job": ("prior", "davi"),
+    "operator.name": ("deblur", "sr", "box_inpaint", "random_inpaint", "denoise"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "red_diff.init": ("pinv", "lift"),
+}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"unknown key '{key}' (valid: {', '.join(prefix + n for n in names)})")
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current):
+            _apply(current, v, key + ".")
+            continue
+        v = _coerce(v, hints[k], key)
+        if key in _CHOICES and v not in _CHOICES[key]:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(_CHOICES[key])}")
+        setattr(obj, k, v)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}`` (the value is read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    # YAML reads "1e-4" as a string; accept it as the number the user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    nested: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested  # type: ignore[return-value]
+
+
+def _fix_yaml_floats(d: Any) -> Any:
+    # PyYAML follows YAML 1.1, where "1e-4" (no dot) is a string; configs mean a number.
+    if isinstance(d, dict):
+        return {k: _fix_yaml_floats(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_fix_yaml_floats(v) for v in d]
+    if isinstance(d, str):
+        try:
+            return float(d) if ("e" in d.lower() and d[0] in "0123456789.-+") else d
+        except ValueError:
+            return d
+    return d
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    cfg = Config()
+    _apply(cfg, _fix_yaml_floats(values or {}))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        try:
+            _apply(cfg, _fix_yaml_floats(values))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for text in overrides or []:
+        _apply(cfg, _fix_yaml_floats(parse_override(text)))
+    return cfg

@@ -1,0 +1,35 @@
+"""Train a diffusion prior (job: prior) or a DAVI mapper (job: davi).
+
+    accelerate launch train.py --config configs/sr4_mnist.yaml [key.sub=value ...] [--resume latest]
+    python train.py --config configs/prior_mnist.yaml train.max_steps=100   # one process is fine too
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import davi  # noqa: F401  (torchvision shim before anything imports it)
+from davi.cli import run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML file in configs/")
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint-N folder")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.max_steps=200")
+    args = p.parse_args(argv)
+
+    def job():
+        from davi.config import load_config
+        from davi.trainer import train
+
+        cfg = load_config(args.config, args.overrides)
+        out = train(cfg, resume=args.resume)
+        print(f"done: {out}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
