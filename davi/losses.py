@@ -23,3 +23,52 @@ class DDPMLoss:
         noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, noise)
         return F.mse_loss(eps_fn(x_t, t).float(), noise.float())
+
+
+class IKLLoss:
+    """Surrogate whose gradient w.r.t. the mapper output is the integral-KL gradient.
+
+    With ``x_t = sqrt(ab) x_hat + sqrt(1 - ab) eps`` and ``t ~ U{0 .. t_max - 1}``::
+
+        L = mean( stopgrad(eps_theta(x_t, t) - eps_psi(x_t, t)) * x_hat )
+
+    which is the SPEC's ``mean(stopgrad(snr * (x0_psi - x0_theta)) * x_hat)``. Its gradient is
+
+        dL/dx_hat = w(t) * (s_psi(x_t, t) - s_theta(x_t, t)) / N,   w(t) = sqrt(1 - ab_t),
+
+    (N = x_hat.numel()), i.e. the KL gradient ``(s_psi - s_theta) dx_t/dx_hat`` with the
+    weight ``w(t) / sqrt(ab_t)``: the score difference is weighted by the noise level, so
+    low-noise steps, where both scores blow up, do not dominate. Descending it pulls samples
+    towards high prior density (s_theta) and away from the sampler's own density (s_psi).
+    """
+
+    def __init__(self, schedule, t_max: int):
+        if not 1 <= t_max <= schedule.num_timesteps:
+            raise ValueError(f"davi.t_ikl must be in [1, {schedule.num_timesteps}], got {t_max}")
+        self.schedule = schedule
+        self.t_max = t_max
+
+    def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return (1 - self.schedule.alpha_bar(t, like)).sqrt()
+
+    def __call__(self, x_hat: torch.Tensor, teacher_eps, student_eps,
+                 t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        if t is None:
+            t = torch.randint(0, self.t_max, (x_hat.shape[0],), device=x_hat.device)
+        if noise is None:
+            noise = torch.randn_like(x_hat)
+        with torch.no_grad():
+            x_t = self.schedule.q_sample(x_hat.detach(), t, noise)
+            diff = (teacher_eps(x_t, t).float() - student_eps(x_t, t).float())
+        loss = (diff * x_hat.float()).mean()
+        return loss, {"ikl/eps_gap": diff.pow(2).mean().item()}
+
+
+def consistency_loss(operator, y: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Measurement consistency ``mse(y, A(x_hat))``."""
+    return F.mse_loss(operator(x_hat.float()), y.float())
+
+
+def regression_loss(x0: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Paired regression ``mse(x0, x_hat)`` (needs clean images: off for unpaired training)."""
+    return F.mse_loss(x_hat.float(), x0.float())

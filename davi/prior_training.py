@@ -30,7 +30,7 @@ def prior_recipe(cfg: Config, accelerator) -> Recipe:
         return {}, {"samples": sample(prior, cfg.log.num_val, num_steps=50, generator=g, device=accelerator.device)}
 
     def finish(ema_unet, out: Path, step: int):
-        save_prior(ema_unet.to(torch.float32).cpu(), scheduler, out / "prior",
+        save_prior(ema_unet.float().cpu(), scheduler, out / "prior",
                    extra={"steps": step, "data": cfg.data.source, "config": cfg.to_dict()})
 
     recipe.validate, recipe.finish = validate, finish

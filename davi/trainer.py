@@ -83,6 +83,17 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
     return path
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (bitwise; equal digests = equal weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _flat_hparams(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -225,7 +236,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         scalars, images = recipe.validate(accelerator, ema_model(), step)
         accelerator.log({f"val/{k}": v for k, v in scalars.items()}, step=step)
         for name, imgs in images.items():
-            grid = make_grid(imgs, nrow=min(len(imgs), 8 if name != "grid" else imgs.shape[0]))
+            grid = make_grid(imgs, nrow=cfg.log.num_val if name == "grid" else min(len(imgs), 8))
             if tracker is not None:
                 tracker.add_image(f"val/{name}", grid, step)
             save_grid_png(grid, out / "samples" / f"{name}-{step:07d}.png", upscale=2)
@@ -298,6 +309,10 @@ def train(cfg: Config, resume: str | None = None) -> Path:
             break
     bar.close()
     elapsed = time.time() - t_start
+    # DDP keeps replicas identical; record each rank's weight digest so that it can be checked.
+    from accelerate.utils import gather_object
+
+    digests = gather_object([{k: weights_digest(accelerator.unwrap_model(n)) for k, n in nets.items()}])
     run_validation(step)
     if main and recipe.finish is not None:
         recipe.finish(ema_model(), out, step)
@@ -305,7 +320,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         summary = {"steps": step, "start_step": start_step, "seconds": elapsed,
                    "seconds_per_step": elapsed / max(1, step - start_step),
                    "phase_seconds_per_step": {k: v / max(1, step - start_step) for k, v in timings.items()},
-                   "nonfinite_total": nonfinite_total, "num_processes": accelerator.num_processes}
+                   "nonfinite_total": nonfinite_total, "num_processes": accelerator.num_processes,
+                   "rank_weight_digests": digests}
         tmp = out / "train_summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, out / "train_summary.json")

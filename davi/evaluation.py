@@ -1,0 +1,61 @@
+"""Side-by-side evaluation of restoration methods on the same images, seeds and measurements.
+
+Used by the main job (demo.py) and the benchmarks: every method sees the same ``y``; rows hold
+PSNR, SSIM, the digit-classifier Fréchet distance (embedded default only; not FID), network
+evaluations per image and seconds per image, and tables are written as Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from davi.inference import Method
+from davi.metrics import psnr, ssim
+
+
+def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
+               desc: str | None = None) -> tuple[torch.Tensor, float]:
+    """(restorations (N, C, H, W), seconds per image) for one sample per image."""
+    outs = []
+    t0 = time.perf_counter()
+    for start in tqdm(range(0, y.shape[0], batch_size), desc=desc or method.name, leave=False):
+        yb = y[start: start + batch_size]
+        seeds = [seed * 100003 + start + i for i in range(yb.shape[0])]
+        outs.append(method(yb, seeds, 1)[0].cpu())
+    return torch.cat(outs), (time.perf_counter() - t0) / y.shape[0]
+
+
+def score_restorations(restored: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    row = {"psnr": float(psnr(restored, reference).mean()), "ssim": float(ssim(restored, reference).mean())}
+    if tuple(reference.shape[1:]) == (1, 32, 32):
+        from davi.classifier import classifier_frechet, load_classifier
+
+        row["classifier_fd"] = float(classifier_frechet(load_classifier(), restored, reference))
+    return row
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format) e.g. ("psnr", "PSNR (dB)", "{:.2f}")."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key, "")
+            cells.append(fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

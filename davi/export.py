@@ -1,0 +1,123 @@
+"""Export and load a trained mapper: a folder that infer.py and downstream apps use without
+the training config.
+
+    <export>/config.json                          Mapper config (UNet config, h, tanh, schedule)
+    <export>/diffusion_pytorch_model.safetensors  the EMA weights
+    <export>/card.json                            operator + parameters, sigma_y, h, resolution,
+                                                  channels, prior identity and hash, steps, config
+
+Written atomically (temp folder + rename): a kill leaves the previous export or none.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CARD = "card.json"
+CARD_VERSION = 1
+
+
+class ExportError(ValueError):
+    """A mapper export that cannot be used (the message names the file and the problem)."""
+
+
+def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any]) -> Path:
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    mapper.float().save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / CARD).write_text(json.dumps({"format": "davi-mapper", "version": CARD_VERSION, **card}, indent=2))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+    return out
+
+
+def read_card(export_dir: str | Path) -> dict[str, Any]:
+    path = Path(export_dir) / CARD
+    if not Path(export_dir).is_dir():
+        raise ExportError(f"{export_dir}: no such mapper export folder")
+    if not path.is_file():
+        raise ExportError(f"{path}: missing (not a DAVI mapper export)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    for key in ("operator", "resolution", "channels", "h"):
+        if key not in card:
+            raise ExportError(f"{path}: missing key '{key}'")
+    return card
+
+
+def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
+    """(mapper in eval mode, card, operator) from an export folder; ExportError on any defect."""
+    from davi.mapper import Mapper
+    from davi.operators import OperatorError, operator_from_params
+
+    card = read_card(export_dir)
+    weights = Path(export_dir) / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise ExportError(f"{weights}: missing mapper weights")
+    try:
+        mapper = Mapper.from_pretrained(str(export_dir), use_safetensors=True)
+    except Exception as e:
+        raise ExportError(f"{export_dir}: cannot load mapper weights ({e.__class__.__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    try:
+        operator = operator_from_params(card["operator"])
+    except OperatorError as e:
+        raise ExportError(f"{Path(export_dir) / CARD}: bad operator ({e})") from None
+    return mapper.to(device).eval().requires_grad_(False), card, operator.to(device)
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Export the EMA mapper stored in a DAVI training checkpoint (``checkpoint-N`` folder)."""
+    from davi.config import ConfigError, load_config
+    from davi.davi_training import make_card
+    from davi.mapper import Mapper
+    from davi.operators import build_operator
+    from davi.prior import load_prior
+
+    ckpt = Path(checkpoint)
+    state_file, cfg_file, ema_file = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "custom_checkpoint_0.pkl"
+    for f in (state_file, cfg_file, ema_file):
+        if not f.is_file():
+            raise ExportError(f"{f}: missing (not a DAVI training checkpoint)")
+    try:
+        cfg = load_config(cfg_file)
+    except ConfigError as e:
+        raise ExportError(str(e)) from None
+    if cfg.job != "davi":
+        raise ExportError(f"{cfg_file}: job is '{cfg.job}', not a DAVI mapper run")
+    step = int(json.loads(state_file.read_text())["step"])
+    prior = load_prior(cfg.prior)
+    mapper = Mapper.from_prior_unet(prior.unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
+    # accelerate stores the EMA (diffusers EMAModel.state_dict) with torch.save: tensors and numbers only.
+    try:
+        ema_state = torch.load(ema_file, map_location="cpu", weights_only=True)
+        shadow = ema_state["shadow_params"]
+        params = list(mapper.parameters())
+        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
+            raise ExportError(f"{ema_file}: EMA parameters do not match the mapper built from {cfg_file}")
+        with torch.no_grad():
+            for p, s in zip(params, shadow):
+                p.copy_(s)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"{ema_file}: unreadable EMA state ({e.__class__.__name__})") from None
+    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))

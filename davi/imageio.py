@@ -1,0 +1,56 @@
+"""Reading and writing single images: PNG out (atomically), any PIL format in, pixels in [-1, 1]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from davi.data import IMAGE_SUFFIXES, DataError
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """An image file, or the images in a folder (sorted); DataError if there are none."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise DataError(f"{p}: no such file or folder")
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise DataError(f"{p}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_image(path: str | Path, channels: int) -> torch.Tensor:
+    """(C, H, W) in [-1, 1], no resizing; DataError naming the file if unreadable or of another channel count."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("P", "RGBA", "LA", "I;16", "I", "F", "1"):
+                img = img.convert("L" if img.mode in ("LA", "I;16", "I", "F", "1") else "RGB")
+            arr = np.asarray(img, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] != channels:
+        raise DataError(f"{path}: image has {arr.shape[2]} channel(s), expected {channels}")
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def write_image(image: torch.Tensor, path: str | Path) -> None:
+    """Write a (C, H, W) image in [-1, 1] as PNG via a temp file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
+    os.replace(tmp, path)

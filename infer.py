@@ -1,0 +1,227 @@
+"""Restore images with a trained mapper (or the baselines), evaluate restorations, export mappers.
+
+    # degrade clean test digits with the export's operator, then restore them (4 samples each)
+    python infer.py restore --export davi/assets/mappers/sr4 --input mnist32:test --limit 16 \
+        --simulate sr --samples 4 --out outputs/sr4
+    # restore your own measurements (images of the measurement's size, e.g. 8x8 for SR x4)
+    python infer.py restore --export davi/assets/mappers/sr4 --input my_lowres/ --out outputs/mine
+    # the same images through RED-Diff or the lifted measurement
+    python infer.py restore ... --method red-diff --red-diff-steps 100
+    # metrics of restorations against references (matched by file name)
+    python infer.py evaluate --restored outputs/sr4/mean --reference outputs/sr4/reference
+    # export the EMA mapper of a training checkpoint
+    python infer.py export --checkpoint runs/sr4_mnist/checkpoint-1000 --out exports/sr4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import davi  # noqa: F401  (torchvision shim before anything imports it)
+from davi.cli import run_cli
+
+METHODS = ("davi", "red-diff", "lift")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None):
+    """(names, images) from an image file, a folder, or '<data source>:<split>' (e.g. mnist32:test)."""
+    import torch
+
+    from davi.config import DataConfig
+    from davi.data import DataError, load_split
+    from davi.imageio import list_images, read_image
+
+    if ":" in spec and not Path(spec).exists():
+        source, split = spec.rsplit(":", 1)
+        ds = load_split(DataConfig(source=source, resolution=resolution, channels=channels), split)
+        n = len(ds) if limit is None else min(limit, len(ds))
+        return [f"{split}_{i:05d}" for i in range(n)], ds.tensor(limit=n)
+    files = list_images(spec)[: limit or None]
+    images = [read_image(f, channels) for f in files]
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"{spec}: images of different sizes {sorted(shapes)}; restore them in separate calls")
+    root = Path(spec) if Path(spec).is_dir() else Path(spec).parent
+    names = [str(f.relative_to(root).with_suffix("")).replace(os.sep, "__") for f in files]
+    return names, torch.stack(images)
+
+
+def cmd_restore(args) -> None:
+    import torch
+
+    from davi.config import RedDiffConfig
+    from davi.data import DataError
+    from davi.export import ExportError, load_export
+    from davi.imageio import write_image
+    from davi.inference import DaviMethod, LiftMethod, RedDiffMethod, time_method
+
+    device = _device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if dtype != torch.float32 and device.type != "cuda":
+        raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
+    mapper, card, operator = load_export(args.export, device)
+    c, r = card["channels"], card["resolution"]
+    names, images = _load_inputs(args.input, c, r, args.limit)
+    image_shape = (images.shape[0], c, r, r)
+    if args.simulate:
+        if args.simulate != card["task"]:
+            raise ExportError(f"--simulate {args.simulate}: the export {args.export} was trained for "
+                              f"'{card['task']}'")
+        if tuple(images.shape) != image_shape:
+            raise DataError(f"{args.input}: clean images must be {c}x{r}x{r}, got {tuple(images.shape[1:])}")
+        g = torch.Generator().manual_seed(args.seed)
+        reference = images.to(device)
+        y = operator.measure(reference, generator=g)
+    else:
+        reference = None
+        expected = tuple(operator.measurement_shape(image_shape))
+        if tuple(images.shape) != expected:
+            raise DataError(f"{args.input}: measurements for '{card['task']}' must be "
+                            f"{expected[1]}x{expected[2]}x{expected[3]}, got {tuple(images.shape[1:])}")
+        y = images.to(device)
+    bad = [n for n, im in zip(names, y) if not torch.isfinite(im).all()]
+    if bad:
+        raise DataError(f"{bad[0]}: measurement contains NaN or infinite values")
+
+    if args.method == "davi":
+        method = DaviMethod(mapper, operator, dtype)
+    elif args.method == "lift":
+        method = LiftMethod(operator)
+    else:
+        from davi.prior import load_unet_and_scheduler  # noqa: F401  (fail early on a bad prior)
+        from davi.prior import DiffusionPrior
+
+        prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
+        rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **({"num_steps": args.red_diff_steps}
+                                                                               if args.red_diff_steps else {})})
+        method = RedDiffMethod(prior, operator, rd, progress=False)
+
+    from tqdm.auto import tqdm
+
+    samples = args.samples if method.stochastic else 1
+    outs = []
+    t0 = time.perf_counter()
+    for start in tqdm(range(0, len(names), args.batch_size), desc=f"restoring ({method.name})",
+                      disable=len(names) <= args.batch_size):
+        yb = y[start: start + args.batch_size]
+        seeds = [args.seed * 100003 + start + i for i in range(yb.shape[0])]
+        outs.append(method(yb, seeds, samples).cpu())
+    wall = time.perf_counter() - t0
+    restored = torch.cat(outs, dim=1)  # (K, N, C, H, W)
+    timing = time_method(method, y, args.batch_size, repeats=1 if method.nfe_per_sample > 10 else 3)
+
+    out = Path(args.out)
+    mean = restored.mean(0)
+    std = restored.std(0) if samples > 1 else torch.zeros_like(mean)
+    std_scale = float(std.amax().clamp_min(1e-8))
+    lifted = operator.lift(y).cpu()
+    for i, name in enumerate(names):
+        write_image(mean[i], out / "mean" / f"{name}.png")
+        write_image(lifted[i], out / "lift" / f"{name}.png")
+        if samples > 1:
+            write_image(std[i] / std_scale * 2 - 1, out / "std" / f"{name}.png")
+            for k in range(samples):
+                write_image(restored[k, i], out / "samples" / f"{name}_{k}.png")
+        if reference is not None:
+            write_image(reference[i], out / "reference" / f"{name}.png")
+            write_image(y[i], out / "measurement" / f"{name}.png")
+    settings = {
+        "export": str(args.export), "input": args.input, "method": method.name, "task": card["task"],
+        "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),
+        "device": str(device), "dtype": args.dtype, "batch_size": args.batch_size,
+        "network_evaluations_per_image": method.nfe_per_sample * samples,
+        "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
+        "std_png_scale": std_scale,
+    }
+    tmp = out / "settings.json.tmp"
+    tmp.write_text(json.dumps(settings, indent=2))
+    os.replace(tmp, out / "settings.json")
+    print(f"restored {len(names)} image(s) with {method.name} into {out} "
+          f"({timing.seconds_per_image * 1000:.1f} ms/image at batch {timing.batch_size})")
+
+
+def cmd_evaluate(args) -> None:
+    import torch
+
+    from davi.data import DataError
+    from davi.imageio import list_images, read_image
+    from davi.metrics import evaluate_restorations
+
+    restored_files = {f.stem: f for f in list_images(args.restored)}
+    reference_files = {f.stem: f for f in list_images(args.reference)}
+    common = sorted(set(restored_files) & set(reference_files))
+    if not common:
+        raise DataError(f"{args.restored}: no file names in common with {args.reference}")
+    first = read_image(reference_files[common[0]], 3 if args.channels == 3 else 1)
+    c = first.shape[0]
+    restored = torch.stack([read_image(restored_files[n], c) for n in common])
+    reference = torch.stack([read_image(reference_files[n], c) for n in common])
+    if restored.shape != reference.shape:
+        raise DataError(f"{args.restored}: restorations {tuple(restored.shape[1:])} and references "
+                        f"{tuple(reference.shape[1:])} differ in shape")
+    results = evaluate_restorations(restored, reference, classifier=not args.no_classifier)
+    results["images"] = len(common)
+    out = Path(args.out) if args.out else Path(args.restored).parent / "metrics.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out)
+    for k, v in results.items():
+        print(f"{k:>28}: {v}")
+    print(f"wrote {out}")
+
+
+def cmd_export(args) -> None:
+    from davi.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported {args.checkpoint} -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("restore", help="restore measurements (or simulated degradations of clean images)")
+    r.add_argument("--export", required=True, help="mapper export folder (card.json + safetensors)")
+    r.add_argument("--input", required=True, help="image file, folder, or '<source>:<split>' e.g. mnist32:test")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--simulate", default=None, metavar="TASK",
+                   help="inputs are clean images: degrade them with the export's operator (seeded noise)")
+    r.add_argument("--samples", type=int, default=4, help="posterior samples per image (mean + std map)")
+    r.add_argument("--method", choices=METHODS, default="davi")
+    r.add_argument("--prior", default=None, help="prior for red-diff (default: the one in the export card)")
+    r.add_argument("--red-diff-steps", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--limit", type=int, default=None, help="restore only the first N inputs")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 on GPU only")
+    e = sub.add_parser("evaluate", help="PSNR/SSIM (+LPIPS/FID when their weights are on disk) vs references")
+    e.add_argument("--restored", required=True)
+    e.add_argument("--reference", required=True)
+    e.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    e.add_argument("--out", default=None, help="metrics JSON (default: beside the restored folder)")
+    e.add_argument("--no-classifier", action="store_true", help="skip the digit-classifier Frechet distance")
+    x = sub.add_parser("export", help="export the EMA mapper of a training checkpoint")
+    x.add_argument("--checkpoint", required=True, help="a checkpoint-N folder of a DAVI run")
+    x.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if getattr(args, "samples", 1) < 1:
+        p.error("--samples must be >= 1")
+    return run_cli(lambda: {"restore": cmd_restore, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
