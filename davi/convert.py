@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -451,6 +452,9 @@ def load_guided_state_dict(pt_path: str | Path) -> dict[str, torch.Tensor]:
 def _write_atomic(out_dir: Path, unet, scheduler, info: dict, overwrite: bool) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
     try:
         unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         scheduler.save_pretrained(str(tmp / "scheduler"))
@@ -505,8 +509,9 @@ def convert_checkpoint(pt_path: str | Path, out_dir: str | Path, preset: str | N
     info = {"source": str(Path(pt_path).resolve()), "format": "guided-diffusion", "preset": preset,
             "hyper_parameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()},
             "source_dtypes": source_dtypes, "parameters": sum(p.numel() for p in unet.parameters()),
-            "output": "first in_channels channels = eps; the rest = learned variance (v in [-1, 1], "
-                      "guided-diffusion's learned_range)" if hp.get("learn_sigma") else "eps"}
+            "output": ("first in_channels channels = eps; the rest = v of guided-diffusion's learned_range "
+                       "variance, log var = (v + 1) / 2 log beta + (1 - v) / 2 log beta_tilde")
+            if hp.get("learn_sigma") else "eps"}
     _write_atomic(out_dir, unet, scheduler, info, overwrite)
     return out_dir
 

@@ -122,11 +122,11 @@ def davi_recipe(cfg: Config, accelerator) -> Recipe:
             loss = loss + dc.lambda_ikl * l_ikl
             logs.update(ikl_logs)
             logs["loss/ikl"] = l_ikl.item()
-        if dc.lambda_con > 0:
+        if dc.lambda_con != 0:
             l_con = consistency_loss(operator, y, x_hat)
             loss = loss + dc.lambda_con * l_con
             logs["loss/consistency"] = l_con.item()
-        if dc.lambda_reg > 0:
+        if dc.lambda_reg != 0:
             l_reg = regression_loss(x0, x_hat)
             loss = loss + dc.lambda_reg * l_reg
             logs["loss/regression"] = l_reg.item()

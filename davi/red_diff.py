@@ -41,7 +41,7 @@ class RedDiff:
     """``RedDiff(prior, operator, cfg)(y, seeds)`` -> restored images ``(B, C, H, W)``.
 
     ``callback(step, t, mu)``, if given, is called after every Adam step with the step index,
-    the integer timestep and the current (detached) estimate.
+    the integer timestep and the current estimate (a detached view: clone it to keep it).
     """
 
     def __init__(self, prior: ScorePrior, operator, cfg: RedDiffConfig):
@@ -73,12 +73,9 @@ class RedDiff:
 
     def _init(self, y: torch.Tensor) -> torch.Tensor:
         op = self.operator
-        if self.cfg.init == "pinv" and getattr(op, "has_pinv", False):
-            try:
-                return op.pinv(y)
-            except NotImplementedError:
-                pass
-        return op.lift(y)
+        if self.cfg.init == "pinv" and op.has_pinv:
+            return op.pinv(y)
+        return op.lift(y)  # e.g. deblur, which has no cheap pseudo-inverse
 
     def __call__(self, y: torch.Tensor, seeds: list[int] | None = None, progress: bool = False,
                  callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:

@@ -301,7 +301,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         over_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
         if accelerator.num_processes > 1:
             over_time = accelerator.reduce(torch.tensor([float(over_time)], device=accelerator.device), "max").item() > 0
-        if step % tc.checkpoint_every == 0 or step == tc.max_steps or over_time:
+        # Never checkpoint in the middle of a streak of non-finite losses: the last good one stays.
+        if (step % tc.checkpoint_every == 0 or step == tc.max_steps or over_time) and nonfinite_run == 0:
             save_checkpoint(step)
         if over_time:
             accelerator.print(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached "

@@ -30,6 +30,15 @@ REFERENCE_ARGS = ("num_heads", "num_head_channels", "use_scale_shift_norm", "res
                   "use_new_attention_order")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny float64 convolutions: one thread is much faster than two competing with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def reference(hp: dict, seed: int = 0) -> torch.nn.Module:
     """The guided-diffusion model for hp with every parameter random (zero-initialised layers included)."""
     model = from_script_args(hp["image_size"], hp["num_channels"], hp["num_res_blocks"], hp["channel_mult"],

@@ -1,0 +1,125 @@
+"""The DAVI trainer end to end on tiny networks: it learns, resumes exactly, survives NaNs,
+runs on two processes with identical replicas, and exports what infer.py loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from davi.config import load_config
+from davi.trainer import TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def davi_cfg(prior_dir, out, *overrides):
+    return load_config(ROOT / "configs" / "sr4_mnist.yaml", [
+        f"train.output_dir={out}", f"prior.path={prior_dir}", "train.batch_size=8", "train.max_steps=4",
+        "train.checkpoint_every=2", "log.image_every=0", "log.progress=false", "log.num_val=4",
+        "log.num_samples=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_prior_dir, tmp_path_factory):
+    """60 steps of full DAVI (IKL + PPB + consistency + regression) on SR x4."""
+    out = tmp_path_factory.mktemp("davi") / "run"
+    cfg = davi_cfg(tiny_prior_dir, out, "train.max_steps=60", "train.batch_size=16", "train.lr=2e-3",
+                   "davi.score_lr=2e-3", "train.ema_decay=0.99", "train.checkpoint_every=30", "log.image_every=30")
+    train(cfg)
+    return out
+
+
+def test_trained_mapper_beats_the_lifted_measurement(trained_run):
+    from davi.data import load_split
+    from davi.evaluation import run_method
+    from davi.export import load_export
+    from davi.inference import DaviMethod, LiftMethod
+    from davi.metrics import psnr
+
+    mapper, card, op = load_export(trained_run / "export")
+    assert card["task"] == "sr" and card["steps"] == 60 and card["prior"]["digest"]
+    x0 = load_split(load_config(ROOT / "configs" / "sr4_mnist.yaml").data, "test").tensor(limit=64)
+    y = op.measure(x0, generator=torch.Generator().manual_seed(0))
+    lift = psnr(run_method(LiftMethod(op), y, 64)[0], x0).mean()
+    restored = psnr(run_method(DaviMethod(mapper, op), y, 64)[0], x0).mean()
+    assert restored > lift + 1.5, (float(lift), float(restored))
+
+
+def test_training_logs_curves_grids_and_phase_timings(trained_run):
+    summary = json.loads((trained_run / "train_summary.json").read_text())
+    assert set(summary["phase_seconds_per_step"]) == {"score", "mapper"}
+    assert set(summary["rank_weight_digests"][0]) == {"mapper", "score"}
+    assert list((trained_run / "samples").glob("grid-*.png"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((trained_run / "logs").rglob("events.out.tfevents*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("loss/score", "loss/mapper", "loss/ikl", "loss/consistency", "loss/regression",
+                "grad_norm/mapper", "grad_norm/score", "lr/mapper", "val/psnr/sample", "val/psnr/lift"):
+        assert tag in tags, tag
+    assert "val/grid" in events.Tags()["images"]
+
+
+def test_export_of_a_checkpoint_equals_the_final_export(trained_run, tmp_path):
+    from davi.export import export_checkpoint
+
+    export_checkpoint(trained_run / "checkpoint-60", tmp_path / "exp")
+    a = load_file(str(trained_run / "export" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "exp" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_prior_dir, tmp_path):
+    train(davi_cfg(tiny_prior_dir, tmp_path / "a"))
+    train(davi_cfg(tiny_prior_dir, tmp_path / "b", "train.max_steps=2"))
+    train(davi_cfg(tiny_prior_dir, tmp_path / "b"), resume="latest")
+    for f in ("model.safetensors", "model_1.safetensors"):  # mapper, score network
+        a, b = load_file(str(tmp_path / "a" / "checkpoint-4" / f)), load_file(str(tmp_path / "b" / "checkpoint-4" / f))
+        assert all(torch.equal(a[k], b[k]) for k in a), f
+    ea = torch.load(tmp_path / "a" / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=True)
+    eb = torch.load(tmp_path / "b" / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=True)
+    assert all(torch.equal(x, y) for x, y in zip(ea["shadow_params"], eb["shadow_params"]))
+
+
+def test_non_finite_losses_stop_the_run_and_keep_the_last_checkpoint(tiny_prior_dir, tmp_path):
+    out = tmp_path / "run"
+    train(davi_cfg(tiny_prior_dir, out, "train.max_steps=2"))
+    before = load_file(str(out / "checkpoint-2" / "model.safetensors"))
+    cfg = davi_cfg(tiny_prior_dir, out, "train.max_steps=10", "davi.lambda_con=.nan", "train.max_nonfinite=3")
+    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row .*checkpoint-2"):
+        train(cfg, resume="latest")
+    after = load_file(str(out / "checkpoint-2" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_regression_ablation_trains_no_score_network(tiny_prior_dir, tmp_path):
+    train(davi_cfg(tiny_prior_dir, tmp_path / "r", "davi.lambda_ikl=0", "train.max_steps=2"))
+    summary = json.loads((tmp_path / "r" / "train_summary.json").read_text())
+    assert set(summary["phase_seconds_per_step"]) == {"mapper"}
+    assert not (tmp_path / "r" / "checkpoint-2" / "model_1.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_keep_identical_replicas(tiny_prior_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "sr4_mnist.yaml"),
+           f"train.output_dir={out}", f"prior.path={tiny_prior_dir}", "train.batch_size=4", "train.max_steps=3",
+           "train.checkpoint_every=3", "log.image_every=0", "log.progress=false", "log.num_val=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["num_processes"] == 2
+    d0, d1 = summary["rank_weight_digests"]
+    assert d0 == d1 and set(d0) == {"mapper", "score"}
+    assert (out / "export" / "card.json").is_file()
