@@ -65,7 +65,7 @@ def cmd_restore(args) -> None:
     from davi.config import RedDiffConfig
     from davi.data import DataError
     from davi.export import ExportError, load_export
-    from davi.imageio import write_image
+    from davi.imageio import write_array, write_image
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod, time_method
 
     device = _device(args.device)
@@ -137,7 +137,8 @@ def cmd_restore(args) -> None:
                 write_image(restored[k, i], out / "samples" / f"{name}_{k}.png")
         if reference is not None:
             write_image(reference[i], out / "reference" / f"{name}.png")
-            write_image(y[i], out / "measurement" / f"{name}.png")
+            # the exact measurement (noise below 8-bit quantisation): feed it back with --input
+            write_array(y[i], out / "measurement" / f"{name}.npy")
     settings = {
         "export": str(args.export), "input": args.input, "method": method.name, "task": card["task"],
         "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),

@@ -80,7 +80,8 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
         operator = operator_from_params(card["operator"])
     except OperatorError as e:
         raise ExportError(f"{Path(export_dir) / CARD}: bad operator ({e})") from None
-    return mapper.to(device).eval().requires_grad_(False), card, operator.to(device)
+    # float() also undoes float16 storage of shipped weights
+    return mapper.float().to(device).eval().requires_grad_(False), card, operator.to(device)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:

@@ -12,21 +12,45 @@ from PIL import Image, UnidentifiedImageError
 from davi.data import IMAGE_SUFFIXES, DataError
 
 
+# Raw measurements keep their noise below 8-bit quantisation: float arrays in [-1, 1], (C, H, W) or (H, W).
+ARRAY_SUFFIXES = {".npy"}
+
+
 def list_images(path: str | Path) -> list[Path]:
-    """An image file, or the images in a folder (sorted); DataError if there are none."""
+    """An image file, or the images (and .npy arrays) in a folder, sorted; DataError if there are none."""
     p = Path(path)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise DataError(f"{p}: no such file or folder")
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    suffixes = IMAGE_SUFFIXES | ARRAY_SUFFIXES
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
     if not files:
-        raise DataError(f"{p}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"{p}: no images found (looked for {', '.join(sorted(suffixes))})")
     return files
 
 
+def _read_array(path: Path, channels: int) -> torch.Tensor:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e.__class__.__name__})") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: expected a float array of shape (C, H, W) or (H, W), got {arr.dtype} {arr.shape}")
+    if arr.shape[0] != channels:
+        raise DataError(f"{path}: array has {arr.shape[0]} channel(s), expected {channels}")
+    return torch.from_numpy(arr.astype(np.float32))
+
+
 def read_image(path: str | Path, channels: int) -> torch.Tensor:
-    """(C, H, W) in [-1, 1], no resizing; DataError naming the file if unreadable or of another channel count."""
+    """(C, H, W) in [-1, 1], no resizing; DataError naming the file if unreadable or of another channel count.
+
+    PNG/JPEG/... are scaled from [0, 255]; a .npy array is taken as it is (pixels in [-1, 1]).
+    """
+    if Path(path).suffix.lower() in ARRAY_SUFFIXES:
+        return _read_array(Path(path), channels)
     try:
         with Image.open(path) as img:
             img.load()
@@ -53,4 +77,14 @@ def write_image(image: torch.Tensor, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_array(image: torch.Tensor, path: str | Path) -> None:
+    """Write a (C, H, W) float array as .npy via a temp file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, image.detach().float().cpu().numpy())
     os.replace(tmp, path)

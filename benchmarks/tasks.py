@@ -1,0 +1,127 @@
+"""The three-task table with ablations on the embedded default (issue: DAVI trainer).
+
+For deblur, SR x4 and box inpainting, train the mapper three ways for the same number of
+steps — full DAVI (IKL + PPB), regression only (no IKL: lambda_ikl = 0) and IKL without PPB
+(a = T - 1 only) — then restore the same held-out test digits with the same measurement
+noise, and report PSNR, SSIM and the classifier Fréchet distance (realism; not FID) against
+lift(y). Prints the table and writes it to benchmarks/results/tasks.md.
+
+    python benchmarks/tasks.py --steps 400 --images 200           # train + measure (slow)
+    python benchmarks/tasks.py --measure-only --images 200        # re-measure the shipped mappers
+    python benchmarks/tasks.py --ship                             # also copy the full-DAVI exports
+                                                                  # into davi/assets/mappers/<task>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import davi  # noqa: E402,F401
+
+TASKS = {"deblur": "deblur_mnist.yaml", "sr4": "sr4_mnist.yaml", "box": "box_mnist.yaml"}
+VARIANTS = {
+    "davi": [],
+    "regression only (no IKL)": ["davi.lambda_ikl=0"],
+    "IKL without PPB": ["davi.ppb=false"],
+}
+SHIPPED = ROOT / "davi" / "assets" / "mappers"
+
+
+def ship(export_dir: Path, task: str) -> None:
+    """Copy an export into the package as float16 weights (half the size; evaluated as shipped)."""
+    from davi.export import export_mapper, load_export, read_card
+
+    mapper, _, _ = load_export(export_dir)
+    mapper = mapper.half().float()  # the weights as they will be stored
+    card = read_card(export_dir)
+    card.pop("format", None), card.pop("version", None)
+    card["shipped_dtype"] = "float16"
+    out = export_mapper(mapper, SHIPPED / task, card)
+    from safetensors.torch import load_file, save_file
+
+    f = out / "diffusion_pytorch_model.safetensors"
+    tensors = {k: v.half() for k, v in load_file(str(f)).items()}
+    tmp = f.with_name(f.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.replace(f)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
+    p.add_argument("--measure-only", action="store_true", help="no training: measure the shipped mappers")
+    p.add_argument("--ship", action="store_true", help="copy the full-DAVI exports into davi/assets/mappers")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tasks.md"))
+    args = p.parse_args()
+
+    import torch
+
+    from davi.config import load_config
+    from davi.data import load_split
+    from davi.evaluation import markdown_table, run_method, score_restorations, write_text
+    from davi.export import load_export
+    from davi.inference import DaviMethod, LiftMethod
+    from davi.trainer import train
+
+    rows = []
+    for task in args.tasks:
+        base = ["train.batch_size=%d" % args.batch_size, f"train.max_steps={args.steps}",
+                "train.checkpoint_every=100000", "log.image_every=0"]
+        cfg = load_config(ROOT / "configs" / TASKS[task], base)
+        x0 = load_split(cfg.data, "test").tensor(limit=args.images)
+        exports = {}
+        if args.measure_only:
+            exports["davi (shipped)"] = SHIPPED / task
+        else:
+            for variant in args.variants:
+                out = Path(args.runs) / f"{task}-{variant.split()[0].replace('(', '')}"
+                shutil.rmtree(out, ignore_errors=True)
+                vcfg = load_config(ROOT / "configs" / TASKS[task], [*base, f"train.output_dir={out}", *VARIANTS[variant]])
+                t0 = time.time()
+                train(vcfg)
+                summary = json.loads((out / "train_summary.json").read_text())
+                print(f"{task} / {variant}: {args.steps} steps in {time.time() - t0:.0f} s")
+                exports[variant] = (out / "export", summary["seconds_per_step"])
+                if args.ship and variant == "davi":
+                    ship(out / "export", task)
+                    exports["davi (shipped, fp16)"] = (SHIPPED / task, summary["seconds_per_step"])
+        first = next(iter(exports.values()))
+        _, _, operator = load_export(first[0] if isinstance(first, tuple) else first)
+        y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+        restored, _ = run_method(LiftMethod(operator), y, 100)
+        rows.append({"task": task, "method": "lift(y)", **score_restorations(restored, x0)})
+        for name, value in exports.items():
+            folder, sps = value if isinstance(value, tuple) else (value, None)
+            mapper, card, op = load_export(folder)
+            restored, _ = run_method(DaviMethod(mapper, op), y, 100)
+            rows.append({"task": task, "method": name, "steps": card["steps"], **score_restorations(restored, x0),
+                         **({"s_per_step": sps} if sps else {})})
+            print(rows[-1])
+    cols = [("task", "task", "{}"), ("method", "method", "{}"), ("steps", "train steps", "{}"),
+            ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+            ("classifier_fd", "classifier FD", "{:.2f}"), ("s_per_step", "s / train step (CPU)", "{:.2f}")]
+    table = markdown_table(rows, cols)
+    head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test images, one sample "
+            f"per image, same measurement noise for every method. classifier FD = Frechet distance in the digit "
+            f"classifier's feature space (not FID; lower is more realistic).\n\n"
+            f"Command: python benchmarks/tasks.py {' '.join(sys.argv[1:])}\n\n")
+    write_text(args.out, head + table + "\n")
+    print(table)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
