@@ -58,24 +58,35 @@ def make_card(cfg: Config, prior, operator, step: int) -> dict:
     }
 
 
-def davi_recipe(cfg: Config, accelerator) -> Recipe:
+def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor | None = None) -> Recipe:
+    """``prior`` may be any ScorePrior (e.g. an analytic one); without a UNet of its own, the mapper and
+    the score network are fresh UNets of the ``prior`` section's architecture."""
     device = accelerator.device
-    prior = load_prior(cfg.prior)
+    prior = load_prior(cfg.prior) if prior is None else prior
     check_prior_fits_data(prior, cfg)
     prior.to(device)
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)
     c = cfg.data.channels
     dc = cfg.davi
 
-    mapper = Mapper.from_prior_unet(prior.unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
+    unet = getattr(prior, "unet", None)
+    if unet is None:
+        from davi.prior import build_unet
+
+        unet = build_unet(cfg.prior, cfg.data)
+    mapper = Mapper.from_prior_unet(unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
     if not cfg.train.init_from_prior:
         mapper = Mapper(**{k: v for k, v in mapper.config.items() if not k.startswith("_")})
     mapper.train().requires_grad_(True)
+    if cfg.train.gradient_checkpointing:
+        mapper.net.enable_gradient_checkpointing()
     networks = {"mapper": mapper}
     lrs = {"mapper": cfg.train.lr}
     use_ikl = dc.lambda_ikl > 0
     if use_ikl:
-        score_unet = copy.deepcopy(prior.unet).train().requires_grad_(True)
+        score_unet = copy.deepcopy(unet).train().requires_grad_(True)
+        if cfg.train.gradient_checkpointing:
+            score_unet.enable_gradient_checkpointing()
         networks["score"] = score_unet
         lrs["score"] = dc.score_lr
 
@@ -139,7 +150,8 @@ def davi_recipe(cfg: Config, accelerator) -> Recipe:
     # A fixed validation batch: the first test images, measured with a fixed seed.
     from davi.data import load_split
 
-    val_x0 = load_split(cfg.data, "test").tensor(limit=cfg.log.num_val).to(device)
+    val_x0 = (val_images[: cfg.log.num_val] if val_images is not None
+              else load_split(cfg.data, "test").tensor(limit=cfg.log.num_val)).to(device)
     g = torch.Generator().manual_seed(12345)
     val_y = operator.measure(val_x0, generator=g)
     val_z = torch.randn((cfg.log.num_samples, *val_x0.shape), generator=g).to(device)
@@ -158,7 +170,7 @@ def davi_recipe(cfg: Config, accelerator) -> Recipe:
         return scalars, {"grid": torch.cat(rows).clamp(-1, 1)}
 
     def finish(ema_mapper, out: Path, step: int):
-        export_mapper(ema_mapper.cpu(), out / "export", make_card(cfg, prior, operator.cpu(), step))
+        export_mapper(ema_mapper.cpu(), out / "export", make_card(cfg, prior, operator, step))
 
     recipe.validate, recipe.finish = validate, finish
     return recipe

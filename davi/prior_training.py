@@ -14,6 +14,8 @@ from davi.trainer import Phase, Recipe
 
 def prior_recipe(cfg: Config, accelerator) -> Recipe:
     unet = build_unet(cfg.prior, cfg.data)
+    if cfg.train.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     scheduler = build_scheduler(cfg.prior)
     loss = DDPMLoss(Schedule(scheduler.alphas_cumprod).to(accelerator.device))
     recipe = Recipe(networks={"unet": unet}, phases=[], ema_network="unet", lrs={"unet": cfg.train.lr})

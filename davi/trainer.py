@@ -130,18 +130,37 @@ def save_grid_png(grid: torch.Tensor, path: str | Path, upscale: int = 1) -> Non
     os.replace(tmp, path)
 
 
-def build_recipe(cfg: Config, accelerator) -> Recipe:
+def build_recipe(cfg: Config, accelerator, prior=None, val_images=None) -> Recipe:
     if cfg.job == "prior":
         from davi.prior_training import prior_recipe
 
         return prior_recipe(cfg, accelerator)
     from davi.davi_training import davi_recipe
 
-    return davi_recipe(cfg, accelerator)
+    return davi_recipe(cfg, accelerator, prior=prior, val_images=val_images)
 
 
-def train(cfg: Config, resume: str | None = None) -> Path:
-    """Run ``cfg`` to ``cfg.train.max_steps``; returns the output folder."""
+class TensorImages(torch.utils.data.Dataset):
+    """In-memory images (N, C, H, W) as a training set, e.g. samples of an analytic prior."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.images[i], "index": i, "label": -1}
+
+
+def train(cfg: Config, resume: str | None = None, prior=None, train_images: torch.Tensor | None = None,
+          val_images: torch.Tensor | None = None) -> Path:
+    """Run ``cfg`` to ``cfg.train.max_steps``; returns the output folder.
+
+    ``prior``, ``train_images`` and ``val_images`` replace what the config would load (the
+    prior, the train split, the first test images): the analytic-posterior benchmark trains
+    against closed-form priors on their own samples this way.
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.training_utils import EMAModel
@@ -169,7 +188,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
 
     # Identical initial weights on every rank, then per-rank noise for the losses.
     set_seed(tc.seed)
-    recipe = build_recipe(cfg, accelerator)
+    recipe = build_recipe(cfg, accelerator, prior=prior, val_images=val_images)
     keys = list(recipe.networks)
     optimizers = {
         k: torch.optim.AdamW(recipe.networks[k].parameters(), lr=recipe.lrs[k],
@@ -193,7 +212,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         start_step, nonfinite_total = int(state["step"]), int(state.get("nonfinite_total", 0))
 
-    train_set = load_split(cfg.data, "train")
+    train_set = TensorImages(train_images) if train_images is not None else load_split(cfg.data, "train")
     sampler = StepBatchSampler(len(train_set), tc.batch_size, tc.seed, start_step * tc.grad_accum,
                                accelerator.process_index, accelerator.num_processes)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers)
