@@ -9,6 +9,7 @@ with a one-line message that names the key and lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | fp16 | bf16
     ema_decay: float = 0.9999
     checkpoint_every: int = 500
-    checkpoints_total_limit: int = 3
+    checkpoints_total_limit: int = 3  # 0 keeps every checkpoint
     # Stop after this many non-finite losses in a row (each one skips its step).
     max_nonfinite: int = 10
     # Recompute UNet activations in the backward pass (diffusers): less memory, ~30% more time.
@@ -172,6 +173,12 @@ _CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "red_diff.init": ("pinv", "lift"),
 }
+# Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
+_AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
+                 "train.checkpoint_every", "log.every")
+
+
+_YAML11_BOOLS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -184,6 +191,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLS:  # yes/no/on/off, as YAML 1.1 had them
+            value = _YAML11_BOOLS[value.lower()]
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
@@ -214,28 +223,67 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
         if k not in names:
             raise ConfigError(f"unknown key '{key}' (valid: {', '.join(prefix + n for n in names)})")
         current = getattr(obj, k)
+        if isinstance(v, _OverrideValue):
+            # A string field takes the override's text as written ("no", "1000:", "1e3"), not
+            # what YAML would make of it (False, a mapping, a float).
+            v = v.raw if hints[k] is str and not isinstance(v.parsed, (str, type(None))) else v.parsed
         if dataclasses.is_dataclass(current):
             _apply(current, v, key + ".")
             continue
         v = _coerce(v, hints[k], key)
         if key in _CHOICES and v not in _CHOICES[key]:
             raise ConfigError(f"{key}: {v!r} is not one of {', '.join(_CHOICES[key])}")
+        if key in _AT_LEAST_ONE and v < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {v!r}")
         setattr(obj, k, v)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: only true/false are booleans (``no`` stays the string
+    "no"), ``1e-4`` is a float, and ``1:30`` is not a base-60 integer."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers
+         if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OverrideValue:
+    raw: str  # the text after "=", for string fields
+    parsed: Any  # the same read as YAML, for every other field
+
+    def __repr__(self) -> str:
+        return repr(self.raw)
+
+
 def parse_override(text: str) -> dict[str, Any]:
-    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}`` (the value is read as YAML)."""
+    """``"train.lr=3e-4"`` -> ``{"train": {"lr": <3e-4>}}``: the leaf keeps the text and its YAML reading."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
-    # YAML reads "1e-4" as a string; accept it as the number the user meant.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            pass
-    nested: dict[str, Any] = value
+    try:
+        value = _yaml_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML: a string field takes it as is, any other field rejects it
+    nested: Any = _OverrideValue(raw.strip(), value)
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
     return nested  # type: ignore[return-value]
@@ -268,7 +316,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = _yaml_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         try:
@@ -276,5 +324,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     for text in overrides or []:
-        _apply(cfg, _fix_yaml_floats(parse_override(text)))
+        _apply(cfg, parse_override(text))
     return cfg

@@ -41,9 +41,13 @@ def _in_test(name: str, fraction: float) -> bool:
 
 
 def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str) -> torch.Tensor:
-    if img.mode in ("P", "PA", "LA", "RGBA", "I;16", "I", "F", "1", "CMYK", "YCbCr"):
-        # Palette/alpha/bit-depth variants are not a channel choice; normalise them.
-        img = img.convert("L" if img.mode in ("I;16", "I", "F", "1", "LA") else "RGB")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit grayscale (PNG/TIFF open as I;16 or I): scale 0..65535 to 0..255 in float ("L" would clip).
+        img = Image.fromarray(np.asarray(img, dtype=np.float32) / 257.0, "F")
+    if img.mode in ("P", "PA", "LA", "RGBA", "1", "CMYK", "YCbCr"):
+        # Palette/alpha/bit-depth variants are not a channel choice; normalise them (a palette
+        # image takes the configured channels).
+        img = img.convert("L" if img.mode in ("1", "LA") or (img.mode in ("P", "PA") and channels == 1) else "RGB")
     have = len(img.getbands())
     if have != channels:
         raise DataError(f"{where}: image has {have} channel(s) ({img.mode}), config data.channels={channels}")
@@ -54,7 +58,7 @@ def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str)
         w, h = img.size
         left, top = (w - resolution) // 2, (h - resolution) // 2
         img = img.crop((left, top, left + resolution, top + resolution))
-    arr = np.asarray(img, dtype=np.float32)
+    arr = np.array(img, dtype=np.float32)  # a copy: asarray of an "F" image is read-only
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0

@@ -7,13 +7,12 @@ evaluations per image and seconds per image, and tables are written as Markdown.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from davi.atomic import write_text  # noqa: F401  (re-exported for the benchmarks)
 from davi.inference import Method
 from davi.metrics import psnr, ssim
 
@@ -51,11 +50,3 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
             cells.append(fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -12,11 +12,12 @@ Written atomically (temp folder + rename): a kill leaves the previous export or 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from davi.atomic import recover_folder, replace_folder, temp_folder_for
 
 CARD = "card.json"
 CARD_VERSION = 1
@@ -27,26 +28,14 @@ class ExportError(ValueError):
 
 
 def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any]) -> Path:
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_folder_for(out_dir)
     mapper.float().save_pretrained(str(tmp), safe_serialization=True)
     (tmp / CARD).write_text(json.dumps({"format": "davi-mapper", "version": CARD_VERSION, **card}, indent=2))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-    return out
+    return replace_folder(tmp, out_dir)
 
 
 def read_card(export_dir: str | Path) -> dict[str, Any]:
+    recover_folder(export_dir)
     path = Path(export_dir) / CARD
     if not Path(export_dir).is_dir():
         raise ExportError(f"{export_dir}: no such mapper export folder")

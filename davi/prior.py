@@ -130,10 +130,15 @@ class DiffusionPrior(ScorePrior):
     def train(self, mode: bool = True):  # a frozen prior stays in eval mode
         return super().train(False)
 
-    def _follow(self, x: torch.Tensor) -> None:
+    def _follow(self, x: torch.Tensor) -> torch.dtype:
+        """Move the network to x's device, and to x's dtype when that is float32/float64. A half-precision
+        input leaves the weights as they are (casting them down and back up would round them for good):
+        the network runs in its own dtype (autocast, when on, still computes in half)."""
         p = next(self.unet.parameters())
-        if p.device != x.device or p.dtype != x.dtype:
-            self.unet.to(device=x.device, dtype=x.dtype)
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else p.dtype
+        if p.device != x.device or p.dtype != dtype:
+            self.unet.to(device=x.device, dtype=dtype)
+        return dtype
 
     @torch.no_grad()
     def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -144,11 +149,11 @@ class DiffusionPrior(ScorePrior):
         if x_t.shape[1] != self.channels:
             raise PriorError(f"prior {self.identity}: expects {self.channels} channel(s), got input of shape "
                              f"{tuple(x_t.shape)}")
-        self._follow(x_t)
+        dtype = self._follow(x_t)
         t = t.to(x_t.device).long().expand(x_t.shape[0]) if t.ndim <= 1 else t
-        out = self.unet(x_t, t).sample
+        out = self.unet(x_t.to(dtype), t).sample
         # Learned-variance checkpoints predict (eps, variance): keep eps.
-        return out[:, : self.channels]
+        return out[:, : self.channels].to(x_t.dtype)
 
     @classmethod
     def from_pretrained(cls, path: str) -> "DiffusionPrior":
@@ -173,6 +178,16 @@ def resolve_prior_path(path: str) -> str:
     return path
 
 
+def _own_memory(unet):
+    """Copy weights read from safetensors into fresh tensors. They can arrive as views at unaligned
+    addresses, where CPU kernels sum in another order: without the copy a loaded prior's outputs
+    differ (by about an ulp) from those of the network that was saved."""
+    with torch.no_grad():
+        for t in [*unet.parameters(), *unet.buffers()]:
+            t.data = t.data.clone()
+    return unet
+
+
 def load_unet_and_scheduler(path: str):
     """Load (unet, scheduler, identity, digest) from a diffusers folder, a bundled name or a hub id.
 
@@ -182,8 +197,11 @@ def load_unet_and_scheduler(path: str):
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
+    from davi.atomic import recover_folder
+
     resolved = resolve_prior_path(path)
     folder = Path(resolved)
+    recover_folder(folder)
     try:
         if folder.exists():
             if (folder / "unet").is_dir():
@@ -195,13 +213,13 @@ def load_unet_and_scheduler(path: str):
             if not list(unet_dir.glob("*.safetensors")):
                 raise PriorError(f"{unet_dir}: no .safetensors weights (convert .pt/.bin checkpoints first: "
                                  f"python -m davi.convert)")
-            unet = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True)
+            unet = _own_memory(UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True))
             if (sched_dir / "scheduler_config.json").is_file():
                 scheduler = DDPMScheduler.from_pretrained(str(sched_dir))
             else:
                 scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
             return unet, scheduler, path, _weights_digest(unet_dir)
-        unet = UNet2DModel.from_pretrained(resolved, subfolder="unet", use_safetensors=True)
+        unet = _own_memory(UNet2DModel.from_pretrained(resolved, subfolder="unet", use_safetensors=True))
         scheduler = DDPMScheduler.from_pretrained(resolved, subfolder="scheduler")
         return unet, scheduler, path, ""
     except PriorError:
@@ -213,25 +231,14 @@ def load_unet_and_scheduler(path: str):
 
 def save_prior(unet, scheduler, folder: str | Path, extra: dict | None = None) -> None:
     """Write a diffusers folder (unet/ + scheduler/, safetensors) atomically: temp folder + rename."""
-    import shutil
+    from davi.atomic import replace_folder, temp_folder_for
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_folder_for(folder)
     unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
     scheduler.save_pretrained(str(tmp / "scheduler"))
     if extra:
         (tmp / "training.json").write_text(json.dumps(extra, indent=2))
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(folder)
+    replace_folder(tmp, folder)
 
 
 def load_prior(cfg: PriorConfig) -> DiffusionPrior:

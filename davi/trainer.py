@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from davi.atomic import recover_folder, replace_folder
 from davi.config import Config
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -170,6 +171,12 @@ def train(cfg: Config, resume: str | None = None, prior=None, train_images: torc
 
     tc = cfg.train
     out = Path(tc.output_dir)
+    # A process may train more than once (tests, benchmarks): forget the previous run's
+    # mixed-precision/accumulation settings; the distributed process group is kept.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.grad_accum,
@@ -179,8 +186,10 @@ def train(cfg: Config, resume: str | None = None, prior=None, train_images: torc
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".checkpoint-*.tmp"):  # a save that a kill interrupted
+        for stale in out.glob(".checkpoint-*.tmp"):  # saves that a kill interrupted
             shutil.rmtree(stale, ignore_errors=True)
+        for final in out.glob("checkpoint-*.old"):
+            recover_folder(final.with_name(final.name[: -len(".old")]))
         tmp = out / "config.yaml.tmp"
         tmp.write_text(cfg.to_yaml())
         os.replace(tmp, out / "config.yaml")
@@ -241,12 +250,10 @@ def train(cfg: Config, resume: str | None = None, prior=None, train_images: torc
         if main:
             (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "nonfinite_total": nonfinite_total}))
             (tmp / "config.yaml").write_text(cfg.to_yaml())
-            final = out / f"checkpoint-{step}"
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # atomic: a kill leaves either the old set or the new one
-            for _, old in list_checkpoints(out)[: -tc.checkpoints_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_folder(tmp, out / f"checkpoint-{step}")  # a kill leaves the old set or the new one
+            if tc.checkpoints_total_limit > 0:  # 0 keeps every checkpoint
+                for _, old in list_checkpoints(out)[: -tc.checkpoints_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
     def run_validation(step: int) -> None:
@@ -281,7 +288,9 @@ def train(cfg: Config, resume: str | None = None, prior=None, train_images: torc
                     # Every rank must agree, or DDP would wait forever for a skipped backward.
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "min").item() > 0
                     if not finite:
-                        opts[phase.network].zero_grad(set_to_none=True)
+                        # Drop this network's accumulated gradients too (the wrapped optimizer
+                        # would skip zero_grad in the middle of an accumulation window).
+                        opts[phase.network].optimizer.zero_grad(set_to_none=True)
                         logs[f"nonfinite/{phase.name}"] = 1.0
                         continue
                     accelerator.backward(loss)

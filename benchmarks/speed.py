@@ -1,0 +1,316 @@
+"""Seconds per image: DAVI's one-step restoration against RED-Diff's per-step cost, at 256 x 256.
+
+Both methods run the same prior-sized network (random weights: speed does not depend on them)
+on the same device, dtype and memory layout:
+
+* **DAVI**: ``x_hat = I_phi(lift(y) + h z, T - 1)`` -- lift, noise, ONE network evaluation,
+  clamp (``davi.mapper.Mapper.restore``), under ``torch.no_grad``;
+* **RED-Diff step**: one prior evaluation on ``x_t = sqrt(ab) mu + sqrt(1 - ab) eps`` (no
+  gradient) + the data-fit gradient through ``A`` + one Adam step on the estimate ``mu``
+  (the body of ``davi.red_diff.RedDiff``). RED-Diff-N costs N such steps, so
+  ``RED-Diff-1000 = 1000 x (measured seconds per step)``; steps are measured, not assumed.
+
+Noise is drawn on the device in both (``davi.inference`` draws it per image on the CPU so that
+results do not depend on batch composition; that bookkeeping is left out of both timings alike).
+bf16/fp16 run under ``torch.autocast`` with fp32 weights, as ``infer.py --dtype`` does. On CUDA
+every timing is bracketed by ``torch.cuda.synchronize()``; each figure is the median of
+``--repeats`` timed runs after ``--warmup`` untimed ones (which absorb cuDNN autotuning and
+``torch.compile``). Loading and building are never timed.
+
+Architectures: ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters) and ``imagenet256``
+(guided-diffusion's unconditional ImageNet model, 552.8M), built by ``davi.convert`` from its
+presets exactly as converted checkpoints are; ``small`` (1.5M: the ffhq256 layout at 1/8 of the
+width, 16 GroupNorm groups) for quick CPU runs -- its numbers say nothing about the real scale.
+
+    python benchmarks/speed.py                                   # CUDA if present, ffhq256, batch 1 8 32
+    python benchmarks/speed.py --channels-last --compile         # the fast path on a GPU
+    python benchmarks/speed.py --device cpu --arch small --batch-sizes 1 8   # < 1 min on a CPU
+
+Prints a Markdown table and writes it to benchmarks/results/speed_<device>.md (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import davi  # noqa: E402,F401  (torchvision shim before diffusers)
+
+ARCHS = ("ffhq256", "imagenet256", "small")
+DTYPES = ("fp32", "bf16", "fp16")
+TASKS = ("sr", "box_inpaint", "deblur", "random_inpaint", "denoise")
+
+
+def unet_config(arch: str) -> dict:
+    """UNet2DModel kwargs of a prior-sized network (see the module docstring)."""
+    from davi.convert import PRESETS, unet_config_from_guided
+
+    if arch in PRESETS:
+        return unet_config_from_guided(**PRESETS[arch])
+    if arch == "small":
+        cfg = unet_config_from_guided(**{**PRESETS["ffhq256"], "num_channels": 32, "num_head_channels": 32})
+        cfg.update(block_out_channels=tuple(c // 2 for c in cfg["block_out_channels"]), norm_num_groups=16,
+                   attn_norm_num_groups=16)
+        return cfg
+    raise SystemExit(f"--arch: {arch!r} is not one of {', '.join(ARCHS)}")
+
+
+def count_parameters(arch: str) -> int:
+    """Parameters of ``arch`` without allocating them (meta device)."""
+    import torch
+    from diffusers import UNet2DModel
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in UNet2DModel(**unet_config(arch)).parameters())
+
+
+def build_unet(arch: str, seed: int = 0):
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**unet_config(arch)).eval()
+
+
+def build_prior(unet):
+    """A frozen DiffusionPrior around ``unet`` with the published priors' schedule (linear, T = 1000)."""
+    from diffusers import DDPMScheduler
+
+    from davi.prior import DiffusionPrior
+
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    return DiffusionPrior(unet, sched, identity="random", digest="")
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here")
+    return dev
+
+
+def device_description(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, device, warmup: int, repeats: int) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def autocast_ctx(device, dtype_name: str):
+    import contextlib
+
+    import torch
+
+    if dtype_name == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name])
+
+
+def make_davi_fn(mapper, operator, y, device, dtype_name: str, channels_last: bool):
+    import torch
+
+    def restore():
+        with torch.no_grad(), autocast_ctx(device, dtype_name):
+            lifted = operator.lift(y)
+            if channels_last:
+                lifted = lifted.contiguous(memory_format=torch.channels_last)
+            z = torch.randn_like(lifted)
+            return mapper.restore(lifted, z).float().clamp(-1, 1)
+
+    return restore
+
+
+def make_red_diff_fn(prior, operator, y, device, dtype_name: str, channels_last: bool, steps: int,
+                     lr: float = 0.25, lam: float = 0.25):
+    """``steps`` RED-Diff iterations (davi.red_diff.RedDiff's body) on a persistent estimate mu."""
+    import torch
+
+    with torch.no_grad():
+        mu0 = operator.pinv(y) if operator.has_pinv else operator.lift(y)
+    if channels_last:
+        mu0 = mu0.contiguous(memory_format=torch.channels_last)
+    mu = mu0.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
+    T = prior.num_timesteps
+    B = y.shape[0]
+    state = {"t": T - 1}
+
+    def run():
+        for _ in range(steps):
+            t_int = state["t"]
+            state["t"] = t_int - 1 if t_int > 0 else T - 1
+            t = torch.full((B,), t_int, dtype=torch.long, device=device)
+            ab = prior.alpha_bar(t, mu)
+            eps = torch.randn_like(mu)
+            with torch.no_grad():
+                x_t = ab.sqrt() * mu + (1 - ab).sqrt() * eps
+                with autocast_ctx(device, dtype_name):
+                    eps_pred = prior.eps(x_t, t)
+                gap = eps_pred.float() - eps  # stopgrad(eps_theta - eps)
+            w = ((1 - ab) / ab).sqrt()
+            obs = 0.5 * ((y - operator(mu)) ** 2).flatten(1).mean(1)
+            reg = (w * gap * mu).flatten(1).mean(1)
+            loss = (obs + lam * reg).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return mu
+
+    return run
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--arch", default="ffhq256", choices=ARCHS)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
+                   help="default: fp32 bf16 fp16 on CUDA; fp32 bf16 on CPU (CPU fp16 autocast is ~100x slower)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
+    p.add_argument("--compile", action="store_true", help="torch.compile the mapper's and the prior's UNet")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default | max-autotune | ...)")
+    p.add_argument("--task", default="sr", choices=TASKS, help="operator of the measurement (SR x4 by default)")
+    p.add_argument("--red-diff-steps", type=int, default=None,
+                   help="RED-Diff steps per timed run (seconds per step = run / steps); default 5 on CUDA, 1 on CPU")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3 on CUDA, 1 on CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs, median reported (default 10 CUDA, 3 CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/speed_<device>.md)")
+    args = p.parse_args(argv)
+    if min(args.batch_sizes) < 1:
+        p.error("--batch-sizes must be >= 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+
+    import torch
+
+    from davi.config import OperatorConfig
+    from davi.evaluation import markdown_table, write_text
+    from davi.mapper import Mapper
+    from davi.operators import build_operator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    dtypes = args.dtypes or (["fp32", "bf16", "fp16"] if cuda else ["fp32", "bf16"])
+    if cuda and "bf16" in dtypes and not torch.cuda.is_bf16_supported():
+        print("note: this GPU has no bf16 support; skipping bf16")
+        dtypes = [d for d in dtypes if d != "bf16"]
+    warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
+    repeats = args.repeats if args.repeats is not None else (10 if cuda else 3)
+    rd_steps = args.red_diff_steps or (5 if cuda else 1)
+    if repeats < 1 or rd_steps < 1 or warmup < 0:
+        raise SystemExit("--repeats and --red-diff-steps must be >= 1, --warmup >= 0")
+    if args.compile and warmup < 1:
+        warmup = 1  # the first call compiles
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16/fp16 are their own rows
+        torch.backends.cudnn.allow_tf32 = False
+
+    unet = build_unet(args.arch, args.seed)
+    n_params = sum(p.numel() for p in unet.parameters())
+    res, c = unet.config.sample_size, unet.config.in_channels
+    mapper = Mapper.from_prior_unet(unet, h=0.1, tanh=False).eval().requires_grad_(False).to(device)
+    prior = build_prior(unet).to(device)
+    if args.channels_last:
+        mapper.net.to(memory_format=torch.channels_last)
+        prior.unet.to(memory_format=torch.channels_last)
+    if args.compile:
+        mapper.net = torch.compile(mapper.net, mode=args.compile_mode)
+        prior.unet = torch.compile(prior.unet, mode=args.compile_mode)
+    operator = build_operator(OperatorConfig(name=args.task), res, c).to(device)
+
+    rows = []
+    layout = "channels_last" if args.channels_last else "contiguous"
+    for dtype_name in dtypes:
+        for bs in args.batch_sizes:
+            g = torch.Generator().manual_seed(args.seed + bs)
+            x0 = (torch.rand((bs, c, res, res), generator=g) * 2 - 1).to(device)
+            y = operator.measure(x0, generator=g)
+            row = {"arch": args.arch, "dtype": dtype_name, "batch": bs, "layout": layout,
+                   "compiled": "yes" if args.compile else "no"}
+            try:
+                t_davi = median_time(make_davi_fn(mapper, operator, y, device, dtype_name, args.channels_last),
+                                     device, warmup, repeats)
+                t_run = median_time(make_red_diff_fn(prior, operator, y, device, dtype_name, args.channels_last,
+                                                     rd_steps), device, warmup, repeats)
+            except torch.cuda.OutOfMemoryError:
+                row.update(davi="OOM", step="OOM")
+                rows.append(row)
+                torch.cuda.empty_cache()
+                print(f"{dtype_name} batch {bs}: out of memory")
+                continue
+            davi_img = t_davi / bs
+            step_img = t_run / rd_steps / bs
+            row.update(davi=davi_img, step=step_img, step_over_davi=step_img / davi_img,
+                       rd100=100 * step_img, rd1000=1000 * step_img, speedup=1000 * step_img / davi_img,
+                       davi_ips=1.0 / davi_img)
+            rows.append(row)
+            print(f"{dtype_name} batch {bs}: DAVI {davi_img * 1e3:.2f} ms/img, RED-Diff step {step_img * 1e3:.2f} "
+                  f"ms/img -> RED-Diff-1000 {1000 * step_img:.2f} s/img, x{1000 * step_img / davi_img:.0f}",
+                  flush=True)
+
+    columns = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "batch", "{}"),
+               ("layout", "layout", "{}"), ("compiled", "compiled", "{}"),
+               ("davi", "DAVI s/img (1 NFE)", "{:.4g}"), ("davi_ips", "DAVI img/s", "{:.4g}"),
+               ("step", "RED-Diff s/img per step", "{:.4g}"), ("step_over_davi", "step / DAVI", "{:.2f}"),
+               ("rd100", "RED-Diff-100 s/img", "{:.4g}"), ("rd1000", "RED-Diff-1000 s/img", "{:.4g}"),
+               ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}")]
+    table = markdown_table(rows, columns)
+    head = (f"# Restoration speed, {res}x{res}, {device_description(device)}\n\n"
+            f"Network: `{args.arch}` UNet2DModel, {n_params / 1e6:.1f}M parameters, random weights "
+            f"({'a quick-check size, not the real scale' if args.arch == 'small' else 'the published prior size'}). "
+            f"Task `{args.task}`. torch {torch.__version__}.\n"
+            f"Median of {repeats} timed runs after {warmup} warm-up run(s); RED-Diff timed over {rd_steps} "
+            f"consecutive step(s) per run and divided: RED-Diff-N = N x (seconds per step). "
+            f"bf16/fp16 = torch.autocast with fp32 weights.\n\n"
+            f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speed_{device.type}.md"
+    write_text(out, head + table + "\n")
+    print(table)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
