@@ -15,7 +15,8 @@ results do not depend on batch composition; that bookkeeping is left out of both
 bf16/fp16 run under ``torch.autocast`` with fp32 weights, as ``infer.py --dtype`` does. On CUDA
 every timing is bracketed by ``torch.cuda.synchronize()``; each figure is the median of
 ``--repeats`` timed runs after ``--warmup`` untimed ones (which absorb cuDNN autotuning and
-``torch.compile``). Loading and building are never timed.
+``torch.compile``). Loading and building are never timed. fp32 is strict fp32 (TF32 off) unless
+``--tf32``.
 
 Architectures: ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters) and ``imagenet256``
 (guided-diffusion's unconditional ImageNet model, 552.8M), built by ``davi.convert`` from its
@@ -24,6 +25,7 @@ width, 16 GroupNorm groups) for quick CPU runs -- its numbers say nothing about 
 
     python benchmarks/speed.py                                   # CUDA if present, ffhq256, batch 1 8 32
     python benchmarks/speed.py --channels-last --compile         # the fast path on a GPU
+    python benchmarks/speed.py --arch imagenet256 --dtypes bf16 --batch-sizes 1 8 32
     python benchmarks/speed.py --device cpu --arch small --batch-sizes 1 8   # < 1 min on a CPU
 
 Prints a Markdown table and writes it to benchmarks/results/speed_<device>.md (``--out``).
@@ -204,6 +206,7 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     p.add_argument("--compile", action="store_true", help="torch.compile the mapper's and the prior's UNet")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default | max-autotune | ...)")
+    p.add_argument("--tf32", action="store_true", help="CUDA: let fp32 convolutions/matmuls use TF32 (Ampere+)")
     p.add_argument("--task", default="sr", choices=TASKS, help="operator of the measurement (SR x4 by default)")
     p.add_argument("--red-diff-steps", type=int, default=None,
                    help="RED-Diff steps per timed run (seconds per step = run / steps); default 5 on CUDA, 1 on CPU")
@@ -245,8 +248,9 @@ def main(argv=None) -> None:
         warmup = 1  # the first call compiles
     if cuda:
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32; bf16/fp16 are their own rows
-        torch.backends.cudnn.allow_tf32 = False
+        # fp32 means fp32 unless --tf32 (then the fp32 rows say "fp32 (tf32)"); bf16/fp16 are their own rows.
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
 
     unet = build_unet(args.arch, args.seed)
     n_params = sum(p.numel() for p in unet.parameters())
@@ -257,8 +261,15 @@ def main(argv=None) -> None:
         mapper.net.to(memory_format=torch.channels_last)
         prior.unet.to(memory_format=torch.channels_last)
     if args.compile:
-        mapper.net = torch.compile(mapper.net, mode=args.compile_mode)
-        prior.unet = torch.compile(prior.unet, mode=args.compile_mode)
+        # One static graph per (batch size, dtype): no dynamic-shape kernels, and no silent fall-back
+        # to eager once dynamo's default limit of 8 recompilations per function is reached.
+        import torch._dynamo
+
+        for name in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+        mapper.net = torch.compile(mapper.net, mode=args.compile_mode, dynamic=False)
+        prior.unet = torch.compile(prior.unet, mode=args.compile_mode, dynamic=False)
     operator = build_operator(OperatorConfig(name=args.task), res, c).to(device)
 
     rows = []
@@ -268,7 +279,8 @@ def main(argv=None) -> None:
             g = torch.Generator().manual_seed(args.seed + bs)
             x0 = (torch.rand((bs, c, res, res), generator=g) * 2 - 1).to(device)
             y = operator.measure(x0, generator=g)
-            row = {"arch": args.arch, "dtype": dtype_name, "batch": bs, "layout": layout,
+            label = "fp32 (tf32)" if dtype_name == "fp32" and cuda and args.tf32 else dtype_name
+            row = {"arch": args.arch, "dtype": label, "batch": bs, "layout": layout,
                    "compiled": "yes" if args.compile else "no"}
             try:
                 t_davi = median_time(make_davi_fn(mapper, operator, y, device, dtype_name, args.channels_last),

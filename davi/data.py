@@ -49,6 +49,10 @@ def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str)
         # image takes the configured channels).
         img = img.convert("L" if img.mode in ("1", "LA") or (img.mode in ("P", "PA") and channels == 1) else "RGB")
     have = len(img.getbands())
+    if have == 1 and channels == 3:
+        # Grayscale files turn up in colour data sets (ImageNet has some): replicating the
+        # channel loses nothing. The reverse would discard colour, so it stays an error.
+        img, have = img.convert("RGB"), 3
     if have != channels:
         raise DataError(f"{where}: image has {have} channel(s) ({img.mode}), config data.channels={channels}")
     w, h = img.size

@@ -47,9 +47,9 @@ def main() -> None:
     q = sample_quality(clf, images)
     real = sample_quality(clf, load_split(DataConfig(), "test").tensor())
     result = {"prior": args.prior, "digest": prior.digest, "samples": args.samples, "ddim_steps": args.steps,
-              "sampling_seconds": seconds, "mean_confidence": float(q["mean_confidence"]),
+              "sampling_seconds": seconds, "mean_confidence": float(q["confidence"]),
               "class_histogram": [float(v) for v in q["histogram"]],
-              "real_test_mean_confidence": float(real["mean_confidence"])}
+              "real_test_mean_confidence": float(real["confidence"])}
     out = Path(args.out)
     write_text(out.with_suffix(".json"), json.dumps(result, indent=2))
     save_grid_png(make_grid(images[:64], nrow=16), out.with_name(out.name + "_samples.png"), upscale=2)
