@@ -62,9 +62,9 @@ def test_no_test_image_is_a_train_image(mnist):
     assert not (train_d & test_d)
 
 
-def test_bundled_with_wrong_channels_is_a_data_error():
-    with pytest.raises(DataError, match=r"1 channel.*data\.channels=3"):
-        load_split(DataConfig(source="mnist32", channels=3), "train")
+def test_bundled_digits_replicate_into_three_channels():
+    x = load_split(DataConfig(source="mnist32", channels=3), "train")[0]["image"]
+    assert x.shape == (3, 32, 32) and torch.equal(x[0], x[2])
 
 
 def test_bad_split_name_and_unknown_source(tmp_path):
@@ -211,8 +211,9 @@ def test_channel_mismatch_is_a_data_error(folder, tmp_path):
         load_split(DataConfig(source=str(root), resolution=16, channels=1, test_range="0:0"), "train")
     gray = tmp_path / "gray"
     _make_folder(gray, n=3, mode="L")
-    with pytest.raises(DataError, match=r"image has 1 channel\(s\).*data\.channels=3"):
-        load_split(DataConfig(source=str(gray), resolution=16, channels=3, test_range="0:0"), "train")
+    # grayscale into a colour data set is replicated (lossless), not an error
+    rgb = load_split(DataConfig(source=str(gray), resolution=16, channels=3, test_range="0:0"), "train")[0]["image"]
+    assert rgb.shape == (3, 16, 16) and torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])
     ds = load_split(DataConfig(source=str(gray), resolution=16, channels=1, test_range="0:0"), "train")
     assert ds[0]["image"].shape == (1, 16, 16)
 
