@@ -179,12 +179,17 @@ def resolve_prior_path(path: str) -> str:
 
 
 def _own_memory(unet):
-    """Copy weights read from safetensors into fresh tensors. They can arrive as views at unaligned
-    addresses, where CPU kernels sum in another order: without the copy a loaded prior's outputs
-    differ (by about an ulp) from those of the network that was saved."""
+    """Copy weights read from safetensors into fresh float32 tensors.
+
+    They can arrive as views at unaligned addresses, where CPU kernels sum in another order:
+    without the copy a loaded prior's outputs differ (by about an ulp) from those of the network
+    that was saved. Weights stored in half precision (the shipped prior, to halve its size) are
+    computed in float32: the copies trained from them need float32, and CPUs run half slowly.
+    """
     with torch.no_grad():
         for t in [*unet.parameters(), *unet.buffers()]:
-            t.data = t.data.clone()
+            half = t.dtype in (torch.float16, torch.bfloat16)
+            t.data = t.data.float() if half else t.data.clone()
     return unet
 
 
