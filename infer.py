@@ -36,8 +36,12 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None):
-    """(names, images) from an image file, a folder, or '<data source>:<split>' (e.g. mnist32:test)."""
+def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, trained_data: dict | None = None):
+    """(names, images) from an image file, a folder, or '<data source>:<split>' (e.g. mnist32:test).
+
+    For the data set the mapper was trained on, the split is the training run's (its ranges
+    or hash fraction, from the export card), so 'test' means the images held out in training.
+    """
     import torch
 
     from davi.config import DataConfig
@@ -46,7 +50,12 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None):
 
     if ":" in spec and not Path(spec).exists():
         source, split = spec.rsplit(":", 1)
-        ds = load_split(DataConfig(source=source, resolution=resolution, channels=channels), split)
+        data = DataConfig(source=source, resolution=resolution, channels=channels)
+        if trained_data and trained_data.get("source") == source:
+            for key in ("test_fraction", "train_range", "test_range", "image_column"):
+                if key in trained_data:
+                    setattr(data, key, trained_data[key])
+        ds = load_split(data, split)
         n = len(ds) if limit is None else min(limit, len(ds))
         return [f"{split}_{i:05d}" for i in range(n)], ds.tensor(limit=n)
     files = list_images(spec)[: limit or None]
@@ -74,7 +83,7 @@ def cmd_restore(args) -> None:
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
     mapper, card, operator = load_export(args.export, device)
     c, r = card["channels"], card["resolution"]
-    names, images = _load_inputs(args.input, c, r, args.limit)
+    names, images = _load_inputs(args.input, c, r, args.limit, card.get("config", {}).get("data"))
     image_shape = (images.shape[0], c, r, r)
     if args.simulate:
         if args.simulate != card["task"]:
@@ -105,8 +114,9 @@ def cmd_restore(args) -> None:
         from davi.prior import DiffusionPrior
 
         prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
-        rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **({"num_steps": args.red_diff_steps}
-                                                                               if args.red_diff_steps else {})})
+        overrides = {k: v for k, v in (("num_steps", args.red_diff_steps), ("lr", args.red_diff_lr),
+                                          ("lam", args.red_diff_lam)) if v is not None}
+        rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **overrides})
         method = RedDiffMethod(prior, operator, rd, progress=False)
 
     from tqdm.auto import tqdm
@@ -203,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--samples", type=int, default=4, help="posterior samples per image (mean + std map)")
     r.add_argument("--method", choices=METHODS, default="davi")
     r.add_argument("--prior", default=None, help="prior for red-diff (default: the one in the export card)")
-    r.add_argument("--red-diff-steps", type=int, default=None)
+    r.add_argument("--red-diff-steps", type=int, default=None, help="RED-Diff steps (default: the export's config)")
+    r.add_argument("--red-diff-lr", type=float, default=None, help="RED-Diff Adam learning rate")
+    r.add_argument("--red-diff-lam", type=float, default=None, help="RED-Diff regulariser weight lambda")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--limit", type=int, default=None, help="restore only the first N inputs")
     r.add_argument("--seed", type=int, default=0)

@@ -89,7 +89,10 @@ def evaluate_restorations(restored: torch.Tensor, reference: torch.Tensor, class
     else:
         out[f"lpips_{lpips_net}"] = reason
     ok, reason = fid_status()
-    out["fid"] = "not computed by this tool yet" if ok else reason
+    # torchmetrics' FID needs torch-fidelity's Inception weights; on the embedded default's 32x32
+    # digits FID is not meaningful anyway (see classifier_frechet). Say which case this is.
+    out["fid"] = ("unavailable here: weights found but FID is computed by the external `fidelity` tool "
+                  "(docs/paper_setting.md)") if ok else reason
     if classifier:
         if restored.shape[1:] == (1, 32, 32):
             from davi.classifier import classifier_frechet, load_classifier

@@ -184,6 +184,11 @@ def train(cfg: Config, resume: str | None = None, prior=None, train_images: torc
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     main = accelerator.is_main_process
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:
+        # e.g. `accelerate launch --cpu --num_processes 2`: each process trains alone
+        accelerator.print(f"warning: launched as {launched} processes but training with "
+                          f"{accelerator.num_processes}; on CPU use ACCELERATE_USE_CPU=1 with --multi_gpu")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".checkpoint-*.tmp"):  # saves that a kill interrupted
