@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import davi  # noqa: E402,F401
 
 TASKS = {"deblur": "deblur_mnist.yaml", "sr4": "sr4_mnist.yaml", "box": "box_mnist.yaml"}
-LRS = (0.05, 0.1, 0.25, 0.5)
+LRS = (0.05, 0.1, 0.25)
 LAMS = (0.05, 0.25, 1.0)
 
 

@@ -63,6 +63,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--measure-only", action="store_true", help="no training: measure the shipped mappers")
+    p.add_argument("--reuse", action="store_true", help="measure existing exports in --runs instead of retraining")
     p.add_argument("--ship", action="store_true", help="copy the full-DAVI exports into davi/assets/mappers")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tasks.md"))
     args = p.parse_args()
@@ -88,6 +89,12 @@ def main() -> None:
         else:
             for variant in args.variants:
                 out = Path(args.runs) / f"{task}-{variant.split()[0].replace('(', '')}"
+                if args.reuse and (out / "export" / "card.json").is_file():
+                    summary = json.loads((out / "train_summary.json").read_text())
+                    exports[variant] = (out / "export", summary["seconds_per_step"])
+                    if variant == "davi" and (SHIPPED / task / "card.json").is_file():
+                        exports["davi (shipped, fp16)"] = (SHIPPED / task, summary["seconds_per_step"])
+                    continue
                 shutil.rmtree(out, ignore_errors=True)
                 vcfg = load_config(ROOT / "configs" / TASKS[task], [*base, f"train.output_dir={out}", *VARIANTS[variant]])
                 t0 = time.time()

