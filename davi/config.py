@@ -96,7 +96,7 @@ class DaviConfig:
     ppb_alpha: float = 3.0
     ppb_beta: float = 1.0
     # Score-network updates per mapper update.
-    score_steps: int = 1
+    score_steps: int = 1  # score-network updates per mapper update (on the same mapper samples)
     score_lr: float = 1e-4
 
 

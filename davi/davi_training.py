@@ -110,7 +110,8 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
             return recipe.extra["nets"]["score"](x_t, t).sample[:, :c]
 
     def score_phase(batch):
-        draw(batch)
+        if "x_hat" not in cache:  # the first of davi.score_steps score updates draws the samples
+            draw(batch)
         return dsm(score_eps, cache["x_hat"].detach()), {}
 
     def frozen_score_eps(x_t, t):
@@ -144,7 +145,8 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         return loss, logs
 
     if use_ikl:
-        recipe.phases.append(Phase("score", "score", score_phase))
+        # davi.score_steps DSM updates of s_psi (fresh t and noise each) per mapper update
+        recipe.phases += [Phase("score", "score", score_phase) for _ in range(dc.score_steps)]
     recipe.phases.append(Phase("mapper", "mapper", mapper_phase))
 
     # A fixed validation batch: the first test images, measured with a fixed seed.

@@ -29,16 +29,15 @@ def test_digits():
     from davi.config import DataConfig
     from davi.data import load_split
 
-    # The bundled splits are sorted by class (the first 200 test digits are all 0s and 1s), so
-    # take every 5th: 200 digits, 20 per class.
+    # The first 200 of the (shuffled, seeded) test split: every class is present.
     ds = load_split(DataConfig(), "test")
-    idx = list(range(0, len(ds), 5))
+    idx = list(range(200))
     return torch.stack([ds[i]["image"] for i in idx]), ds.labels()[idx]
 
 
 def test_bundled_classifier_is_accurate(classifier, test_digits):
     x, y = test_digits
-    assert torch.bincount(y, minlength=10).tolist() == [20] * 10
+    assert (torch.bincount(y, minlength=10) >= 10).all()
     assert not classifier.training
     assert not any(p.requires_grad for p in classifier.parameters())
     q = sample_quality(classifier, x)
