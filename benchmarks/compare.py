@@ -6,7 +6,7 @@ RED-Diff's lr and lambda are first tuned per task on TRAIN images (grid search a
 best PSNR), so the baseline is not handicapped. Reports PSNR, SSIM, the classifier Fréchet
 distance (realism; not FID), network evaluations and seconds per image, and each method's
 time as a ratio to DAVI's, all measured in one run. Prints the table and writes it to
-benchmarks/results/compare.md (tuning choices in compare_tuning.json).
+benchmarks/results/compare.md (tuning choices beside it in compare.tuning.json).
 
     python benchmarks/compare.py --images 200
     python benchmarks/compare.py --images 50 --tasks sr4 --no-tune     # quick look
@@ -104,7 +104,7 @@ def main() -> None:
             f"Command: python benchmarks/compare.py {' '.join(sys.argv[1:])}\n\n")
     write_text(args.out, head + table + "\n")
     if tuning:
-        write_text(Path(args.out).with_name("compare_tuning.json"), json.dumps(tuning, indent=2))
+        write_text(Path(args.out).with_suffix(".tuning.json"), json.dumps(tuning, indent=2))
     print(table)
     print(f"wrote {args.out}")
 
