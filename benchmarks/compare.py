@@ -45,7 +45,7 @@ def main() -> None:
 
     from davi.config import RedDiffConfig, load_config
     from davi.data import load_split
-    from davi.evaluation import markdown_table, run_method, score_restorations, write_text
+    from davi.evaluation import markdown_table, publish_table, run_method, score_restorations, write_text
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod
     from davi.metrics import psnr
@@ -102,11 +102,9 @@ def main() -> None:
             f"{torch.get_num_threads()} CPU threads, one run. classifier FD = Frechet distance in the digit "
             f"classifier's feature space (not FID; lower is more realistic).\n\n"
             f"Command: python benchmarks/compare.py {' '.join(sys.argv[1:])}\n\n")
-    write_text(args.out, head + table + "\n")
     if tuning:
         write_text(Path(args.out).with_suffix(".tuning.json"), json.dumps(tuning, indent=2))
-    print(table)
-    print(f"wrote {args.out}")
+    publish_table(args.out, head, table)
 
 
 if __name__ == "__main__":

@@ -297,7 +297,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from davi.evaluation import markdown_table, write_text
+    from davi.evaluation import markdown_table, publish_table
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -366,9 +366,7 @@ def main(argv=None) -> None:
             f"network is stepped. torch {torch.__version__}.\n\n"
             f"Command: `python benchmarks/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"memory_{dev.type}.md"
-    write_text(out, head + table + "\n")
-    print(table)
-    print(f"wrote {out}")
+    publish_table(out, head, table)
 
 
 if __name__ == "__main__":

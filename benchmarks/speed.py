@@ -227,7 +227,7 @@ def main(argv=None) -> None:
     import torch
 
     from davi.config import OperatorConfig
-    from davi.evaluation import markdown_table, write_text
+    from davi.evaluation import markdown_table, publish_table
     from davi.mapper import Mapper
     from davi.operators import build_operator
 
@@ -319,9 +319,7 @@ def main(argv=None) -> None:
             f"bf16/fp16 = torch.autocast with fp32 weights.\n\n"
             f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speed_{device.type}.md"
-    write_text(out, head + table + "\n")
-    print(table)
-    print(f"wrote {out}")
+    publish_table(out, head, table)
 
 
 if __name__ == "__main__":

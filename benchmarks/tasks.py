@@ -72,7 +72,7 @@ def main() -> None:
 
     from davi.config import load_config
     from davi.data import load_split
-    from davi.evaluation import markdown_table, run_method, score_restorations, write_text
+    from davi.evaluation import markdown_table, publish_table, run_method, score_restorations
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod
     from davi.trainer import train
@@ -125,9 +125,7 @@ def main() -> None:
             f"per image, same measurement noise for every method. classifier FD = Frechet distance in the digit "
             f"classifier's feature space (not FID; lower is more realistic).\n\n"
             f"Command: python benchmarks/tasks.py {' '.join(sys.argv[1:])}\n\n")
-    write_text(args.out, head + table + "\n")
-    print(table)
-    print(f"wrote {args.out}")
+    publish_table(args.out, head, table)
 
 
 if __name__ == "__main__":

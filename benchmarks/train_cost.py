@@ -51,7 +51,7 @@ def main() -> None:
     import torch
 
     from davi.config import load_config
-    from davi.evaluation import markdown_table, write_text
+    from davi.evaluation import markdown_table, publish_table
     from davi.mapper import Mapper
     from davi.prior import load_prior
     from davi.trainer import train
@@ -108,9 +108,7 @@ def main() -> None:
     head = (f"Batch {b} of {c}x{r}x{r}, prior {cfg.prior.path}, {torch.get_num_threads()} CPU threads, "
             f"{args.steps} trainer iterations; parts are medians of {args.repeats} runs.\n\n"
             f"Command: python benchmarks/train_cost.py {' '.join(sys.argv[1:])}\n\n")
-    write_text(args.out, head + table + "\n")
-    print(table)
-    print(f"wrote {args.out}")
+    publish_table(args.out, head, table)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,10 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
             cells.append(fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def publish_table(path, head: str, table: str) -> None:
+    """Write a benchmark's Markdown table (with its header) atomically and print it."""
+    write_text(path, head + table + "\n")
+    print(table)
+    print(f"wrote {path}")
