@@ -30,7 +30,7 @@ def test_prior_config_values_come_from_the_file():
     cfg = load_config(ROOT / "configs" / "prior_mnist.yaml")
     assert cfg.job == "prior"
     assert cfg.train.lr == 5e-4 and isinstance(cfg.train.lr, float)
-    assert cfg.train.max_steps == 12000
+    assert cfg.train.max_steps == 4000
     assert cfg.train.output_dir == "runs/prior_mnist"
 
 
