@@ -40,7 +40,8 @@ def _in_test(name: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str) -> torch.Tensor:
+def normalize_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Bring any PIL mode to 8-bit-range L/RGB (or float F for 16-bit), aiming at ``channels``."""
     if img.mode.startswith("I;16") or img.mode == "I":
         # 16-bit grayscale (PNG/TIFF open as I;16 or I): scale 0..65535 to 0..255 in float ("L" would clip).
         img = Image.fromarray(np.asarray(img, dtype=np.float32) / 257.0, "F")
@@ -48,11 +49,16 @@ def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str)
         # Palette/alpha/bit-depth variants are not a channel choice; normalise them (a palette
         # image takes the configured channels).
         img = img.convert("L" if img.mode in ("1", "LA") or (img.mode in ("P", "PA") and channels == 1) else "RGB")
-    have = len(img.getbands())
-    if have == 1 and channels == 3:
+    if len(img.getbands()) == 1 and channels == 3:
         # Grayscale files turn up in colour data sets (ImageNet has some): replicating the
         # channel loses nothing. The reverse would discard colour, so it stays an error.
-        img, have = img.convert("RGB"), 3
+        img = img.convert("RGB")
+    return img
+
+
+def _pil_to_tensor(img: Image.Image, resolution: int, channels: int, where: str) -> torch.Tensor:
+    img = normalize_mode(img, channels)
+    have = len(img.getbands())
     if have != channels:
         raise DataError(f"{where}: image has {have} channel(s) ({img.mode}), config data.channels={channels}")
     w, h = img.size

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from davi.data import IMAGE_SUFFIXES, DataError
+from davi.data import IMAGE_SUFFIXES, DataError, normalize_mode
 
 
 # Raw measurements keep their noise below 8-bit quantisation: float arrays in [-1, 1], (C, H, W) or (H, W).
@@ -54,9 +54,7 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("P", "RGBA", "LA", "I;16", "I", "F", "1"):
-                img = img.convert("L" if img.mode in ("LA", "I;16", "I", "F", "1") else "RGB")
-            arr = np.asarray(img, dtype=np.float32)
+            arr = np.array(normalize_mode(img, channels), dtype=np.float32)  # same modes as the data sets
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     if arr.ndim == 2:

@@ -226,6 +226,9 @@ def test_sixteen_bit_and_palette_images(tmp_path):
     x = load_image_file(tmp_path / "g16.png", 16, 1)
     expected = torch.from_numpy(ramp.astype(np.float64) / 65535 * 2 - 1).float()[None]
     assert torch.allclose(x, expected, atol=1e-4)
+    from davi.imageio import read_image  # infer.py's reader treats modes the same way
+
+    assert torch.allclose(read_image(tmp_path / "g16.png", 1), expected, atol=1e-4)
     # A palette image follows the configured channels.
     gray = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
     Image.fromarray(gray, "L").convert("P").save(tmp_path / "pal.png")
