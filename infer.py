@@ -110,7 +110,6 @@ def cmd_restore(args) -> None:
     elif args.method == "lift":
         method = LiftMethod(operator)
     else:
-        from davi.prior import load_unet_and_scheduler  # noqa: F401  (fail early on a bad prior)
         from davi.prior import DiffusionPrior
 
         prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)

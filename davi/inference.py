@@ -96,7 +96,6 @@ class RedDiffMethod(Method):
 class Timing:
     seconds_per_image: float
     batch_size: int
-    images: int
 
 
 def time_method(method: Method, y: torch.Tensor, batch_size: int, repeats: int = 3) -> Timing:
@@ -113,4 +112,4 @@ def time_method(method: Method, y: torch.Tensor, batch_size: int, repeats: int =
         if yb.is_cuda:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    return Timing(best / yb.shape[0], yb.shape[0], yb.shape[0])
+    return Timing(best / yb.shape[0], yb.shape[0])
