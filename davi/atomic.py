@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 
 def _old(final: Path) -> Path:
@@ -49,9 +50,18 @@ def temp_folder_for(final: str | Path) -> Path:
     return tmp
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` fills a sibling temp file, which then replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_file(path, lambda tmp: tmp.write_text(text))
