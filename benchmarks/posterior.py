@@ -40,17 +40,26 @@ t_ikl = 400 (the SPEC's deblur value; a small t_ikl has the better optimum but t
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import torch
+
+from davi.analytic import (
+    calibrate_lambda_con,
+    davi_fixed_point,
+    digit_images,
+    exact_posteriors,
+    fit_gaussian,
+    fit_gmm,
+    held_out_measurements,
+    mapper_samples,
+    posterior_figures,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
 torch.set_num_threads(1)
 
 RES = 8
@@ -79,8 +88,6 @@ NET = ["prior.block_out_channels=[16,32]", "prior.attention_levels=[]", "prior.n
 # problems
 # ----------------------------------------------------------------------------------------------
 def make_prior(name: str):
-    from davi.analytic import digit_images, fit_gaussian, fit_gmm
-
     if name == "gauss":
         x, _ = digit_images(GAUSS_CLASSES, resolution=RES)
         return fit_gaussian(x, rank=RANK)
@@ -100,169 +107,6 @@ def make_operator(task: str, sigma_y: float = SIGMA_Y, resolution: int = RES, ch
     from davi.operators import build_operator
 
     return build_operator(operator_config(task, sigma_y), resolution, channels)
-
-
-def components(prior):
-    """(weights (K,), means (K, D), covs (K, D, D)) of a Gaussian (K = 1) or a mixture, float64."""
-    from davi.analytic import GaussianPrior
-
-    if isinstance(prior, GaussianPrior):
-        return torch.ones(1, dtype=torch.float64), prior.mean.cpu()[None], prior.cov.cpu()[None]
-    return prior.weights.cpu(), prior.means.cpu(), prior.covs.cpu()
-
-
-class Posterior:
-    """The exact posterior of one measurement: a Gaussian mixture (K = 1 for a Gaussian prior)."""
-
-    def __init__(self, weights, means, covs):
-        self.weights, self.means, self.covs = weights, means, covs  # (K,), (K, D), (K, D, D)
-        self.mean = (weights[:, None] * means).sum(0)
-        d = means - self.mean
-        self.cov = (weights[:, None, None] * (covs + d[:, :, None] * d[:, None, :])).sum(0)
-        self._chol = [torch.linalg.cholesky(c + 1e-12 * torch.eye(c.shape[0], dtype=c.dtype)) for c in covs]
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
-        L = torch.stack(self._chol)[k]
-        return self.means[k] + torch.einsum("nde,ne->nd", L, z)
-
-
-def exact_posteriors(prior, op, y) -> list[Posterior]:
-    from davi.analytic import exact_posterior_gmm
-
-    w, means, covs = exact_posterior_gmm(prior, op, y.double())
-    return [Posterior(w[b], means[b].reshape(w.shape[1], -1), covs) for b in range(y.shape[0])]
-
-
-def held_out_measurements(prior, op, n: int, seed: int, ambiguous: bool):
-    """(x0, y) for n held-out prior samples. With ``ambiguous`` (mixture), the n whose exact posterior
-    weights are most balanced among 32 n candidates: mode coverage is only informative where the
-    posterior has more than one mode."""
-    g = torch.Generator().manual_seed(seed)
-    cand = n * 32 if ambiguous else n
-    x0 = prior.sample(cand, generator=g).float()
-    y = op.measure(x0, generator=g)
-    if ambiguous:
-        from davi.analytic import exact_posterior_gmm
-
-        w = exact_posterior_gmm(prior, op, y.double())[0]
-        entropy = -(w * w.clamp_min(1e-300).log()).sum(1)
-        idx = entropy.argsort(descending=True)[:n].sort().values
-        x0, y = x0[idx], y[idx]
-    return x0, y
-
-
-# ----------------------------------------------------------------------------------------------
-# what DAVI's objective converges to (Gaussian prior, Gaussian family): closed form
-# ----------------------------------------------------------------------------------------------
-def ikl_curvature(v: torch.Tensor, alphas_cumprod: torch.Tensor, t_ikl: int, dim: int) -> torch.Tensor:
-    """f(v) = (1 / 2D) mean_{t < t_ikl} w_t a_t / (a_t v + 1 - a_t), w_t = sqrt((1 - a_t) / a_t).
-
-    For a Gaussian prior N(m, S) and Gaussian q = N(mu, C), the mapper's IKL surrogate
-    (davi.losses.IKLLoss: per element (eps_theta - eps_psi) * x_hat, averaged over the D pixels)
-    is the gradient of (1/D) mean_t w_t KL(q_t || p_t). Its stationarity conditions read
-    ``2 f(S) (mu - m)`` for the mean and ``f(S) - f(C)`` for the covariance (f acting on eigenvalues):
-    f plays the role that S^{-1} / 2 plays for the plain KL(q || p). f is not proportional to 1/v
-    (it is bounded at v = 0 and falls roughly like log(1/v)), which is why DAVI's optimum is not the
-    exact posterior."""
-    a = alphas_cumprod[:t_ikl].double()
-    w = ((1 - a) / a).sqrt()
-    v = v.double()
-    return (w * a / (a * v[..., None] + 1 - a)).mean(-1) / (2 * dim)
-
-
-def _ikl_curvature_inverse(r: torch.Tensor, alphas_cumprod, t_ikl: int, dim: int) -> torch.Tensor:
-    """v >= 0 with f(v) = r (bisection in log v); 0 where r >= f(0) (the optimum is a point mass)."""
-    lo = torch.full_like(r, -40.0)
-    hi = torch.full_like(r, 15.0)
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        too_small = ikl_curvature(mid.exp(), alphas_cumprod, t_ikl, dim) > r  # f decreasing: v must grow
-        lo = torch.where(too_small, mid, lo)
-        hi = torch.where(too_small, hi, mid)
-    v = ((lo + hi) / 2).exp()
-    return torch.where(r >= ikl_curvature(torch.zeros_like(r), alphas_cumprod, t_ikl, dim), torch.zeros_like(v), v)
-
-
-def davi_fixed_point(prior, op, y: torch.Tensor, lambda_con: float, t_ikl: int, lambda_reg: float = 0.0):
-    """Minimiser over Gaussians q = N(mu, C) of DAVI's per-sample objective on a Gaussian prior:
-
-        J(q) = (1/D) mean_{t < t_ikl} w_t KL(q_t || p_t) + (lambda_con / M) E_q ||y - A x||^2,
-
-    the normalisation of davi_training (IKL averaged over D pixels, consistency = mse over the M
-    entries of A x). Setting its gradients to zero:
-
-        mu = (f(S) + (lambda_con / M) A^T A)^{-1} (f(S) m + (lambda_con / M) A^T y),
-        f(C) = f(S) + (lambda_con / M) A^T A,
-
-    to be compared with the exact posterior, (S^{-1} + A^T A / sigma^2)^{-1} (S^{-1} m + A^T y / sigma^2)
-    and C^{-1} = S^{-1} + A^T A / sigma^2. The paired term lambda_reg * mse(x0, x_hat), averaged over
-    x0 ~ p(x0 | y), adds (lambda_reg / D) (||mu - E[x0 | y]||^2 + tr C): it adds lambda_reg / D to both
-    precisions, pulling mu to the posterior mean and shrinking C. Returns (means (B, D), cov (D, D)), float64.
-    """
-    from davi.analytic import operator_matrix
-
-    A = operator_matrix(op, prior.shape)  # (M, D), zero rows included (they count in the mse)
-    M, D = A.shape
-    ab = prior.schedule.alphas_cumprod.cpu()
-    lam_s, V = prior.eigvals.cpu(), prior.eigvecs.cpu()
-    F_S = (V * ikl_curvature(lam_s, ab, t_ikl, D)) @ V.T
-    AtA = (lambda_con / M) * (A.T @ A)
-    R = F_S + AtA + (lambda_reg / D) * torch.eye(D, dtype=torch.float64)
-    yf = y.double().reshape(y.shape[0], -1)
-    rhs = F_S @ prior.mean.cpu() + (lambda_con / M) * (yf @ A)  # (B, D)
-    if lambda_reg:
-        from davi.analytic import exact_posterior
-
-        rhs = rhs + (lambda_reg / D) * exact_posterior(prior, op, y.double())[0].reshape(y.shape[0], -1)
-    mu = torch.linalg.solve(R, rhs.T).T
-    r, U = torch.linalg.eigh(0.5 * (R + R.T))
-    C = (U * _ikl_curvature_inverse(r, ab, t_ikl, D)) @ U.T
-    return mu, 0.5 * (C + C.T)
-
-
-def davi_objective(prior, op, y, mu, C, lambda_con: float, t_ikl: int) -> torch.Tensor:
-    """J(q) of :func:`davi_fixed_point` for q = N(mu, C) (mu (B, D)), summed over the batch; autograd-able
-    (used to check that the closed form is a stationary point)."""
-    from davi.analytic import operator_matrix
-
-    A = operator_matrix(op, prior.shape)
-    M, D = A.shape
-    a = prior.schedule.alphas_cumprod.cpu()[:t_ikl].double()
-    w = ((1 - a) / a).sqrt()
-    S, m = prior.cov.cpu(), prior.mean.cpu()
-    eye = torch.eye(D, dtype=torch.float64)
-    Cq = a[:, None, None] * C + (1 - a)[:, None, None] * eye
-    Cp = a[:, None, None] * S + (1 - a)[:, None, None] * eye
-    Lp = torch.linalg.cholesky(Cp)
-    trace = torch.cholesky_solve(Cq, Lp).diagonal(dim1=1, dim2=2).sum(1)  # (T,)
-    d = a.sqrt()[:, None, None] * (mu - m)[None]  # (T, B, D)
-    maha = torch.cholesky_solve(d.transpose(1, 2), Lp).transpose(1, 2).mul(d).sum(2)  # (T, B)
-    logdet = torch.linalg.slogdet(Cp)[1] - torch.linalg.slogdet(Cq)[1]
-    kl = 0.5 * (trace[:, None] + maha - D + logdet[:, None])  # (T, B)
-    ikl = (w[:, None] * kl).mean(0) / D
-    yf = y.double().reshape(y.shape[0], -1)
-    con = ((yf - mu @ A.T).pow(2).sum(1) + (A @ C @ A.T).trace()) * lambda_con / M
-    return (ikl + con).sum()
-
-
-def calibrate_lambda_con(prior, op, y, t_ikl: int, grid=None, rel_tol: float = 0.02) -> tuple[float, dict]:
-    """lambda_con for which davi_fixed_point is closest (mean W2 over the y's) to the exact posterior:
-    the smallest grid value within ``rel_tol`` of the best W2 (at large t_ikl the W2 curve is flat
-    above ~10 and its argmin drifts to the end of the grid, where the consistency term would swamp
-    the IKL in training). Returns (lambda_con, {lambda: W2})."""
-    from davi.analytic import exact_posterior, gaussian_w2
-
-    grid = grid if grid is not None else [float(v) for v in torch.logspace(-2, 3, 21)]
-    m_ex, C_ex = exact_posterior(prior, op, y.double())
-    m_ex = m_ex.reshape(y.shape[0], -1)
-    scores = {}
-    for lam in grid:
-        mu, C = davi_fixed_point(prior, op, y, lam, t_ikl)
-        scores[lam] = sum(gaussian_w2(mu[b], C, m_ex[b], C_ex) for b in range(y.shape[0])) / y.shape[0]
-    best = min(scores.values())
-    return min(lam for lam, w2 in scores.items() if w2 <= best * (1 + rel_tol)), scores
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,23 +140,6 @@ def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
     return mapper, seconds
 
 
-@torch.no_grad()
-def mapper_samples(mapper, op, y: torch.Tensor, n: int, seed: int = 0, chunk: int = 512) -> torch.Tensor:
-    """(n, B, D) float64 samples I_phi(lift(y) + h z, T - 1), NOT clamped to [-1, 1] (clamping would
-    cut the posterior's tails; DaviMethod clamps for images)."""
-    g = torch.Generator().manual_seed(seed)
-    lifted = op.lift(y.float())
-    B = y.shape[0]
-    out = []
-    reps = max(1, chunk // B)
-    for start in range(0, n, reps):
-        k = min(reps, n - start)
-        z = torch.randn((k * B, *lifted.shape[1:]), generator=g)
-        x = mapper.restore(lifted.repeat(k, 1, 1, 1), z)
-        out.append(x.double().reshape(k, B, -1))
-    return torch.cat(out)
-
-
 def red_diff_estimates(prior, op, y: torch.Tensor, seeds: int, num_steps: int = 1000, lr: float = 0.25,
                        lam: float = 0.25) -> torch.Tensor:
     """(seeds, B, D): RED-Diff's point estimate from ``seeds`` noise seeds per y (unclamped)."""
@@ -324,43 +151,6 @@ def red_diff_estimates(prior, op, y: torch.Tensor, seeds: int, num_steps: int = 
     yy = y.float().repeat(seeds, 1, 1, 1)
     mu = solver(yy, seeds=list(range(yy.shape[0])))
     return mu.double().reshape(seeds, B, -1)
-
-
-# ----------------------------------------------------------------------------------------------
-# figures
-# ----------------------------------------------------------------------------------------------
-def figures(samples: torch.Tensor, posts: list[Posterior], seed: int = 0, ref_samples: int = 4096) -> dict:
-    """Averages over the y's of the estimators of the module docstring. ``samples``: (n, B, D)."""
-    from davi.analytic import gaussian_w2, mode_coverage, sliced_wasserstein, variance_ratios
-
-    g = torch.Generator().manual_seed(99_000 + seed)
-    rows = []
-    for b, post in enumerate(posts):
-        X = samples[:, b]
-        m_hat = X.mean(0)
-        err = float((m_hat - post.mean).norm())
-        r = {"mean_err": err / float(post.mean.norm()), "err_std": err / math.sqrt(float(post.cov.trace()))}
-        if X.shape[0] > 1:
-            vr = variance_ratios(X, post.cov, top_k=5)
-            r.update(var_tr=vr["trace"], var_top_min=float(vr["top"].min()), var_top_max=float(vr["top"].max()))
-            if len(post.weights) == 1:
-                Xc = X - m_hat
-                r["w2"] = gaussian_w2(m_hat, Xc.T @ Xc / (X.shape[0] - 1), post.mean, post.cov)
-            r["sw"] = sliced_wasserstein(X, post.sample(ref_samples, g), generator=g)
-            if len(post.weights) > 1:
-                mc = mode_coverage(X, post.weights, post.means, post.covs)
-                r["mode_tv"] = mc["tv"]
-                r["mode_dev"] = float((mc["fractions"] - mc["exact"]).abs().max())
-                r["min_weight"] = float(post.weights.min())
-        else:
-            r.update(var_tr=0.0, var_top_min=0.0, var_top_max=0.0)
-        rows.append(r)
-    keys = rows[0].keys()
-    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    out["mean_err_max"] = max(r["mean_err"] for r in rows)
-    if "mode_dev" in keys:
-        out["mode_dev_max"] = max(r["mode_dev"] for r in rows)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,7 +196,7 @@ def run(args) -> tuple[list[dict], dict]:
             lam = args.lambda_con if args.lambda_con is not None else calibrate_lambda_con(gauss, op, y, args.t_ikl)[0]
             g = torch.Generator().manual_seed(7)
             exact = torch.stack([p.sample(args.samples, g) for p in posts], 1)
-            rows.append(_row(prior_name, task, "exact", figures(exact, posts), "Monte-Carlo floor"))
+            rows.append(_row(prior_name, task, "exact", posterior_figures(exact, posts), "Monte-Carlo floor"))
             if prior_name == "gauss":
                 for t_ikl in [args.t_ikl, *args.target_t_ikl]:
                     lam_t = lam if t_ikl == args.t_ikl else calibrate_lambda_con(gauss, op, y, t_ikl)[0]
@@ -414,19 +204,19 @@ def run(args) -> tuple[list[dict], dict]:
                     Lc = torch.linalg.cholesky(C + 1e-12 * torch.eye(C.shape[0], dtype=torch.float64))
                     z = torch.randn(args.samples, y.shape[0], C.shape[0], generator=g, dtype=torch.float64)
                     target = mu[None] + torch.einsum("de,nbe->nbd", Lc, z)
-                    rows.append(_row(prior_name, task, f"davi-target t_ikl={t_ikl}", figures(target, posts),
+                    rows.append(_row(prior_name, task, f"davi-target t_ikl={t_ikl}", posterior_figures(target, posts),
                                      f"optimum of DAVI's objective, lambda_con={lam_t:.3g}"))
             cfg = davi_config(task, work / f"{prior_name}_{task}", args.steps, lam, args.t_ikl,
                               batch_size=args.batch_size, lr=args.lr, h=args.h)
             mapper, seconds = train_mapper(prior, cfg)
-            f = figures(mapper_samples(mapper, op, y, args.samples), posts)
+            f = posterior_figures(mapper_samples(mapper, op, y, args.samples), posts)
             row = _row(prior_name, task, "davi", f, f"{args.steps} steps, {seconds:.0f} s")
             row["goals"] = goals(row)
             rows.append(row)
             red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)
             single = sum(float(((red[:, b] - p.mean).norm(dim=1) / p.mean.norm()).mean())
                          for b, p in enumerate(posts)) / len(posts)
-            rows.append(_row(prior_name, task, f"red-diff-{args.red_diff_steps}", figures(red, posts),
+            rows.append(_row(prior_name, task, f"red-diff-{args.red_diff_steps}", posterior_figures(red, posts),
                              f"mean of {args.red_diff_seeds} seeds; one seed's err {single:.4f}"))
             info[(prior_name, task)] = {"lambda_con": lam, "train_seconds": seconds}
             print(markdown_table(rows[n_before:], COLUMNS).split("\n", 2)[-1], flush=True)
@@ -434,8 +224,6 @@ def run(args) -> tuple[list[dict], dict]:
 
 
 def fit_moment_gaussian():
-    from davi.analytic import digit_images, fit_gaussian
-
     x, _ = digit_images(GMM_CLASSES, resolution=RES)
     return fit_gaussian(x, rank=RANK)
 
@@ -500,7 +288,7 @@ def main() -> None:
         "the exact one (Gaussian prior); SW = sliced Wasserstein to 4096 exact samples; mode dev = max over "
         "components of |fraction of samples - exact weight| (mixture). `exact` = exact posterior samples "
         "through the same estimators (Monte-Carlo floor); `davi-target` = the closed-form optimum of DAVI's "
-        "objective (benchmarks/posterior.py: davi_fixed_point); RED-Diff's rows are its point estimates over "
+        "objective (davi.analytic.davi_fixed_point); RED-Diff's rows are its point estimates over "
         "seeds (a point estimate has no posterior spread: its var ratios measure seed noise).", "",
         table, "",
         "Goals for DAVI (per task, averaged over the y's: mean err <= 0.05, var tr in [0.5, 2], "

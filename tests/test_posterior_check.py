@@ -8,14 +8,18 @@ explain where DAVI lands, is checked to be a stationary point of that objective.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from davi.analytic import (
+    davi_fixed_point,
+    davi_objective,
+    digit_images,
+    exact_posteriors,
+    fit_gaussian,
+    mapper_samples,
+    posterior_figures,
+)
 
 # The fast configuration: 4x4 digits (D = 16), rank-4 Gaussian, SR x2 (2x2 measurements), sigma_y 0.05,
 # a [8, 16] UNet, 150 steps of batch 64, t_ikl = 1000, lambda_con = 3, lambda_reg = 0.
@@ -35,23 +39,9 @@ MEAN_TOL = 0.18
 VAR_BAND = (0.45, 1.5)
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("posterior_bench", ROOT / "benchmarks" / "posterior.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("posterior_bench", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def bench():
-    return _bench()
-
-
-@pytest.fixture(scope="module")
-def problem(bench):
+def problem():
     """(prior, operator, y (NUM_Y measurements of held-out prior samples), exact posteriors)."""
-    from davi.analytic import digit_images, fit_gaussian
     from davi.config import OperatorConfig
     from davi.operators import build_operator
 
@@ -60,7 +50,7 @@ def problem(bench):
     op = build_operator(OperatorConfig(name="sr", scale=2, sigma_y=0.05), RES, 1)
     g = torch.Generator().manual_seed(1)
     y = op.measure(prior.sample(NUM_Y, generator=g).float(), generator=g)
-    return prior, op, y, bench.exact_posteriors(prior, op, y)
+    return prior, op, y, exact_posteriors(prior, op, y)
 
 
 def _config(out, *overrides):
@@ -76,23 +66,23 @@ def _config(out, *overrides):
         "log.image_every=0", "log.progress=false", "log.num_val=4", "log.num_samples=2", *overrides])
 
 
-def _check(bench, samples, posts) -> tuple[float, float, bool]:
+def _check(samples, posts) -> tuple[float, float, bool]:
     """(mean err, var ratio, passed) of (n, B, D) samples against the exact posteriors."""
-    f = bench.figures(samples, posts)
+    f = posterior_figures(samples, posts)
     ok = f["mean_err"] <= MEAN_TOL and VAR_BAND[0] <= f["var_tr"] <= VAR_BAND[1]
     return f["mean_err"], f["var_tr"], ok
 
 
-def test_davi_fixed_point_is_a_stationary_point_of_davi_objective(bench, problem):
+def test_davi_fixed_point_is_a_stationary_point_of_davi_objective(problem):
     """The closed form the benchmark uses to say what DAVI converges to: zero gradient in the mean, zero
     gradient in the covariance on its support, and a positive one (the variance would go below 0) on
     the directions it collapses; and it beats random perturbations."""
     prior, op, y, _ = problem
     for lam, t_ikl in ((0.3, 400), (3.0, 1000), (3.0, 20)):
-        mu, C = bench.davi_fixed_point(prior, op, y, lam, t_ikl)
+        mu, C = davi_fixed_point(prior, op, y, lam, t_ikl)
         mu = mu.clone().requires_grad_(True)
         Cl = C.clone().requires_grad_(True)
-        J = bench.davi_objective(prior, op, y, mu, Cl, lam, t_ikl)
+        J = davi_objective(prior, op, y, mu, Cl, lam, t_ikl)
         J.backward()
         assert mu.grad.norm() < 1e-10
         e, U = torch.linalg.eigh(C)
@@ -104,29 +94,29 @@ def test_davi_fixed_point_is_a_stationary_point_of_davi_objective(bench, problem
         for _ in range(3):
             dm = 1e-2 * torch.randn(mu.shape, generator=g, dtype=torch.float64)
             B = 1e-2 * torch.randn(C.shape, generator=g, dtype=torch.float64)
-            J2 = bench.davi_objective(prior, op, y, mu.detach() + dm, C + B @ B.T, lam, t_ikl)
+            J2 = davi_objective(prior, op, y, mu.detach() + dm, C + B @ B.T, lam, t_ikl)
             assert J2 > J.detach()
 
 
-def test_check_passes_exact_samples_and_fails_an_untrained_mapper(bench, problem):
+def test_check_passes_exact_samples_and_fails_an_untrained_mapper(problem):
     from davi.mapper import Mapper
     from davi.prior import build_unet
 
     prior, op, y, posts = problem
     g = torch.Generator().manual_seed(0)
     exact = torch.stack([p.sample(NUM_SAMPLES, g) for p in posts], 1)
-    err, var, ok = _check(bench, exact, posts)
+    err, var, ok = _check(exact, posts)
     assert ok and err < 0.03 and 0.9 < var < 1.1, (err, var)
 
     cfg = _config("unused")
     torch.manual_seed(0)
     untrained = Mapper.from_prior_unet(build_unet(cfg.prior, cfg.data), cfg.mapper.h, False, 1000).eval()
-    err, var, ok = _check(bench, bench.mapper_samples(untrained, op, y, NUM_SAMPLES), posts)
+    err, var, ok = _check(mapper_samples(untrained, op, y, NUM_SAMPLES), posts)
     assert not ok and err > 2 * MEAN_TOL, (err, var)
 
 
 @pytest.mark.slow
-def test_trained_mapper_is_close_to_the_exact_posterior(bench, problem, tmp_path):
+def test_trained_mapper_is_close_to_the_exact_posterior(problem, tmp_path):
     from davi.export import load_export
     from davi.trainer import train
 
@@ -135,6 +125,6 @@ def test_trained_mapper_is_close_to_the_exact_posterior(bench, problem, tmp_path
     out = train(_config(tmp_path / "run"), prior=prior, train_images=images, val_images=images[:4])
     mapper, card, _ = load_export(out / "export")
     assert card["steps"] == STEPS and card["config"]["davi"]["lambda_reg"] == 0
-    err, var, ok = _check(bench, bench.mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
+    err, var, ok = _check(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
     assert err <= MEAN_TOL, f"sample mean {err:.3f} from the exact posterior mean (tolerance {MEAN_TOL})"
     assert VAR_BAND[0] <= var <= VAR_BAND[1], f"variance ratio {var:.3f} outside {VAR_BAND}"
