@@ -5,8 +5,10 @@ network evaluation), RED-Diff at 1000 and 100 steps with the shipped prior, and 
 RED-Diff's lr and lambda are first tuned per task on TRAIN images (grid search at 100 steps,
 best PSNR), so the baseline is not handicapped. Reports PSNR, SSIM, the classifier Fréchet
 distance (realism; not FID), network evaluations and seconds per image, and each method's
-time as a ratio to DAVI's, all measured in one run. Prints the table and writes it to
-benchmarks/results/compare.md (tuning choices beside it in compare.tuning.json).
+time as a ratio to DAVI's, all measured in one run. Prints the table and writes
+benchmarks/results/compare.json (rows, and the tuning grid with its choice per task; the README's
+table is rendered from compare_{deblur,sr4,box}.json by benchmarks/readme_tables.py) and the .md
+beside it.
 
     python benchmarks/compare.py --images 200
     python benchmarks/compare.py --images 50 --tasks sr4 --no-tune     # quick look
@@ -38,14 +40,16 @@ def main() -> None:
     p.add_argument("--tune-images", type=int, default=32)
     p.add_argument("--no-tune", action="store_true", help="use the config's red_diff lr/lambda")
     p.add_argument("--steps", nargs="*", type=int, default=[1000, 100], help="RED-Diff step counts")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare.md"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare.json"),
+                   help="results JSON (the .md is written beside it)")
     args = p.parse_args()
 
     import torch
 
     from davi.config import RedDiffConfig, load_config
     from davi.data import load_split
-    from davi.evaluation import markdown_table, publish_table, run_method, score_restorations, write_text
+    from davi.evaluation import run_method, score_restorations
+    from readme_tables import command_line, publish, render_compare
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod
     from davi.metrics import psnr
@@ -92,19 +96,14 @@ def main() -> None:
             r["time_vs_davi"] = r["s_per_image"] / davi_time
         rows += task_rows
 
-    cols = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
-            ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
-            ("nfe", "network evals / image", "{}"), ("s_per_image", "s / image (CPU)", "{:.4f}"),
-            ("time_vs_davi", "time / DAVI's", "{:.0f}x")]
-    table = markdown_table(rows, cols)
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test images, one sample "
             f"per image, the same measurements and seeds for every method, batch {args.batch_size}, "
             f"{torch.get_num_threads()} CPU threads, one run. classifier FD = Frechet distance in the digit "
-            f"classifier's feature space (not FID; lower is more realistic).\n\n"
-            f"Command: python benchmarks/compare.py {' '.join(sys.argv[1:])}\n\n")
-    if tuning:
-        write_text(Path(args.out).with_suffix(".tuning.json"), json.dumps(tuning, indent=2))
-    publish_table(args.out, head, table)
+            f"classifier's feature space (not FID; lower is more realistic).")
+    # the tuning travels in the same file as the table it produced: a run can't leave a stale one beside it
+    publish(Path(args.out).with_suffix(".json"),
+            {"command": command_line("compare.py"), "head": head, "tuning": tuning or None, "rows": rows},
+            render_compare)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ For deblur, SR x4 and box inpainting, train the mapper three ways for the same n
 steps — full DAVI (IKL + PPB), regression only (no IKL: lambda_ikl = 0) and IKL without PPB
 (a = T - 1 only) — then restore the same held-out test digits with the same measurement
 noise, and report PSNR, SSIM and the classifier Fréchet distance (realism; not FID) against
-lift(y). Prints the table and writes it to benchmarks/results/tasks.md.
+lift(y). Prints the table and writes benchmarks/results/tasks.json (the numbers; the README's
+table is rendered from it by benchmarks/readme_tables.py) and tasks.md beside it.
 
     python benchmarks/tasks.py --steps 400 --images 200           # train + measure (slow)
     python benchmarks/tasks.py --measure-only --images 200        # re-measure the shipped mappers
@@ -65,14 +66,16 @@ def main() -> None:
     p.add_argument("--measure-only", action="store_true", help="no training: measure the shipped mappers")
     p.add_argument("--reuse", action="store_true", help="measure existing exports in --runs instead of retraining")
     p.add_argument("--ship", action="store_true", help="copy the full-DAVI exports into davi/assets/mappers")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tasks.md"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tasks.json"),
+                   help="results JSON (the .md is written beside it)")
     args = p.parse_args()
 
     import torch
 
     from davi.config import load_config
     from davi.data import load_split
-    from davi.evaluation import markdown_table, publish_table, run_method, score_restorations
+    from davi.evaluation import run_method, score_restorations
+    from readme_tables import command_line, publish, render_tasks
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod
     from davi.trainer import train
@@ -117,15 +120,11 @@ def main() -> None:
             rows.append({"task": task, "method": name, "steps": card["steps"], **score_restorations(restored, x0),
                          **({"s_per_step": sps} if sps else {})})
             print(rows[-1])
-    cols = [("task", "task", "{}"), ("method", "method", "{}"), ("steps", "train steps", "{}"),
-            ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
-            ("classifier_fd", "classifier FD", "{:.2f}"), ("s_per_step", "s / train step (CPU)", "{:.2f}")]
-    table = markdown_table(rows, cols)
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test images, one sample "
             f"per image, same measurement noise for every method. classifier FD = Frechet distance in the digit "
-            f"classifier's feature space (not FID; lower is more realistic).\n\n"
-            f"Command: python benchmarks/tasks.py {' '.join(sys.argv[1:])}\n\n")
-    publish_table(args.out, head, table)
+            f"classifier's feature space (not FID; lower is more realistic).")
+    publish(Path(args.out).with_suffix(".json"), {"command": command_line("tasks.py"), "head": head, "rows": rows},
+            render_tasks)
 
 
 if __name__ == "__main__":

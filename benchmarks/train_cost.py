@@ -6,7 +6,8 @@ gradients), and two AdamW steps. This script times the real trainer for --steps 
 (seconds per iteration, from train_summary.json), then each part alone in the same process
 on the same shapes, and reports the ratio (overhead of everything else: data, noise, EMA,
 logging, bookkeeping). The regression-only iteration (mapper forward + backward) is
-measured the same way for scale. Prints the table and writes benchmarks/results/train_cost.md.
+measured the same way for scale. Prints the table and writes benchmarks/results/train_cost.json
+(rendered into the README by benchmarks/readme_tables.py) and train_cost.md beside it.
 
     python benchmarks/train_cost.py --steps 40 --batch-size 16
 """
@@ -44,14 +45,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_cost.md"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_cost.json"),
+                   help="results JSON (the .md is written beside it)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
 
     import torch
 
     from davi.config import load_config
-    from davi.evaluation import markdown_table, publish_table
+    from readme_tables import command_line, publish, render_train_cost
     from davi.mapper import Mapper
     from davi.prior import load_prior
     from davi.trainer import train
@@ -102,13 +104,10 @@ def main() -> None:
                  "ratio": measured["DAVI (IKL + PPB)"] / full_parts, "vs_reg": measured["DAVI (IKL + PPB)"] / measured["regression only"]})
     rows.append({"what": "regression-only iteration (trainer)", "seconds": measured["regression only"],
                  "ratio": measured["regression only"] / reg_parts})
-    table = markdown_table(rows, [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),
-                                  ("ratio", "iteration / sum of its parts", "{:.2f}"),
-                                  ("vs_reg", "DAVI / regression iteration", "{:.2f}")])
     head = (f"Batch {b} of {c}x{r}x{r}, prior {cfg.prior.path}, {torch.get_num_threads()} CPU threads, "
-            f"{args.steps} trainer iterations; parts are medians of {args.repeats} runs.\n\n"
-            f"Command: python benchmarks/train_cost.py {' '.join(sys.argv[1:])}\n\n")
-    publish_table(args.out, head, table)
+            f"{args.steps} trainer iterations; parts are medians of {args.repeats} runs.")
+    publish(Path(args.out).with_suffix(".json"), {"command": command_line("train_cost.py"), "head": head, "rows": rows},
+            render_train_cost)
 
 
 if __name__ == "__main__":

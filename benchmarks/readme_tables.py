@@ -1,0 +1,257 @@
+"""README tables generated from the benchmark results, so the README cannot drift from them.
+
+A README table lives between two markers, ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``.
+``TABLES`` maps each NAME to the JSON file(s) in ``benchmarks/results/`` that hold the measured
+numbers and to a render function (the parsed JSON -> Markdown). The benchmark that measured the
+numbers calls the same render function through ``publish`` (JSON + its ``.md`` beside it), so
+the README table and the results ``.md`` are the same text.
+
+    python benchmarks/readme_tables.py            # rewrite the README's marked tables from the JSONs
+    python benchmarks/readme_tables.py --check    # exit 1 naming every table that differs
+
+Adding a table: write a render function, decorate it with ``@table("name", "file.json")``,
+put the two markers in the README and run this script once. The render function receives one
+parsed JSON per file named in the decorator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from davi.atomic import write_text
+from davi.evaluation import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+
+
+@dataclass(frozen=True)
+class Table:
+    sources: tuple[str, ...]  # JSON files in benchmarks/results/
+    render: Callable[..., str]  # render(*parsed_jsons) -> Markdown
+    inline: bool = False  # rendered inside a sentence (no blank lines around it)
+
+
+TABLES: dict[str, Table] = {}
+
+
+def table(name: str, *sources: str, inline: bool = False):
+    """Register ``render`` as the README table ``name``, rendered from ``sources``."""
+
+    def register(render: Callable[..., str]) -> Callable[..., str]:
+        TABLES[name] = Table(tuple(sources), render, inline)
+        return render
+
+    return register
+
+
+# ----------------------------------------------------------------------------------------------
+# writing a benchmark's results
+# ----------------------------------------------------------------------------------------------
+def results_markdown(data: dict, render: Callable[..., str]) -> str:
+    """The results ``.md`` of one run: its description, its command, then the rendered table."""
+    head = data.get("head", "")
+    return (f"{head}\n\n" if head else "") + f"Command: {data['command']}\n\n{render(data)}\n"
+
+
+def publish(json_path: str | Path, data: dict, render: Callable[..., str]) -> None:
+    """Write a run's results atomically: ``json_path`` (the numbers) and the ``.md`` beside it
+    (``results_markdown``); print the table. ``data`` needs ``command`` and ``rows``-like content
+    the render function understands; ``head`` (one paragraph of settings) is optional."""
+    json_path = Path(json_path)
+    write_text(json_path, json.dumps(data, indent=2) + "\n")
+    md = json_path.with_suffix(".md")
+    write_text(md, results_markdown(data, render))
+    print(render(data))
+    print(f"wrote {json_path} and {md}")
+
+
+def command_line(script: str) -> str:
+    """The command that ran this benchmark, as recorded in its results."""
+    return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables
+# ----------------------------------------------------------------------------------------------
+TASK_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("steps", "train steps", "{}"),
+                ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                ("classifier_fd", "classifier FD", "{:.2f}"), ("s_per_step", "s / train step (CPU)", "{:.2f}")]
+
+
+@table("tasks", "tasks.json")
+def render_tasks(data: dict) -> str:
+    return markdown_table(data["rows"], TASK_COLUMNS)
+
+
+def _task_gains(data: dict) -> list[tuple[float, float]]:
+    """(PSNR gain over lift in dB, lift's classifier FD / the method's) for every trained row."""
+    lift = {r["task"]: r for r in data["rows"] if r["method"] == "lift(y)"}
+    return [(r["psnr"] - lift[r["task"]]["psnr"], lift[r["task"]]["classifier_fd"] / r["classifier_fd"])
+            for r in data["rows"] if r["method"] != "lift(y)"]
+
+
+@table("tasks_psnr_gain", "tasks.json", inline=True)
+def render_tasks_psnr_gain(data: dict) -> str:
+    gains = [g for g, _ in _task_gains(data)]
+    return f"{min(gains):+.1f} to {max(gains):+.1f} dB"
+
+
+@table("tasks_fd_drop", "tasks.json", inline=True)
+def render_tasks_fd_drop(data: dict) -> str:
+    drops = [d for _, d in _task_gains(data)]
+    return f"{min(drops):.1f}x to {max(drops):.0f}x"
+
+
+COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                   ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
+                   ("nfe", "network evals / image", "{}"), ("s_per_image", "s / image (CPU)", "{:.4f}"),
+                   ("time_vs_davi", "time / DAVI's", "{:.0f}x")]
+
+
+@table("compare", "compare_deblur.json", "compare_sr4.json", "compare_box.json")
+def render_compare(*runs: dict) -> str:
+    return markdown_table([r for run in runs for r in run["rows"]], COMPARE_COLUMNS)
+
+
+TRAIN_COST_COLUMNS = [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),
+                      ("ratio", "iteration / sum of its parts", "{:.2f}"),
+                      ("vs_reg", "DAVI / regression iteration", "{:.2f}")]
+
+
+@table("train_cost", "train_cost.json")
+def render_train_cost(data: dict) -> str:
+    return markdown_table(data["rows"], TRAIN_COST_COLUMNS)
+
+
+@table("prior", "prior_mnist.json")
+def render_prior(data: dict) -> str:
+    """Mean classifier confidence and class shares of the prior's samples (bars: >= 0.8, 5-15%)."""
+    confidence = markdown_table(
+        [{"c": f"**{data['mean_confidence']:.3f}** (real test digits: {data['real_test_mean_confidence']:.3f})",
+          "bar": ">= 0.8"}], [("c", "mean classifier confidence", "{}"), ("bar", "bar", "{}")])
+    shares = data["class_histogram"]
+    histogram = markdown_table(
+        [{"digit": f"share of {data['samples']:,} samples", **{str(d): f"{100 * s:.1f}%" for d, s in enumerate(shares)}}],
+        [("digit", "digit", "{}"), *[(str(d), str(d), "{}") for d in range(len(shares))]])
+    met = all(0.05 <= s <= 0.15 for s in shares)
+    verdict = (f"Every class is between 5% and 15% ({100 * min(shares):.1f}%-{100 * max(shares):.1f}%): bar met, "
+               "no collapse." if met else
+               f"Class shares {100 * min(shares):.1f}%-{100 * max(shares):.1f}%: the 5-15% bar is **missed**.")
+    return f"{confidence}\n\n{histogram}\n\n{verdict}"
+
+
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
+
+
+def _met(n_met: int, n: int) -> str:
+    return "met on all" if n_met == n else ("**not met** on any" if n_met == 0 else f"met on {n_met}")
+
+
+@table("posterior", "posterior.json")
+def render_posterior(data: dict) -> str:
+    """The goals of the exact-posterior check (mean error <= 5%, variance ratio in [0.5, 2], mixture
+    mode weights within 0.1), from the per-(prior, task) rows of benchmarks/posterior.py."""
+    rows = data["rows"]
+    davi = [r for r in rows if r["method"] == "davi"]
+    floor = [r["mean_err"] for r in rows if r["method"] == "exact"]
+    errs = [r["mean_err"] for r in davi]
+    var = [r["var_tr"] for r in davi]
+    modes = [r["mode_dev"] for r in davi if r.get("mode_dev") is not None]
+    out = [
+        {"goal": "posterior mean within 5%",
+         "result": f"{_met(sum(e <= 0.05 for e in errs), len(errs))} of {len(errs)} prior/task pairs "
+                   f"({_span([100 * e for e in errs], '{:.1f}%')}; Monte-Carlo floor {_span([100 * e for e in floor], '{:.1f}%')})"},
+        {"goal": "variance ratio in [0.5, 2]",
+         "result": f"{_met(sum(0.5 <= v <= 2 for v in var), len(var))} of {len(var)} ({_span(var, '{:.2f}')})"},
+    ]
+    if modes:
+        out.append({"goal": "mixture modes within 0.1 of their weights",
+                    "result": f"{_met(sum(m <= 0.1 for m in modes), len(modes))} of {len(modes)} ({_span(modes, '{:.2f}')})"})
+    for t_ikl in sorted({r["t_ikl"] for r in rows if r["method"] == "davi-target"}, reverse=True):
+        target = [100 * r["mean_err"] for r in rows if r["method"] == "davi-target" and r["t_ikl"] == t_ikl]
+        out.append({"goal": f"(reference) the optimum of DAVI's own objective, t_ikl = {t_ikl}: mean error",
+                    "result": f"{_span(target, '{:.1f}%')} (Gaussian prior; closed form, sampled like DAVI)"})
+    return markdown_table(out, [("goal", "goal", "{}"), ("result", "result", "{}")])
+
+
+# ----------------------------------------------------------------------------------------------
+# the README
+# ----------------------------------------------------------------------------------------------
+def _region(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- table:{re.escape(name)} -->)(.*?)(<!-- /table:{re.escape(name)} -->)", re.S)
+
+
+def render(name: str, results: Path = RESULTS) -> str:
+    """The text between ``name``'s markers, rendered from its JSON(s) in ``results``."""
+    entry = TABLES[name]
+    data = []
+    for source in entry.sources:
+        path = Path(results) / source
+        if not path.is_file():
+            raise SystemExit(f"error: table {name!r}: results file {path} is missing")
+        try:
+            data.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"error: table {name!r}: {path} is not valid JSON ({e})") from None
+    try:
+        text = entry.render(*data).strip()
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"error: table {name!r}: {', '.join(entry.sources)} lacks what the table needs "
+                         f"({type(e).__name__}: {e})") from None
+    return text if entry.inline else f"\n{text}\n"
+
+
+def update(readme_text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
+    """(README text with every registered table re-rendered, names of the tables that changed).
+    A registered table without markers in the README is an error (it would never be checked)."""
+    changed = []
+    for name in TABLES:
+        pattern = _region(name)
+        match = pattern.search(readme_text)
+        if match is None:
+            raise SystemExit(f"error: table {name!r} has no <!-- table:{name} --> ... <!-- /table:{name} --> "
+                             "markers in the README")
+        new = render(name, results)
+        if match.group(2) != new:
+            changed.append(name)
+            readme_text = readme_text[:match.start(2)] + new + readme_text[match.end(2):]
+    return readme_text, changed
+
+
+def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
+    """Names of the README tables that differ from what their JSONs render to."""
+    return update(Path(readme).read_text(), results)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a README table differs")
+    p.add_argument("--readme", type=Path, default=README)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if not args.readme.is_file():
+        raise SystemExit(f"error: {args.readme} does not exist")
+    text, changed = update(args.readme.read_text(), args.results)
+    if args.check:
+        for name in changed:
+            print(f"README table {name!r} differs from {', '.join(TABLES[name].sources)} "
+                  f"(run python benchmarks/readme_tables.py)", file=sys.stderr)
+        return 1 if changed else 0
+    if changed:
+        write_text(args.readme, text)
+    print(f"{args.readme}: {'rewrote ' + ', '.join(changed) if changed else 'all tables up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

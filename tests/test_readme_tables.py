@@ -1,0 +1,91 @@
+"""The README's result tables are the ones their JSONs in benchmarks/results/ render to."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_readme_tables():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["readme_tables"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rt = _load_readme_tables()
+
+
+def test_readme_tables_match_their_results():
+    assert rt.check() == [], "run: python benchmarks/readme_tables.py"
+
+
+def test_check_names_a_table_edited_in_the_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    text = rt.README.read_text()
+    row = "| sr4 | davi | 250 | 20.61 |"
+    assert row in text
+    readme.write_text(text.replace(row, "| sr4 | davi | 250 | 20.71 |"))
+    assert rt.check(readme) == ["tasks"]
+    assert rt.main(["--check", "--readme", str(readme)]) == 1
+    # rewriting restores it, and only the marked region changed
+    assert rt.main(["--readme", str(readme)]) == 0
+    assert readme.read_text() == text
+
+
+def test_check_names_every_table_fed_by_a_changed_json(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(rt.RESULTS, results)
+    data = json.loads((results / "tasks.json").read_text())
+    lift = next(r for r in data["rows"] if r["task"] == "box" and r["method"] == "lift(y)")
+    lift["psnr"] -= 1.0  # every box gain grows by 1 dB: the table and the gain range change
+    (results / "tasks.json").write_text(json.dumps(data))
+    assert rt.check(rt.README, results) == ["tasks", "tasks_psnr_gain"]
+
+
+def test_missing_marker_or_results_file_is_one_line_error(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(rt.README.read_text().replace("<!-- /table:compare -->", ""))
+    with pytest.raises(SystemExit, match="'compare' has no .*markers"):
+        rt.check(readme)
+    results = tmp_path / "results"
+    results.mkdir()
+    with pytest.raises(SystemExit, match=r"results file .*\.json is missing"):
+        rt.check(rt.README, results)
+
+
+@pytest.mark.parametrize("name, render", [
+    ("tasks", rt.render_tasks), ("train_cost", rt.render_train_cost),
+    ("compare_deblur", rt.render_compare), ("compare_sr4", rt.render_compare), ("compare_box", rt.render_compare)])
+def test_results_markdown_is_rendered_from_its_json(name, render):
+    data = json.loads((rt.RESULTS / f"{name}.json").read_text())
+    assert rt.results_markdown(data, render) == (rt.RESULTS / f"{name}.md").read_text()
+
+
+def test_publish_writes_json_and_markdown_that_agree(tmp_path, capsys):
+    data = {"command": "python benchmarks/x.py", "head": "Settings.", "rows": [
+        {"what": "a", "seconds": 0.12345}, {"what": "b", "seconds": 2.0, "ratio": 1.5}]}
+    rt.publish(tmp_path / "x.json", data, rt.render_train_cost)
+    assert json.loads((tmp_path / "x.json").read_text()) == data
+    md = (tmp_path / "x.md").read_text()
+    assert md.startswith("Settings.\n\nCommand: python benchmarks/x.py\n\n| what | seconds |")
+    assert "| a | 0.123 |  |  |\n| b | 2.000 | 1.50 |  |\n" in md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.md"]  # no temp files left
+
+
+def test_posterior_goals_are_counted_from_the_rows():
+    rows = [{"prior": "gauss", "task": t, "method": "davi", "mean_err": e, "var_tr": v}
+            for t, e, v in (("a", 0.04, 0.4), ("b", 0.2, 1.0), ("c", 0.05, 2.5))]
+    rows.append({"prior": "gauss", "task": "a", "method": "exact", "mean_err": 0.01, "var_tr": 1.0})
+    text = rt.render_posterior({"rows": rows})
+    assert "| posterior mean within 5% | met on 2 of 3 prior/task pairs (4.0%-20.0%; Monte-Carlo floor 1.0%) |" in text
+    assert "| variance ratio in [0.5, 2] | met on 1 of 3 (0.40-2.50) |" in text
+    assert "mixture" not in text
