@@ -148,6 +148,15 @@ def render_prior(data: dict) -> str:
     return f"{confidence}\n\n{histogram}\n\n{verdict}"
 
 
+CLASSIFIER_COLUMNS = [("split", "digits", "{}"), ("accuracy", "accuracy", "{:.3f}"),
+                      ("confidence", "mean confidence", "{:.3f}"), ("recorded", "at training", "{}")]
+
+
+@table("classifier", "classifier.json")
+def render_classifier(data: dict) -> str:
+    return markdown_table(data["rows"], CLASSIFIER_COLUMNS)
+
+
 def _span(values: list[float], fmt: str) -> str:
     lo, hi = min(values), max(values)
     return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
@@ -182,6 +191,11 @@ def render_posterior(data: dict) -> str:
         out.append({"goal": f"(reference) the optimum of DAVI's own objective, t_ikl = {t_ikl}: mean error",
                     "result": f"{_span(target, '{:.1f}%')} (Gaussian prior; closed form, sampled like DAVI)"})
     return markdown_table(out, [("goal", "goal", "{}"), ("result", "result", "{}")])
+
+
+@table("posterior_red_diff", "posterior.json", inline=True)
+def render_posterior_red_diff(data: dict) -> str:
+    return _span([100 * r["mean_err"] for r in data["rows"] if r["method"].startswith("red-diff")], "{:.1f}%")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def test_missing_marker_or_results_file_is_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("name, render", [
     ("tasks", rt.render_tasks), ("train_cost", rt.render_train_cost),
-    ("compare_deblur", rt.render_compare), ("compare_sr4", rt.render_compare), ("compare_box", rt.render_compare)])
+    ("compare_deblur", rt.render_compare), ("compare_sr4", rt.render_compare), ("compare_box", rt.render_compare),
+    ("classifier", rt.render_classifier)])
 def test_results_markdown_is_rendered_from_its_json(name, render):
     data = json.loads((rt.RESULTS / f"{name}.json").read_text())
     assert rt.results_markdown(data, render) == (rt.RESULTS / f"{name}.md").read_text()
