@@ -41,11 +41,12 @@ def demo(args) -> None:
 
     from davi.config import load_config
     from davi.data import load_split
-    from davi.davi_training import display_measurement
     from davi.evaluation import markdown_table, run_method, score_restorations, write_text
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod
-    from davi.trainer import make_grid, save_grid_png, train
+    from davi.imageio import display_measurement, make_grid, save_grid_png
+    from davi.recipes import davi_recipe
+    from davi.trainer import train
 
     out = Path(args.out)
     run_dir = out / f"run_{args.task}"
@@ -55,7 +56,7 @@ def demo(args) -> None:
                       [f"train.output_dir={run_dir}", f"train.max_steps={args.steps}",
                        f"train.max_minutes={args.minutes}", *args.overrides])
     print(f"[1/3] training a {args.task} mapper for up to {args.minutes:g} min (TensorBoard: {run_dir / 'logs'})")
-    train(cfg, resume="latest")
+    train(cfg, davi_recipe, resume="latest")
 
     print(f"[2/3] restoring {args.images} held-out test digits")
     x0 = load_split(cfg.data, "test").tensor(limit=args.images)

@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         from davi.config import load_config
+        from davi.recipes import get_recipe
         from davi.trainer import train
 
         cfg = load_config(args.config, args.overrides)
-        out = train(cfg, resume=args.resume)
+        out = train(cfg, get_recipe(cfg.job), resume=args.resume)
         print(f"done: {out}")
 
     return run_cli(job)

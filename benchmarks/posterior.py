@@ -3,7 +3,7 @@
 For priors whose posterior is known in closed form (davi.analytic) -- a Gaussian fitted to 8x8
 digits, and a Gaussian mixture with one component per digit class -- and linear tasks at 8x8
 (deblur, SR x2, SR x4, box and random inpainting, sigma_y = 0.05), the DAVI mapper is trained
-against the analytic prior on that prior's own samples (``train(cfg, prior=..., train_images=...)``),
+against the analytic prior on that prior's own samples (``train(cfg, davi_recipe, prior=..., train_images=...)``),
 then for a few test measurements y (held-out prior samples) many one-step samples per y are
 compared with the exact posterior:
 
@@ -129,12 +129,13 @@ def davi_config(task: str, out_dir, steps: int, lambda_con: float, t_ikl: int, b
 def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
     """Train DAVI against the analytic ``prior`` on ``num_train`` of its samples; (EMA mapper, seconds)."""
     from davi.export import load_export
+    from davi.recipes import davi_recipe
     from davi.trainer import train
 
     g = torch.Generator().manual_seed(10_000 + seed)
     images = prior.sample(num_train, generator=g).float()
     t0 = time.perf_counter()
-    out = train(cfg, prior=prior, train_images=images, val_images=images[:4])
+    out = train(cfg, davi_recipe, prior=prior, train_images=images, val_images=images[:4])
     seconds = time.perf_counter() - t0
     mapper, _, _ = load_export(out / "export")
     return mapper, seconds

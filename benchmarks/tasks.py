@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import davi  # noqa: F401  (torchvision shim before diffusers)
 
-import davi  # noqa: E402,F401
+ROOT = Path(__file__).resolve().parents[1]
 
 TASKS = {"deblur": "deblur_mnist.yaml", "sr4": "sr4_mnist.yaml", "box": "box_mnist.yaml"}
 VARIANTS = {
@@ -78,7 +76,7 @@ def main() -> None:
     from readme_tables import command_line, publish, render_tasks
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod
-    from davi.trainer import train
+    from davi.recipes import train_job
 
     rows = []
     for task in args.tasks:
@@ -101,7 +99,7 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 vcfg = load_config(ROOT / "configs" / TASKS[task], [*base, f"train.output_dir={out}", *VARIANTS[variant]])
                 t0 = time.time()
-                train(vcfg)
+                train_job(vcfg)
                 summary = json.loads((out / "train_summary.json").read_text())
                 print(f"{task} / {variant}: {args.steps} steps in {time.time() - t0:.0f} s")
                 exports[variant] = (out / "export", summary["seconds_per_step"])

@@ -18,14 +18,12 @@ import argparse
 import copy
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import davi  # noqa: F401  (torchvision shim before diffusers)
 
-import davi  # noqa: E402,F401
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_time(fn, repeats: int) -> float:
@@ -56,7 +54,7 @@ def main() -> None:
     from readme_tables import command_line, publish, render_train_cost
     from davi.mapper import Mapper
     from davi.prior import load_prior
-    from davi.trainer import train
+    from davi.recipes import train_job
 
     runs = ROOT / "runs" / "train_cost"
     base = [f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.checkpoint_every=100000",
@@ -65,7 +63,7 @@ def main() -> None:
     for name, extra in (("DAVI (IKL + PPB)", []), ("regression only", ["davi.lambda_ikl=0"])):
         out = runs / name.split()[0]
         shutil.rmtree(out, ignore_errors=True)
-        train(load_config(args.config, [*base, f"train.output_dir={out}", *extra]))
+        train_job(load_config(args.config, [*base, f"train.output_dir={out}", *extra]))
         measured[name] = json.loads((out / "train_summary.json").read_text())["seconds_per_step"]
 
     cfg = load_config(args.config, base)

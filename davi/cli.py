@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: known errors become one line on stderr and a non-zero exit."""
+"""Shared CLI plumbing: known errors become one line on stderr and a non-zero exit; ``--device`` names."""
 
 from __future__ import annotations
 
@@ -11,23 +11,30 @@ EXIT_USAGE = 2
 def known_errors() -> tuple[type[BaseException], ...]:
     from davi.config import ConfigError
     from davi.data import DataError
+    from davi.export import ExportError
+    from davi.operators import OperatorError
     from davi.prior import PriorError
-    from davi.trainer import TrainingError
+    from davi.checkpoints import TrainingError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, PriorError, TrainingError]
+    return ConfigError, DataError, PriorError, TrainingError, OperatorError, ExportError
+
+
+def resolve_device(name: str = "auto"):
+    """The torch device a ``--device`` flag names: ``auto`` is CUDA when there is one, else the CPU;
+    a CUDA device where there is none is a one-line ConfigError, not a traceback later on."""
+    import torch
+
+    from davi.config import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        from davi.operators import OperatorError
-
-        errors.append(OperatorError)
-    except ImportError:
-        pass
-    try:
-        from davi.export import ExportError
-
-        errors.append(ExportError)
-    except ImportError:
-        pass
-    return tuple(errors)
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {name!r}: not a torch device ({str(e).splitlines()[0]})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available here")
+    return device
 
 
 def run_cli(job: Callable[[], object]) -> int:

@@ -27,6 +27,22 @@ class ExportError(ValueError):
     """A mapper export that cannot be used (the message names the file and the problem)."""
 
 
+def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
+    """What a user of the export needs besides the weights: the operator, noise, prior and run."""
+    return {
+        "task": cfg.operator.name,
+        "operator": operator.params(),
+        "sigma_y": operator.sigma_y,
+        "h": cfg.mapper.h,
+        "tanh": cfg.mapper.tanh,
+        "resolution": cfg.data.resolution,
+        "channels": cfg.data.channels,
+        "prior": {"identity": prior.identity, "digest": prior.digest},
+        "steps": step,
+        "config": cfg.to_dict(),
+    }
+
+
 def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any]) -> Path:
     tmp = temp_folder_for(out_dir)
     mapper.float().save_pretrained(str(tmp), safe_serialization=True)
@@ -74,16 +90,15 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Export the EMA mapper stored in a DAVI training checkpoint (``checkpoint-N`` folder)."""
+    """Export the EMA mapper stored in a DAVI training checkpoint (``checkpoint-N/ema``, safetensors)."""
     from davi.config import ConfigError, load_config
-    from davi.davi_training import make_card
     from davi.mapper import Mapper
     from davi.operators import build_operator
     from davi.prior import load_prior
 
     ckpt = Path(checkpoint)
-    state_file, cfg_file, ema_file = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "custom_checkpoint_0.pkl"
-    for f in (state_file, cfg_file, ema_file):
+    state_file, cfg_file, ema_dir = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "ema"
+    for f in (state_file, cfg_file, ema_dir / "diffusion_pytorch_model.safetensors"):
         if not f.is_file():
             raise ExportError(f"{f}: missing (not a DAVI training checkpoint)")
     try:
@@ -92,22 +107,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
         raise ExportError(str(e)) from None
     if cfg.job != "davi":
         raise ExportError(f"{cfg_file}: job is '{cfg.job}', not a DAVI mapper run")
-    step = int(json.loads(state_file.read_text())["step"])
-    prior = load_prior(cfg.prior)
-    mapper = Mapper.from_prior_unet(prior.unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
-    # accelerate stores the EMA (diffusers EMAModel.state_dict) with torch.save: tensors and numbers only.
     try:
-        ema_state = torch.load(ema_file, map_location="cpu", weights_only=True)
-        shadow = ema_state["shadow_params"]
-        params = list(mapper.parameters())
-        if len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
-            raise ExportError(f"{ema_file}: EMA parameters do not match the mapper built from {cfg_file}")
-        with torch.no_grad():
-            for p, s in zip(params, shadow):
-                p.copy_(s)
-    except ExportError:
-        raise
+        step = int(json.loads(state_file.read_text())["step"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExportError(f"{state_file}: unreadable ({e.__class__.__name__})") from None
+    try:
+        mapper = Mapper.from_pretrained(str(ema_dir), use_safetensors=True)
     except Exception as e:
-        raise ExportError(f"{ema_file}: unreadable EMA state ({e.__class__.__name__})") from None
+        raise ExportError(f"{ema_dir}: cannot load the EMA mapper ({e.__class__.__name__})") from None
+    prior = load_prior(cfg.prior)  # for the card's prior identity and digest
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))

@@ -86,3 +86,32 @@ def write_array(image: torch.Tensor, path: str | Path) -> None:
     with open(tmp, "wb") as f:
         np.save(f, image.detach().float().cpu().numpy())
     os.replace(tmp, path)
+
+
+def make_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (C, H', W') in [0, 1], ``nrow`` images a row, 1-px white lines."""
+    n, c, h, w = images.shape
+    ncol = -(-n // nrow)
+    grid = torch.ones(c, ncol * (h + 1) + 1, nrow * (w + 1) + 1)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = images[i].float().cpu()
+    return (grid.clamp(-1, 1) + 1) / 2
+
+
+def save_grid_png(grid: torch.Tensor, path: str | Path, upscale: int = 1) -> None:
+    """Write a (C, H, W) grid in [0, 1] as PNG (nearest upscaling for small digits), atomically."""
+    from davi.atomic import write_file
+
+    arr = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    write_file(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def display_measurement(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A measurement shown at the image's size (nearest upsampling for low-resolution ones)."""
+    import torch.nn.functional as F
+
+    return y if y.shape == like.shape else F.interpolate(y, size=like.shape[-2:], mode="nearest")

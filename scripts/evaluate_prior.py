@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import davi  # noqa: F401  (torchvision shim before diffusers)
 
-import davi  # noqa: E402,F401
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -36,7 +34,7 @@ def main() -> None:
     from davi.evaluation import write_text
     from davi.prior import load_prior, sample
     from davi.config import PriorConfig
-    from davi.trainer import make_grid, save_grid_png
+    from davi.imageio import make_grid, save_grid_png
 
     prior = load_prior(PriorConfig(path=args.prior))
     t0 = time.time()

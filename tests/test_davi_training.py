@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from davi.config import load_config
-from davi.trainer import TrainingError, train
+from davi.recipes import train_job
+from davi.trainer import TrainingError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def trained_run(tiny_prior_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("davi") / "run"
     cfg = davi_cfg(tiny_prior_dir, out, "train.max_steps=60", "train.batch_size=16", "train.lr=2e-3",
                    "davi.score_lr=2e-3", "train.ema_decay=0.99", "train.checkpoint_every=30", "log.image_every=30")
-    train(cfg)
+    train_job(cfg)
     return out
 
 
@@ -78,9 +79,9 @@ def test_export_of_a_checkpoint_equals_the_final_export(trained_run, tmp_path):
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_prior_dir, tmp_path):
-    train(davi_cfg(tiny_prior_dir, tmp_path / "a"))
-    train(davi_cfg(tiny_prior_dir, tmp_path / "b", "train.max_steps=2"))
-    train(davi_cfg(tiny_prior_dir, tmp_path / "b"), resume="latest")
+    train_job(davi_cfg(tiny_prior_dir, tmp_path / "a"))
+    train_job(davi_cfg(tiny_prior_dir, tmp_path / "b", "train.max_steps=2"))
+    train_job(davi_cfg(tiny_prior_dir, tmp_path / "b"), resume="latest")
     for f in ("model.safetensors", "model_1.safetensors"):  # mapper, score network
         a, b = load_file(str(tmp_path / "a" / "checkpoint-4" / f)), load_file(str(tmp_path / "b" / "checkpoint-4" / f))
         assert all(torch.equal(a[k], b[k]) for k in a), f
@@ -91,17 +92,17 @@ def test_resume_equals_an_uninterrupted_run(tiny_prior_dir, tmp_path):
 
 def test_non_finite_losses_stop_the_run_and_keep_the_last_checkpoint(tiny_prior_dir, tmp_path):
     out = tmp_path / "run"
-    train(davi_cfg(tiny_prior_dir, out, "train.max_steps=2"))
+    train_job(davi_cfg(tiny_prior_dir, out, "train.max_steps=2"))
     before = load_file(str(out / "checkpoint-2" / "model.safetensors"))
     cfg = davi_cfg(tiny_prior_dir, out, "train.max_steps=10", "davi.lambda_con=.nan", "train.max_nonfinite=3")
     with pytest.raises(TrainingError, match=r"3 non-finite losses in a row .*checkpoint-2"):
-        train(cfg, resume="latest")
+        train_job(cfg, resume="latest")
     after = load_file(str(out / "checkpoint-2" / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_regression_ablation_trains_no_score_network(tiny_prior_dir, tmp_path):
-    train(davi_cfg(tiny_prior_dir, tmp_path / "r", "davi.lambda_ikl=0", "train.max_steps=2"))
+    train_job(davi_cfg(tiny_prior_dir, tmp_path / "r", "davi.lambda_ikl=0", "train.max_steps=2"))
     summary = json.loads((tmp_path / "r" / "train_summary.json").read_text())
     assert set(summary["phase_seconds_per_step"]) == {"mapper"}
     assert not (tmp_path / "r" / "checkpoint-2" / "model_1.safetensors").exists()

@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from davi.config import Config
-from davi.davi_training import make_card
-from davi.export import export_mapper, load_export
+from davi.export import export_mapper, load_export, make_card
 from davi.inference import DaviMethod
 from davi.mapper import Mapper
 from davi.operators import build_operator
@@ -43,8 +42,7 @@ class Result:
 @pytest.fixture
 def infer(capsys):
     """infer.py's main() in-process (the CLI itself is run as a subprocess once, below)."""
-    sys.path.insert(0, str(ROOT))
-    import infer as cli
+    import infer as cli  # the repository root is on pytest's pythonpath (pyproject.toml)
 
     def run(*args):
         capsys.readouterr()

@@ -118,11 +118,12 @@ def test_check_passes_exact_samples_and_fails_an_untrained_mapper(problem):
 @pytest.mark.slow
 def test_trained_mapper_is_close_to_the_exact_posterior(problem, tmp_path):
     from davi.export import load_export
+    from davi.recipes import davi_recipe
     from davi.trainer import train
 
     prior, op, y, posts = problem
     images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()
-    out = train(_config(tmp_path / "run"), prior=prior, train_images=images, val_images=images[:4])
+    out = train(_config(tmp_path / "run"), davi_recipe, prior=prior, train_images=images, val_images=images[:4])
     mapper, card, _ = load_export(out / "export")
     assert card["steps"] == STEPS and card["config"]["davi"]["lambda_reg"] == 0
     err, var, ok = _check(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from davi.config import load_config
 from davi.prior import DiffusionPrior, sample
-from davi.trainer import TrainingError, list_checkpoints, train
+from davi.recipes import train_job
+from davi.trainer import TrainingError, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prior_mnist.yaml"
@@ -46,7 +47,7 @@ def ema_params(ckpt: Path) -> list[torch.Tensor]:
 def run_a(tmp_path_factory):
     """Four uninterrupted steps, a checkpoint every two."""
     out = tmp_path_factory.mktemp("train") / "a"
-    assert train(prior_cfg(out)) == out
+    assert train_job(prior_cfg(out)) == out
     return out
 
 
@@ -68,12 +69,12 @@ def test_a_run_writes_checkpoints_a_prior_and_a_summary(run_a):
 
 def test_kill_and_resume_equals_an_uninterrupted_run(run_a, tmp_path):
     b = tmp_path / "b"
-    train(prior_cfg(b, "train.max_steps=2"))
+    train_job(prior_cfg(b, "train.max_steps=2"))
     assert [s for s, _ in list_checkpoints(b)] == [2]
     # Step 2 already matches; then resume (the config says max_steps=4 again).
     assert same_tensors(tensors(b / "checkpoint-2" / "model.safetensors"),
                         tensors(run_a / "checkpoint-2" / "model.safetensors"))
-    train(prior_cfg(b), resume="latest")
+    train_job(prior_cfg(b), resume="latest")
     assert json.loads((b / "train_summary.json").read_text())["start_step"] == 2
     assert same_tensors(tensors(b / "checkpoint-4" / "model.safetensors"),
                         tensors(run_a / "checkpoint-4" / "model.safetensors"))
@@ -91,36 +92,36 @@ def test_resume_depends_on_the_saved_rng_state(run_a, tmp_path):
     """The resume test can fail: with another torch RNG state in the checkpoint, the noise of
     steps 3-4 changes and so do the weights."""
     c = tmp_path / "c"
-    train(prior_cfg(c, "train.max_steps=2"))
+    train_job(prior_cfg(c, "train.max_steps=2"))
     rng_file = c / "checkpoint-2" / "random_states_0.pkl"
     states = torch.load(rng_file, weights_only=False)
     states["torch_manual_seed"] = torch.Generator().manual_seed(12345).get_state()
     torch.save(states, rng_file)
-    train(prior_cfg(c), resume="latest")
+    train_job(prior_cfg(c), resume="latest")
     assert not same_tensors(tensors(c / "checkpoint-4" / "model.safetensors"),
                             tensors(run_a / "checkpoint-4" / "model.safetensors"))
 
 
 def test_resume_from_an_explicit_checkpoint_and_from_nothing(run_a, tmp_path):
     d = tmp_path / "d"
-    train(prior_cfg(d, "train.max_steps=2"))
-    train(prior_cfg(d), resume=str(d / "checkpoint-2"))
+    train_job(prior_cfg(d, "train.max_steps=2"))
+    train_job(prior_cfg(d), resume=str(d / "checkpoint-2"))
     assert same_tensors(tensors(d / "checkpoint-4" / "model.safetensors"),
                         tensors(run_a / "checkpoint-4" / "model.safetensors"))
     with pytest.raises(TrainingError, match="not a checkpoint folder"):
-        train(prior_cfg(tmp_path / "e"), resume=str(tmp_path / "nowhere"))
+        train_job(prior_cfg(tmp_path / "e"), resume=str(tmp_path / "nowhere"))
 
 
 def test_checkpoints_total_limit(tmp_path):
     out = tmp_path / "limit"
-    train(prior_cfg(out, "train.max_steps=5", "train.checkpoint_every=1", "train.checkpoints_total_limit=2"))
+    train_job(prior_cfg(out, "train.max_steps=5", "train.checkpoint_every=1", "train.checkpoints_total_limit=2"))
     assert [s for s, _ in list_checkpoints(out)] == [4, 5]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
 
 
 def test_stale_temp_checkpoint_is_ignored_and_cleaned_up(run_a, tmp_path):
     out = tmp_path / "stale"
-    train(prior_cfg(out, "train.max_steps=2"))
+    train_job(prior_cfg(out, "train.max_steps=2"))
     # A kill during the save of step 9 left its temp folder, complete-looking but never renamed;
     # and a checkpoint folder without trainer_state.json is not a checkpoint either.
     stale = out / ".checkpoint-9.tmp"
@@ -131,7 +132,7 @@ def test_stale_temp_checkpoint_is_ignored_and_cleaned_up(run_a, tmp_path):
     half.mkdir()
     (half / "model.safetensors").write_bytes(b"partial")
     assert [s for s, _ in list_checkpoints(out)] == [2]
-    train(prior_cfg(out), resume="latest")
+    train_job(prior_cfg(out), resume="latest")
     assert json.loads((out / "train_summary.json").read_text())["start_step"] == 2
     assert not stale.exists()
     assert same_tensors(tensors(out / "checkpoint-4" / "model.safetensors"),

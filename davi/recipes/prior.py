@@ -1,4 +1,4 @@
-"""Recipe for training a diffusion prior (job: prior): the DDPM loss on one UNet2DModel."""
+"""Recipe ``prior``: train a diffusion prior, the DDPM loss on one UNet2DModel (Ho et al. 2020)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from davi.config import Config
 from davi.losses import DDPMLoss
 from davi.prior import DiffusionPrior, Schedule, build_scheduler, build_unet, sample, save_prior
-from davi.trainer import Phase, Recipe
+from davi.recipe import Recipe, Update
 
 
 def prior_recipe(cfg: Config, accelerator) -> Recipe:
@@ -17,14 +17,11 @@ def prior_recipe(cfg: Config, accelerator) -> Recipe:
     if cfg.train.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     scheduler = build_scheduler(cfg.prior)
-    loss = DDPMLoss(Schedule(scheduler.alphas_cumprod).to(accelerator.device))
-    recipe = Recipe(networks={"unet": unet}, phases=[], ema_network="unet", lrs={"unet": cfg.train.lr})
+    ddpm = DDPMLoss(Schedule(scheduler.alphas_cumprod).to(accelerator.device))
 
-    def ddpm_phase(batch):
-        net = recipe.extra["nets"]["unet"]
-        return loss(lambda x, t: net(x, t).sample, batch["image"]), {}
-
-    recipe.phases.append(Phase("ddpm", "unet", ddpm_phase))
+    def iteration(nets, batch):
+        unet = nets["unet"]
+        yield Update("ddpm", "unet", ddpm(lambda x, t: unet(x, t).sample, batch["image"]))
 
     def validate(accelerator, ema_unet, step):
         prior = DiffusionPrior(ema_unet, scheduler)
@@ -32,8 +29,8 @@ def prior_recipe(cfg: Config, accelerator) -> Recipe:
         return {}, {"samples": sample(prior, cfg.log.num_val, num_steps=50, generator=g, device=accelerator.device)}
 
     def finish(ema_unet, out: Path, step: int):
-        save_prior(ema_unet.float().cpu(), scheduler, out / "prior",
+        save_prior(ema_unet.float(), scheduler, out / "prior",
                    extra={"steps": step, "data": cfg.data.source, "config": cfg.to_dict()})
 
-    recipe.validate, recipe.finish = validate, finish
-    return recipe
+    return Recipe(networks={"unet": unet}, lrs={"unet": cfg.train.lr}, ema_network="unet",
+                  iteration=iteration, validate=validate, finish=finish)

@@ -1,0 +1,155 @@
+"""Recipe ``davi``: alternate the implicit score network and the mapper (DAVI, Lee et al. 2024, Alg. 1).
+
+One iteration:
+
+1. draw clean images x0, measure y = A(x0) + sigma_y n, and a Perturbed Posterior Bridge input
+   x_a; the mapper produces x_hat = I_phi(x_a, a) (its graph is kept for step 3);
+2. **score updates** (mapper frozen): ``davi.score_steps`` AdamW steps on s_psi with denoising
+   score matching on stopgrad(x_hat), t uniform over all T;
+3. **mapper update** (s_psi and the teacher frozen, evaluated without gradients): one AdamW
+   step on I_phi with ``lambda_ikl * IKL + lambda_con * mse(y, A x_hat) + lambda_reg * mse(x0, x_hat)``
+   (the paired objective; the regression term is what needs clean images);
+4. the loop updates the mapper's EMA.
+
+Step 2 uses the same x_hat as step 3, so each iteration runs the mapper forward once.
+With ``lambda_ikl = 0`` the score network is not built at all (the regression ablation).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from davi.config import Config
+from davi.export import export_mapper, make_card
+from davi.imageio import display_measurement
+from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
+from davi.mapper import Mapper, PPBSampler
+from davi.metrics import psnr
+from davi.operators import build_operator
+from davi.prior import PriorError, load_prior
+from davi.recipe import Recipe, Update
+
+
+def check_prior_fits_data(prior, cfg: Config) -> None:
+    if prior.channels != cfg.data.channels or prior.resolution != cfg.data.resolution:
+        raise PriorError(f"prior {cfg.prior.path} is {prior.channels}x{prior.resolution}x{prior.resolution} but "
+                         f"data.channels={cfg.data.channels}, data.resolution={cfg.data.resolution}")
+
+
+def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
+    """The trained networks and their learning rates: the mapper and, when IKL is on, s_psi.
+
+    Both start as copies of the prior's UNet (or, for a prior without one, e.g. an analytic
+    prior, fresh UNets of the ``prior`` section's architecture).
+    """
+    unet = getattr(prior, "unet", None)
+    if unet is None:
+        from davi.prior import build_unet
+
+        unet = build_unet(cfg.prior, cfg.data)
+    mapper = Mapper.from_prior_unet(unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
+    if not cfg.train.init_from_prior:
+        mapper = Mapper(**{k: v for k, v in mapper.config.items() if not k.startswith("_")})
+    networks, lrs = {"mapper": mapper.train().requires_grad_(True)}, {"mapper": cfg.train.lr}
+    if cfg.davi.lambda_ikl > 0:
+        networks["score"], lrs["score"] = copy.deepcopy(unet).train().requires_grad_(True), cfg.davi.score_lr
+    if cfg.train.gradient_checkpointing:
+        mapper.net.enable_gradient_checkpointing()
+        if "score" in networks:
+            networks["score"].enable_gradient_checkpointing()
+    return networks, lrs
+
+
+def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor | None = None) -> Recipe:
+    """``prior`` may be any ScorePrior (e.g. an analytic one); ``val_images`` replace the first test images."""
+    device = accelerator.device
+    prior = load_prior(cfg.prior) if prior is None else prior
+    check_prior_fits_data(prior, cfg)
+    prior.to(device)
+    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)
+    networks, lrs = build_networks(cfg, prior)
+    c, dc = cfg.data.channels, cfg.davi
+
+    schedule = prior.schedule.to(device)
+    dsm = DDPMLoss(schedule)
+    ikl = IKLLoss(schedule, dc.t_ikl)
+    ppb = PPBSampler(networks["mapper"], prior.schedule.alphas_cumprod, cfg.mapper.h, dc.ppb_alpha, dc.ppb_beta,
+                     enabled=dc.ppb)
+
+    def teacher_eps(x_t, t):
+        with accelerator.autocast():
+            return prior.eps(x_t, t)
+
+    def iteration(nets, batch):
+        # 1. measure, draw the bridge input, run the mapper once (graph kept for the mapper update)
+        x0 = batch["image"]
+        y = operator.measure(x0)
+        x_a, a = ppb(x0, operator.lift(y))
+        x_hat = nets["mapper"](x_a, a)
+
+        # 2. s_psi learns the score of the mapper's current samples
+        if "score" in nets:
+            score = nets["score"]
+
+            def score_eps(x_t, t):
+                with accelerator.autocast():
+                    return score(x_t, t).sample[:, :c]
+
+            for _ in range(dc.score_steps):  # fresh t and noise each, same samples
+                yield Update("score", "score", dsm(score_eps, x_hat.detach()))
+
+        # 3. the mapper: integral KL against the frozen prior, consistency, regression
+        logs, loss = {}, x_hat.new_zeros(()).float()
+        if "score" in nets:
+            frozen_score = accelerator.unwrap_model(nets["score"])
+
+            def frozen_score_eps(x_t, t):
+                with torch.no_grad(), accelerator.autocast():
+                    return frozen_score(x_t, t).sample[:, :c]
+
+            l_ikl, ikl_logs = ikl(x_hat, teacher_eps, frozen_score_eps)
+            loss = loss + dc.lambda_ikl * l_ikl
+            logs.update(ikl_logs, **{"loss/ikl": l_ikl.item()})
+        if dc.lambda_con != 0:
+            l_con = consistency_loss(operator, y, x_hat)
+            loss = loss + dc.lambda_con * l_con
+            logs["loss/consistency"] = l_con.item()
+        if dc.lambda_reg != 0:
+            l_reg = regression_loss(x0, x_hat)
+            loss = loss + dc.lambda_reg * l_reg
+            logs["loss/regression"] = l_reg.item()
+        yield Update("mapper", "mapper", loss, logs)
+
+    return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
+                  validate=_validation(cfg, operator, val_images, device),
+                  finish=lambda ema_mapper, out, step: export_mapper(
+                      ema_mapper, Path(out) / "export", make_card(cfg, prior, operator, step)))
+
+
+def _validation(cfg: Config, operator, val_images, device):
+    """A fixed validation batch (the first test images, measured with a fixed seed) and its report."""
+    from davi.data import load_split
+
+    val_x0 = (val_images[: cfg.log.num_val] if val_images is not None
+              else load_split(cfg.data, "test").tensor(limit=cfg.log.num_val)).to(device)
+    g = torch.Generator().manual_seed(12345)
+    val_y = operator.measure(val_x0, generator=g)
+    val_z = torch.randn((cfg.log.num_samples, *val_x0.shape), generator=g).to(device)
+
+    @torch.no_grad()
+    def validate(accelerator, ema_mapper, step):
+        lifted = operator.lift(val_y)
+        samples = torch.stack([ema_mapper.restore(lifted, z) for z in val_z]).clamp(-1, 1)
+        mean, std = samples.mean(0), samples.std(0) if len(samples) > 1 else torch.zeros_like(val_x0)
+        scalars = {"psnr/lift": psnr(lifted, val_x0).mean().item(),
+                   "psnr/sample": psnr(samples[0], val_x0).mean().item(),
+                   "psnr/mean": psnr(mean, val_x0).mean().item(),
+                   "posterior_std": std.mean().item()}
+        std_img = (std / std.amax().clamp_min(1e-8)) * 2 - 1
+        rows = [display_measurement(val_y, val_x0), lifted, *samples, std_img, val_x0]
+        return scalars, {"grid": torch.cat(rows).clamp(-1, 1)}
+
+    return validate
