@@ -1,0 +1,237 @@
+"""Hugging Face model cards (``README.md`` with YAML front matter) for mapper exports.
+
+Everything in a card comes from the export's ``card.json`` and from measured metrics; metrics
+carry the command that produced them and are absent when unknown. A card is rewritten whenever
+the export changes (export, ONNX added); metrics already in the folder's README are kept, since
+the folder is replaced as a whole when its weights change.
+
+    python -m davi.model_card davi/assets/mappers/sr4 \
+        --table benchmarks/results/tasks.md --row sr4 "davi (shipped, fp16)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from davi.atomic import write_text
+from davi.export import ExportError, read_card
+
+README = "README.md"
+LICENSE = "mit"
+DEFAULT_OBJECTIVE = "paired"  # the DAVI recipe with the regression term, before objectives had names
+METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier_fd": "classifier FD (digit-classifier features, not FID)"}
+
+
+def describe_task(op: dict[str, Any]) -> str:
+    """A human name for the operator, e.g. '4x super-resolution (4x4 average pooling)'."""
+    name = op.get("name", "")
+    if name == "sr":
+        return f"{op['scale']}x super-resolution ({op['scale']}x{op['scale']} average pooling)"
+    if name == "deblur":
+        return f"Gaussian deblurring (kernel {op['kernel_size']}, std {op['kernel_std']:g})"
+    if name == "box_inpaint":
+        return f"box inpainting (centred {op['box_size']}x{op['box_size']} box missing)"
+    if name == "random_inpaint":
+        return f"random inpainting ({op['drop_fraction']:.0%} of pixels missing, mask seed {op['mask_seed']})"
+    if name == "denoise":
+        return "denoising"
+    return name
+
+
+def objective(card: dict[str, Any]) -> str:
+    return card.get("config", {}).get("davi", {}).get("objective", DEFAULT_OBJECTIVE)
+
+
+def model_name(card: dict[str, Any]) -> str:
+    data = card.get("config", {}).get("data", {})
+    source = Path(str(data.get("source", "images"))).name or "images"
+    return f"davi-{card.get('task', card['operator'].get('name', 'mapper'))}-{source}"
+
+
+def front_matter(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> dict[str, Any]:
+    """The YAML header: hub keys (license, library_name, tags, pipeline_tag, model-index) + a davi block."""
+    op = card["operator"]
+    cfg = card.get("config", {})
+    tags = ["davi", "image-restoration", "inverse-problems", "diffusion-prior", "posterior-sampling",
+            "one-step", card.get("task", op.get("name", ""))] + (["onnx"] if onnx else [])
+    davi_block = {
+        "task": card.get("task", op.get("name")),
+        "task_description": describe_task(op),
+        "operator": op,
+        "sigma_y": card.get("sigma_y", op.get("sigma_y")),
+        "h": card["h"],
+        "resolution": card["resolution"],
+        "channels": card["channels"],
+        "prior": {"identity": card.get("prior", {}).get("identity"), "digest": card.get("prior", {}).get("digest")},
+        "training": {"steps": card.get("steps"), "objective": objective(card),
+                     "data": cfg.get("data", {}).get("source"),
+                     "loss_weights": {k: v for k, v in cfg.get("davi", {}).items() if k != "objective"}},
+        "weights_dtype": card.get("shipped_dtype", "float32"),
+        "files": ["diffusion_pytorch_model.safetensors", "config.json", "card.json"] + (["mapper.onnx"] if onnx else []),
+    }
+    if metrics:
+        davi_block["metrics"] = metrics
+    front = {"license": LICENSE, "library_name": "davi", "pipeline_tag": "image-to-image", "tags": tags}
+    if metrics:
+        front["model-index"] = [_model_index(card, metrics)]
+    front["davi"] = davi_block
+    return front
+
+
+def _model_index(card: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    values = [{"type": k, "name": METRIC_NAMES.get(k, k), "value": v} for k, v in metrics["values"].items()]
+    return {"name": model_name(card), "results": [{
+        "task": {"type": "image-to-image", "name": describe_task(card["operator"])},
+        "dataset": {"name": metrics.get("data", ""), "type": metrics.get("data", ""), "split": metrics.get("split", "")},
+        "metrics": values,
+        "source": {"name": metrics.get("command", "")},
+    }]}
+
+
+def model_card(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> str:
+    """README.md text: YAML front matter + what the mapper does, how to run it, what was measured."""
+    front = yaml.safe_dump(front_matter(card, metrics, onnx), sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + _body(card, metrics, onnx)
+
+
+def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> str:
+    op, c, r = card["operator"], card["channels"], card["resolution"]
+    prior = card.get("prior", {})
+    lines = [
+        f"# {model_name(card)}",
+        "",
+        f"A DAVI mapper (Lee et al. 2024) for **{describe_task(op)}** of {c}x{r}x{r} images, measurement noise "
+        f"sigma_y = {card.get('sigma_y', op.get('sigma_y'))}: a one-step posterior sampler "
+        f"x_hat = I_phi(lift(y) + h z, T - 1) with h = {card['h']}, trained for {card.get('steps')} steps "
+        f"(objective: {objective(card)}) against the frozen diffusion prior `{prior.get('identity')}` "
+        f"(digest `{prior.get('digest')}`). Different noise draws z give different posterior samples; their "
+        "mean and standard deviation give a restoration and a per-pixel uncertainty map.",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "# with this repository installed (pip install -e .)",
+        "python infer.py restore --export THIS_FOLDER --input measurements/ --samples 8 --out restored/",
+    ]
+    if onnx:
+        lines.append("python infer.py restore --export THIS_FOLDER --input measurements/ --runtime onnx --out restored/")
+    lines += ["```", "", f"Pixels are in [-1, 1] (PNG 0..255 maps linearly). Measurements are {c}x"
+              f"{_measured(card).replace(', ', 'x')} images (or float `.npy` arrays, which keep the noise below "
+              "8-bit quantisation).", ""]
+    if onnx:
+        lines += ["## ONNX", "", "`mapper.onnx` is the whole restore including the lift (opset 17, dynamic batch):",
+                  "", "| name | shape | meaning |", "|---|---|---|",
+                  f"| input `y` | (B, {c}, {_measured(card)}) float32 | the measurement, pixels in [-1, 1] |",
+                  f"| input `z` | (B, {c}, {r}, {r}) float32 | standard normal noise, one draw per sample |",
+                  f"| output `x_hat` | (B, {c}, {r}, {r}) float32 | the restoration, unclamped (clamp to [-1, 1]) |", ""]
+    if metrics:
+        lines += ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
+                  f"(split `{metrics.get('split', '?')}`), one sample per image:", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics["values"].items()]
+        lines += ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
+    else:
+        lines += ["## Measured", "", "No metrics recorded for this export yet "
+                  "(`python -m davi.model_card FOLDER --table ...` adds them from a benchmark table).", ""]
+    lines += ["Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
+              "`card.json` (operator, prior, training config)" + (", `mapper.onnx`" if onnx else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def _measured(card: dict[str, Any]) -> str:
+    from davi.operators import operator_from_params
+
+    c, r = card["channels"], card["resolution"]
+    _, _, h, w = operator_from_params(card["operator"]).measurement_shape((1, c, r, r))
+    return f"{h}, {w}"
+
+
+def read_front_matter(path: str | Path) -> dict[str, Any]:
+    """The YAML front matter of a model card; ExportError naming the file when there is none."""
+    text = Path(path).read_text()
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        raise ExportError(f"{path}: no YAML front matter (--- ... ---)")
+    try:
+        front = yaml.safe_load(text[4: text.index("\n---\n", 4)])
+    except yaml.YAMLError as e:
+        raise ExportError(f"{path}: unreadable YAML front matter ({e.__class__.__name__})") from None
+    if not isinstance(front, dict):
+        raise ExportError(f"{path}: front matter is not a mapping")
+    return front
+
+
+def write_model_card(export_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``<export_dir>/README.md`` from its card.json; ``metrics=None`` keeps the card's current ones."""
+    export_dir = Path(export_dir)
+    card = read_card(export_dir)
+    path = export_dir / README
+    if metrics is None and path.is_file():
+        try:
+            metrics = read_front_matter(path).get("davi", {}).get("metrics")
+        except ExportError:
+            metrics = None
+    if metrics and not metrics.get("data"):
+        metrics = {**metrics, "data": card.get("config", {}).get("data", {}).get("source", "")}
+    text = model_card(card, metrics, onnx=(export_dir / "mapper.onnx").is_file())
+    write_text(path, text)
+    return path
+
+
+def metrics_from_table(table: str | Path, task: str, method: str) -> dict[str, Any]:
+    """Metrics of one row (task, method) of a benchmark's Markdown table written by publish_table,
+    with the 'Command:' line and image count of its header."""
+    text = Path(table).read_text()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    if not rows:
+        raise ExportError(f"{table}: no Markdown table")
+    head = [h.lower() for h in rows[0]]
+    keys = {"psnr (db)": "psnr", "ssim": "ssim", "classifier fd": "classifier_fd"}
+    for row in rows[1:]:
+        if row[:2] == [task, method]:
+            values = {keys[h]: float(v) for h, v in zip(head, row) if h in keys and v}
+            images = _held_out_images(text)
+            return {"values": values, "images": images, "split": "test" if images else "",
+                    "command": _command(text), "table": str(table)}
+    raise ExportError(f"{table}: no row with task '{task}' and method '{method}'")
+
+
+def _command(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("Command:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _held_out_images(text: str) -> int | None:
+    import re
+
+    m = re.search(r"(\d[\d,]*) held-out test images", text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from davi.cli import run_cli
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("export", help="mapper export folder (card.json)")
+    p.add_argument("--table", help="benchmark Markdown table with the metrics (e.g. benchmarks/results/tasks.md)")
+    p.add_argument("--row", nargs=2, metavar=("TASK", "METHOD"), help="the table row's task and method cells")
+    args = p.parse_args(argv)
+    if bool(args.table) != bool(args.row):
+        p.error("--table and --row go together")
+
+    def job():
+        metrics = metrics_from_table(args.table, *args.row) if args.table else None
+        print(f"wrote {write_model_card(args.export, metrics)}")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Model cards: Hugging Face front matter from card.json, metrics kept with their command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from davi.export import ExportError, read_card
+from davi.model_card import metrics_from_table, model_card, read_front_matter, write_model_card
+
+SHIPPED = Path(__file__).resolve().parents[1] / "davi" / "assets" / "mappers"
+TASKS = ("sr4", "deblur", "box")
+
+
+def _check_required(front: dict, card: dict) -> None:
+    assert front["license"] == "mit"
+    assert front["library_name"] == "davi"
+    assert front["pipeline_tag"] == "image-to-image"
+    assert "davi" in front["tags"] and card["task"] in front["tags"]
+    d = front["davi"]
+    assert d["task"] == card["task"]
+    assert d["operator"] == card["operator"]
+    assert d["sigma_y"] == card["sigma_y"]
+    assert d["prior"] == {"identity": card["prior"]["identity"], "digest": card["prior"]["digest"]}
+    assert d["training"]["steps"] == card["steps"]
+    assert d["training"]["objective"] == card["config"]["davi"].get("objective", "paired")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_shipped_cards_have_hub_front_matter_and_measured_metrics(task):
+    card = read_card(SHIPPED / task)
+    front = read_front_matter(SHIPPED / task / "README.md")
+    _check_required(front, card)
+    metrics = front["davi"]["metrics"]
+    assert metrics["command"].startswith("python benchmarks/tasks.py")
+    assert metrics["images"] == 200 and metrics["split"] == "test"
+    assert set(metrics["values"]) == {"psnr", "ssim", "classifier_fd"}
+    # the hub's model-index repeats the same numbers
+    hub = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
+    assert hub == metrics["values"]
+    # the committed card is exactly what the code writes today (no stale or hand-edited cards)
+    assert (SHIPPED / task / "README.md").read_text() == model_card(card, metrics, onnx=False)
+
+
+def test_shipped_metrics_are_the_tables_shipped_rows():
+    table = SHIPPED.parents[2] / "benchmarks" / "results" / "tasks.md"
+    m = metrics_from_table(table, "sr4", "davi (shipped, fp16)")
+    assert m["values"] == read_front_matter(SHIPPED / "sr4" / "README.md")["davi"]["metrics"]["values"]
+    assert m["values"]["psnr"] == pytest.approx(20.61)
+
+
+def _export_copy(tmp_path, objective=None) -> Path:
+    out = tmp_path / "export"
+    shutil.copytree(SHIPPED / "sr4", out)
+    (out / "README.md").unlink()
+    if objective:
+        card = json.loads((out / "card.json").read_text())
+        card["config"]["davi"]["objective"] = objective
+        (out / "card.json").write_text(json.dumps(card))
+    return out
+
+
+def test_objective_comes_from_the_config_and_metrics_survive_a_rewrite(tmp_path):
+    out = _export_copy(tmp_path, objective="unpaired")
+    write_model_card(out)
+    front = read_front_matter(out / "README.md")
+    _check_required(front, read_card(out))
+    assert front["davi"]["training"]["objective"] == "unpaired"
+    assert "metrics" not in front["davi"] and "model-index" not in front  # absent, not invented
+
+    metrics = {"values": {"psnr": 21.5}, "images": 10, "split": "test", "command": "python x.py --images 10"}
+    write_model_card(out, metrics)
+    (out / "mapper.onnx").write_bytes(b"stand-in")  # e.g. ONNX added later: the card is rewritten
+    write_model_card(out)
+    front = read_front_matter(out / "README.md")
+    assert front["davi"]["metrics"]["values"] == {"psnr": 21.5}
+    assert front["davi"]["metrics"]["command"] == "python x.py --images 10"
+    assert "onnx" in front["tags"] and "mapper.onnx" in front["davi"]["files"]
+
+
+def test_table_parsing_and_bad_inputs(tmp_path):
+    table = tmp_path / "t.md"
+    table.write_text("Header, 50 held-out test images.\n\nCommand: python b.py --images 50\n\n"
+                     "| task | method | PSNR (dB) | SSIM |\n|---|---|---|---|\n| sr4 | davi | 20.00 | 0.800 |\n")
+    m = metrics_from_table(table, "sr4", "davi")
+    assert m == {"values": {"psnr": 20.0, "ssim": 0.8}, "images": 50, "split": "test",
+                 "command": "python b.py --images 50", "table": str(table)}
+    with pytest.raises(ExportError, match="no row with task 'box'"):
+        metrics_from_table(table, "box", "davi")
+    plain = tmp_path / "README.md"
+    plain.write_text("# no front matter\n")
+    with pytest.raises(ExportError, match="no YAML front matter"):
+        read_front_matter(plain)
