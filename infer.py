@@ -23,17 +23,9 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.cli import run_cli
+from davi.cli import resolve_device, run_cli
 
 METHODS = ("davi", "red-diff", "lift")
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, trained_data: dict | None = None):
@@ -77,7 +69,7 @@ def cmd_restore(args) -> None:
     from davi.imageio import write_array, write_image
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod, time_method
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if dtype != torch.float32 and device.type != "cuda":
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import davi  # noqa: F401  (torchvision shim before diffusers)
 
-import davi  # noqa: E402,F401
+ROOT = Path(__file__).resolve().parents[1]
 
 TASKS = {"deblur": "deblur_mnist.yaml", "sr4": "sr4_mnist.yaml", "box": "box_mnist.yaml"}
 LRS = (0.05, 0.1, 0.25)

@@ -4,7 +4,7 @@ One iteration is exactly the trainer's (``davi/trainer.py``, built by ``davi.dav
 from a config, default ``configs/sr4_ffhq256.yaml``): the mapper forward (its graph kept), the score
 network's DSM forward + backward + clip + AdamW step, then the IKL (teacher forward and score forward,
 no gradients) + consistency + regression, the mapper backward + clip + AdamW step, and the EMA update.
-Networks are prior-sized with random weights (``--arch``, as in ``benchmarks/speed.py``); memory does not
+Networks are prior-sized with random weights (``--arch``, :mod:`davi.benchmarking`); memory does not
 depend on the weights. One warm-up iteration runs first so that AdamW's moments exist, then one is
 measured:
 
@@ -47,12 +47,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.benchmarking import ARCHS, count_parameters, device_description, random_prior, random_unet
+from davi.cli import resolve_device, run_cli
 
-import davi  # noqa: E402,F401  (torchvision shim before diffusers)
-from speed import ARCHS, build_prior, build_unet, count_parameters, device_description  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GIB = 1024**3
 WORKER_TAG = "MEMORY_POINT "
@@ -188,7 +187,7 @@ def run_points(args, points: list[tuple[bool, int]], emit=None) -> list[dict]:
     accelerator = make_accelerator(args)
     gc.collect()
     baseline_kib = None if args.device == "cuda" else _proc_status_kib("VmRSS")
-    prior = build_prior(build_unet(args.arch, args.seed))
+    prior = random_prior(random_unet(args.arch, args.seed))
     out = []
     for ckpt, bs in points:
         m = measure_point(args, accelerator, prior, bs, ckpt, baseline_kib)
@@ -299,10 +298,7 @@ def main(argv=None) -> None:
 
     from davi.evaluation import markdown_table, publish_table
 
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available here")
+    args.device = resolve_device(args.device).type
     cuda = args.device == "cuda"
     if args.mixed_precision is None:
         args.mixed_precision = "fp16" if cuda else "no"
@@ -370,4 +366,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

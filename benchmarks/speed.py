@@ -1,27 +1,26 @@
 """Seconds per image: DAVI's one-step restoration against RED-Diff's per-step cost, at 256 x 256.
 
-Both methods run the same prior-sized network (random weights: speed does not depend on them)
-on the same device, dtype and memory layout:
+Both methods are the library's, run as ``infer.py`` runs them, on the same prior-sized network
+(random weights: speed does not depend on them), device, dtype and memory layout:
 
-* **DAVI**: ``x_hat = I_phi(lift(y) + h z, T - 1)`` -- lift, noise, ONE network evaluation,
-  clamp (``davi.mapper.Mapper.restore``), under ``torch.no_grad``;
-* **RED-Diff step**: one prior evaluation on ``x_t = sqrt(ab) mu + sqrt(1 - ab) eps`` (no
-  gradient) + the data-fit gradient through ``A`` + one Adam step on the estimate ``mu``
-  (the body of ``davi.red_diff.RedDiff``). RED-Diff-N costs N such steps, so
+* **DAVI**: :class:`davi.inference.DaviMethod` -- lift, per-image noise, ONE network evaluation
+  ``I_phi(lift(y) + h z, T - 1)``, clamp;
+* **RED-Diff**: :class:`davi.inference.RedDiffMethod` (:class:`davi.red_diff.RedDiff`) run for
+  ``--red-diff-steps`` steps; each step is one prior evaluation (no gradient) + the data-fit
+  gradient through ``A`` + one Adam step on the estimate. RED-Diff-N costs N such steps, so
   ``RED-Diff-1000 = 1000 x (measured seconds per step)``; steps are measured, not assumed.
 
-Noise is drawn on the device in both (``davi.inference`` draws it per image on the CPU so that
-results do not depend on batch composition; that bookkeeping is left out of both timings alike).
-bf16/fp16 run under ``torch.autocast`` with fp32 weights, as ``infer.py --dtype`` does. On CUDA
-every timing is bracketed by ``torch.cuda.synchronize()``; each figure is the median of
-``--repeats`` timed runs after ``--warmup`` untimed ones (which absorb cuDNN autotuning and
-``torch.compile``). Loading and building are never timed. fp32 is strict fp32 (TF32 off) unless
-``--tf32``.
+Both draw their noise per image on the CPU (results do not depend on batch composition), as in
+``infer.py``. bf16/fp16 run under ``torch.autocast`` with fp32 weights (DAVI through
+``DaviMethod``'s dtype, as ``infer.py --dtype`` does; RED-Diff with its whole step under autocast).
+Timing is :func:`davi.benchmarking.median_time`: on CUDA every timing is bracketed by
+``torch.cuda.synchronize()``; each figure is the median of ``--repeats`` timed runs after
+``--warmup`` untimed ones (which absorb cuDNN autotuning and ``torch.compile``). Loading and
+building are never timed. fp32 is strict fp32 (TF32 off) unless ``--tf32``.
 
-Architectures: ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters) and ``imagenet256``
-(guided-diffusion's unconditional ImageNet model, 552.8M), built by ``davi.convert`` from its
-presets exactly as converted checkpoints are; ``small`` (1.5M: the ffhq256 layout at 1/8 of the
-width, 16 GroupNorm groups) for quick CPU runs -- its numbers say nothing about the real scale.
+Architectures (:mod:`davi.benchmarking`): ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters),
+``imagenet256`` (guided-diffusion's unconditional ImageNet model, 552.8M) and ``small`` (1.5M, for
+quick CPU runs: its numbers say nothing about the real scale).
 
     python benchmarks/speed.py                                   # CUDA if present, ffhq256, batch 1 8 32
     python benchmarks/speed.py --channels-last --compile         # the fast path on a GPU
@@ -34,164 +33,49 @@ Prints a Markdown table and writes it to benchmarks/results/speed_<device>.md (`
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
 import sys
-import time
 from pathlib import Path
 
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.benchmarking import ARCHS, device_description, median_time, random_prior, random_unet
+from davi.cli import resolve_device, run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import davi  # noqa: E402,F401  (torchvision shim before diffusers)
-
-ARCHS = ("ffhq256", "imagenet256", "small")
 DTYPES = ("fp32", "bf16", "fp16")
 TASKS = ("sr", "box_inpaint", "deblur", "random_inpaint", "denoise")
 
 
-def unet_config(arch: str) -> dict:
-    """UNet2DModel kwargs of a prior-sized network (see the module docstring)."""
-    from davi.convert import PRESETS, unet_config_from_guided
-
-    if arch in PRESETS:
-        return unet_config_from_guided(**PRESETS[arch])
-    if arch == "small":
-        cfg = unet_config_from_guided(**{**PRESETS["ffhq256"], "num_channels": 32, "num_head_channels": 32})
-        cfg.update(block_out_channels=tuple(c // 2 for c in cfg["block_out_channels"]), norm_num_groups=16,
-                   attn_norm_num_groups=16)
-        return cfg
-    raise SystemExit(f"--arch: {arch!r} is not one of {', '.join(ARCHS)}")
-
-
-def count_parameters(arch: str) -> int:
-    """Parameters of ``arch`` without allocating them (meta device)."""
-    import torch
-    from diffusers import UNet2DModel
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in UNet2DModel(**unet_config(arch)).parameters())
-
-
-def build_unet(arch: str, seed: int = 0):
-    import torch
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(seed)
-    return UNet2DModel(**unet_config(arch)).eval()
-
-
-def build_prior(unet):
-    """A frozen DiffusionPrior around ``unet`` with the published priors' schedule (linear, T = 1000)."""
-    from diffusers import DDPMScheduler
-
-    from davi.prior import DiffusionPrior
-
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
-    return DiffusionPrior(unet, sched, identity="random", digest="")
-
-
-def resolve_device(name: str):
+def torch_dtype(name: str):
     import torch
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available here")
-    return dev
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def device_description(device) -> str:
-    import platform
+def make_davi_fn(mapper, operator, y, dtype_name: str):
+    """One DAVI restoration of the batch y (one sample per image), as infer.py runs it."""
+    from davi.inference import DaviMethod
 
+    method = DaviMethod(mapper, operator, torch_dtype(dtype_name))
+    seeds = list(range(y.shape[0]))
+    return lambda: method(y, seeds)
+
+
+def make_red_diff_fn(prior, operator, y, device, dtype_name: str, steps: int, lr: float = 0.25, lam: float = 0.25):
+    """``steps`` RED-Diff steps on the batch y (davi.red_diff.RedDiff through RedDiffMethod)."""
     import torch
 
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
+    from davi.config import RedDiffConfig
+    from davi.inference import RedDiffMethod
 
-
-def synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn, device, warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def autocast_ctx(device, dtype_name: str):
-    import contextlib
-
-    import torch
-
-    if dtype_name == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name])
-
-
-def make_davi_fn(mapper, operator, y, device, dtype_name: str, channels_last: bool):
-    import torch
-
-    def restore():
-        with torch.no_grad(), autocast_ctx(device, dtype_name):
-            lifted = operator.lift(y)
-            if channels_last:
-                lifted = lifted.contiguous(memory_format=torch.channels_last)
-            z = torch.randn_like(lifted)
-            return mapper.restore(lifted, z).float().clamp(-1, 1)
-
-    return restore
-
-
-def make_red_diff_fn(prior, operator, y, device, dtype_name: str, channels_last: bool, steps: int,
-                     lr: float = 0.25, lam: float = 0.25):
-    """``steps`` RED-Diff iterations (davi.red_diff.RedDiff's body) on a persistent estimate mu."""
-    import torch
-
-    with torch.no_grad():
-        mu0 = operator.pinv(y) if operator.has_pinv else operator.lift(y)
-    if channels_last:
-        mu0 = mu0.contiguous(memory_format=torch.channels_last)
-    mu = mu0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
-    T = prior.num_timesteps
-    B = y.shape[0]
-    state = {"t": T - 1}
+    method = RedDiffMethod(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam))
+    seeds = list(range(y.shape[0]))
+    cast = (contextlib.nullcontext if dtype_name == "fp32" else
+            lambda: torch.autocast(device_type=device.type, dtype=torch_dtype(dtype_name)))
 
     def run():
-        for _ in range(steps):
-            t_int = state["t"]
-            state["t"] = t_int - 1 if t_int > 0 else T - 1
-            t = torch.full((B,), t_int, dtype=torch.long, device=device)
-            ab = prior.alpha_bar(t, mu)
-            eps = torch.randn_like(mu)
-            with torch.no_grad():
-                x_t = ab.sqrt() * mu + (1 - ab).sqrt() * eps
-                with autocast_ctx(device, dtype_name):
-                    eps_pred = prior.eps(x_t, t)
-                gap = eps_pred.float() - eps  # stopgrad(eps_theta - eps)
-            w = ((1 - ab) / ab).sqrt()
-            obs = 0.5 * ((y - operator(mu)) ** 2).flatten(1).mean(1)
-            reg = (w * gap * mu).flatten(1).mean(1)
-            loss = (obs + lam * reg).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return mu
+        with cast():
+            return method(y, seeds)
 
     return run
 
@@ -252,11 +136,11 @@ def main(argv=None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
 
-    unet = build_unet(args.arch, args.seed)
+    unet = random_unet(args.arch, args.seed)
     n_params = sum(p.numel() for p in unet.parameters())
     res, c = unet.config.sample_size, unet.config.in_channels
     mapper = Mapper.from_prior_unet(unet, h=0.1, tanh=False).eval().requires_grad_(False).to(device)
-    prior = build_prior(unet).to(device)
+    prior = random_prior(unet).to(device)
     if args.channels_last:
         mapper.net.to(memory_format=torch.channels_last)
         prior.unet.to(memory_format=torch.channels_last)
@@ -279,14 +163,15 @@ def main(argv=None) -> None:
             g = torch.Generator().manual_seed(args.seed + bs)
             x0 = (torch.rand((bs, c, res, res), generator=g) * 2 - 1).to(device)
             y = operator.measure(x0, generator=g)
+            if args.channels_last:
+                y = y.contiguous(memory_format=torch.channels_last)
             label = "fp32 (tf32)" if dtype_name == "fp32" and cuda and args.tf32 else dtype_name
             row = {"arch": args.arch, "dtype": label, "batch": bs, "layout": layout,
                    "compiled": "yes" if args.compile else "no"}
             try:
-                t_davi = median_time(make_davi_fn(mapper, operator, y, device, dtype_name, args.channels_last),
-                                     device, warmup, repeats)
-                t_run = median_time(make_red_diff_fn(prior, operator, y, device, dtype_name, args.channels_last,
-                                                     rd_steps), device, warmup, repeats)
+                t_davi = median_time(make_davi_fn(mapper, operator, y, dtype_name), device, warmup, repeats)
+                t_run = median_time(make_red_diff_fn(prior, operator, y, device, dtype_name, rd_steps),
+                                    device, warmup, repeats)
             except torch.cuda.OutOfMemoryError:
                 row.update(davi="OOM", step="OOM")
                 rows.append(row)
@@ -323,4 +208,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

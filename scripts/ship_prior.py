@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import davi  # noqa: F401  (torchvision shim before diffusers)
 
-import davi  # noqa: E402,F401
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guided_reference import from_script_args  # noqa: E402
+from guided_reference import from_script_args
 
-from davi.convert import (PRESETS, ConversionError, convert_checkpoint, convert_state_dict, main,  # noqa: E402
-                          unet_config_from_guided)
-from davi.prior import DiffusionPrior  # noqa: E402
+from davi.convert import PRESETS, ConversionError, convert_checkpoint, convert_state_dict, main, unet_config_from_guided
+from davi.prior import DiffusionPrior
 
 # The DPS / ImageNet layout at toy size: learned sigma, scale-shift norm, resblock up/down, legacy QKV,
 # attention at 16 and 8 (levels 1 and 2), 4 heads of 16 channels.
