@@ -4,7 +4,9 @@ held-out digits with the lifted measurement and with the shipped, fully trained 
     make demo                                  # SR x4, ~12 minutes of training on 2 CPU cores
     make demo ARGS="--task box --minutes 60"   # another task, longer
 
-Writes <out>/run (checkpoints, TensorBoard logs, export), <out>/grid.png and <out>/metrics.md.
+Writes <out>/run_<task> (checkpoints, TensorBoard logs, export), <out>/grid_<task>.png,
+<out>/metrics_<task>.md and <out>/results_<task>.json (the figures: steps, seconds, metrics;
+benchmarks/results/demo_sr4.json is such a file from a fresh clone, rendered into the README).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def demo(args) -> None:
+    import json
     import shutil
+    import time
 
     import torch
 
@@ -56,7 +60,9 @@ def demo(args) -> None:
                       [f"train.output_dir={run_dir}", f"train.max_steps={args.steps}",
                        f"train.max_minutes={args.minutes}", *args.overrides])
     print(f"[1/3] training a {args.task} mapper for up to {args.minutes:g} min (TensorBoard: {run_dir / 'logs'})")
+    t0 = time.time()
     train(cfg, davi_recipe, resume="latest")
+    t_train = time.time() - t0
 
     print(f"[2/3] restoring {args.images} held-out test digits")
     x0 = load_split(cfg.data, "test").tensor(limit=args.images)
@@ -84,6 +90,11 @@ def demo(args) -> None:
     header = (f"# DAVI demo: {args.task} on {args.images} held-out 32x32 digits (sigma_y = {operator.sigma_y})\n\n"
               "classifier FD: Frechet distance in the project's digit-classifier feature space (not FID).\n\n")
     write_text(out / f"metrics_{args.task}.md", header + table + "\n")
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    results = {"command": " ".join(["python", "demo.py", *sys.argv[1:]]), "task": args.task, "images": args.images,
+               "steps": summary["steps"], "steps_this_process": summary["steps"] - summary["start_step"],
+               "train_seconds": t_train, "seconds": time.time() - t0, "rows": rows}
+    write_text(out / f"results_{args.task}.json", json.dumps(results, indent=2) + "\n")
     n = 12
     rows_img = [display_measurement(y[:n], x0[:n]), *[restored[k][:n] for k in methods], x0[:n]]
     save_grid_png(make_grid(torch.cat(rows_img), nrow=n), out / f"grid_{args.task}.png", upscale=3)
