@@ -46,11 +46,11 @@ def ship(export_dir: Path, task: str) -> None:
     out = export_mapper(mapper, SHIPPED / task, card)
     from safetensors.torch import load_file, save_file
 
+    from davi.atomic import write_file
+
     f = out / "diffusion_pytorch_model.safetensors"
     tensors = {k: v.half() for k, v in load_file(str(f)).items()}
-    tmp = f.with_name(f.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.replace(f)
+    write_file(f, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ the previous complete version or the new complete version, never a half-written 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -65,3 +66,12 @@ def write_file(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def write_text(path: str | Path, text: str) -> None:
     write_file(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    write_file(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json(path: str | Path, obj, indent: int = 2, **dumps_kwargs) -> None:
+    """``obj`` as JSON text (``json.dumps(obj, indent=indent, **dumps_kwargs)``), written atomically."""
+    write_text(path, json.dumps(obj, indent=indent, **dumps_kwargs))

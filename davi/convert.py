@@ -60,10 +60,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -450,33 +448,25 @@ def load_guided_state_dict(pt_path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _write_atomic(out_dir: Path, unet, scheduler, info: dict, overwrite: bool) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
+    """The diffusers folder, written beside ``out_dir`` and renamed into place (davi.atomic)."""
+    import diffusers
+
+    from davi.atomic import recover_folder, replace_folder, temp_folder_for
+
+    recover_folder(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ConversionError(f"{out_dir}: already exists (pass overwrite=True / --overwrite)")
+    tmp = temp_folder_for(out_dir)
     try:
         unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
         scheduler.save_pretrained(str(tmp / "scheduler"))
-        import diffusers
-
         (tmp / "model_index.json").write_text(json.dumps({  # also loadable as a DDPMPipeline
             "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
             "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, indent=2))
         (tmp / "conversion.json").write_text(json.dumps(info, indent=2, default=str))
-        if out_dir.exists():
-            if not overwrite:
-                raise ConversionError(f"{out_dir}: already exists (pass overwrite=True / --overwrite)")
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        replace_folder(tmp, out_dir)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def convert_checkpoint(pt_path: str | Path, out_dir: str | Path, preset: str | None = None, *,

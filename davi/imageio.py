@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from davi.atomic import write_file
 from davi.data import IMAGE_SUFFIXES, DataError, normalize_mode
 
 
@@ -70,22 +70,19 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def write_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write a (C, H, W) image in [-1, 1] as PNG via a temp file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """Write a (C, H, W) image in [-1, 1] as PNG, atomically."""
+    write_file(path, lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))
 
 
 def write_array(image: torch.Tensor, path: str | Path) -> None:
-    """Write a (C, H, W) float array as .npy via a temp file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, image.detach().float().cpu().numpy())
-    os.replace(tmp, path)
+    """Write a (C, H, W) float array as .npy, atomically."""
+    array = image.detach().float().cpu().numpy()
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a path
+            np.save(f, array)
+
+    write_file(path, save)
 
 
 def make_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -101,8 +98,6 @@ def make_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
 
 def save_grid_png(grid: torch.Tensor, path: str | Path, upscale: int = 1) -> None:
     """Write a (C, H, W) grid in [0, 1] as PNG (nearest upscaling for small digits), atomically."""
-    from davi.atomic import write_file
-
     arr = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     if upscale > 1:

@@ -8,7 +8,6 @@ shows up there), plus a grid of samples. Writes a JSON and a PNG and prints a Ma
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,13 +27,12 @@ def main() -> None:
 
     import torch
 
+    from davi.atomic import write_json
     from davi.classifier import load_classifier, sample_quality
-    from davi.config import DataConfig
+    from davi.config import DataConfig, PriorConfig
     from davi.data import load_split
-    from davi.evaluation import write_text
-    from davi.prior import load_prior, sample
-    from davi.config import PriorConfig
     from davi.imageio import make_grid, save_grid_png
+    from davi.prior import load_prior, sample
 
     prior = load_prior(PriorConfig(path=args.prior))
     t0 = time.time()
@@ -49,7 +47,7 @@ def main() -> None:
               "class_histogram": [float(v) for v in q["histogram"]],
               "real_test_mean_confidence": float(real["confidence"])}
     out = Path(args.out)
-    write_text(out.with_suffix(".json"), json.dumps(result, indent=2))
+    write_json(out.with_suffix(".json"), result)
     save_grid_png(make_grid(images[:64], nrow=16), out.with_name(out.name + "_samples.png"), upscale=2)
     hist = " | ".join(f"{100 * v:.1f}%" for v in result["class_histogram"])
     print(f"mean classifier confidence on {args.samples} samples: {result['mean_confidence']:.3f} "

@@ -1,7 +1,7 @@
 """Train the bundled digit classifier on the bundled 32x32 MNIST train split (one CPU thread).
 
 Reports test accuracy and mean confidence on the 1000 bundled test digits, then writes
-``davi/assets/digit_classifier.safetensors`` atomically (temp file + os.replace), as float16
+``davi/assets/digit_classifier.safetensors`` atomically (davi.atomic.write_file), as float16
 (the loader computes in float32). The numbers are recorded in the file's metadata.
 
     python scripts/train_classifier.py            # about 2-3 minutes on one core
@@ -33,6 +33,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     torch.set_num_threads(1)
+    from davi.atomic import write_file
     from davi.classifier import load_classifier, sample_quality, train_classifier
     from davi.config import DataConfig
     from davi.data import load_split
@@ -51,9 +52,6 @@ def main() -> None:
     t_train = time.time() - t1
 
     # Store as float16 and evaluate what ships: the round-tripped weights.
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     state = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
              for k, v in model.state_dict().items()}
 
@@ -63,13 +61,18 @@ def main() -> None:
                 "seed": str(args.seed), "train_seconds": f"{t_train:.1f}",
                 "test_accuracy": f"{acc:.4f}", "test_mean_confidence": f"{conf:.4f}"}
 
-    save_file(state, str(tmp), metadata=metadata(float("nan"), float("nan")))
-    shipped = load_classifier(tmp)
-    q = sample_quality(shipped, x_test)
-    acc = float((q["labels"] == y_test).float().mean())
-    save_file(state, str(tmp), metadata=metadata(acc, q["confidence"]))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    measured = {}
+
+    def save_measured(tmp: Path) -> None:
+        """Write the weights, measure the file as loaded, write again with the numbers in its metadata."""
+        save_file(state, str(tmp), metadata=metadata(float("nan"), float("nan")))
+        q = sample_quality(load_classifier(tmp), x_test)
+        measured.update(acc=float((q["labels"] == y_test).float().mean()), quality=q)
+        save_file(state, str(tmp), metadata=metadata(measured["acc"], q["confidence"]))
+        os.chmod(tmp, 0o644)
+
+    out = write_file(args.out, save_measured)
+    acc, q = measured["acc"], measured["quality"]
 
     print(f"train time: {t_train:.1f}s ({args.steps} steps, batch {args.batch_size}, one thread)")
     print(f"test accuracy: {acc:.4f}   mean confidence: {q['confidence']:.4f}")
