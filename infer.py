@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.atomic import write_json, write_text
+from davi.atomic import write_json
 from davi.cli import resolve_device, run_cli
 
 METHODS = ("davi", "red-diff", "lift")
@@ -51,41 +51,13 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, t
         n = len(ds) if limit is None else min(limit, len(ds))
         return [f"{split}_{i:05d}" for i in range(n)], ds.tensor(limit=n)
     files = list_images(spec)[: limit or None]
-    converted = []
-    images = [_read_input(f, channels, converted) for f in files]
-    if converted:
-        what = "RGB image(s) converted to grayscale (ITU-R 601 luma)" if channels == 1 else \
-            "grayscale array(s) replicated to RGB"
-        print(f"note: {len(converted)} {what} for the {channels}-channel mapper, e.g. {converted[0].name}",
-              file=sys.stderr)
+    images = [read_image(f, channels) for f in files]
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise DataError(f"{spec}: images of different sizes {sorted(shapes)}; restore them in separate calls")
     root = Path(spec) if Path(spec).is_dir() else Path(spec).parent
     names = [str(f.relative_to(root).with_suffix("")).replace(os.sep, "__") for f in files]
     return names, torch.stack(images)
-
-
-def _read_input(path: Path, channels: int, converted: list) -> "torch.Tensor":
-    """read_image, except that an RGB image given to a 1-channel mapper becomes grayscale, and a
-    1-channel .npy array given to a 3-channel mapper is replicated (image files already are)."""
-    from davi.data import DataError
-    from davi.imageio import read_image
-
-    try:
-        return read_image(path, channels)
-    except DataError:
-        other = 3 if channels == 1 else 1
-        try:
-            image = read_image(path, other)
-        except DataError:
-            image = None
-        if image is None or path.suffix.lower() == ".npy" and channels == 1:
-            raise  # unreadable, or a colour measurement array (exact values: not ours to mix)
-    converted.append(path)
-    if channels == 1:  # the luma weights PIL's RGB -> L conversion uses
-        return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
-    return image.expand(3, -1, -1).clone()
 
 
 def cmd_restore(args) -> None:
@@ -95,32 +67,13 @@ def cmd_restore(args) -> None:
     from davi.data import DataError
     from davi.export import ExportError, load_export
     from davi.imageio import write_array, write_image
-    from davi.consistency import (ConsistencyError, card_threshold, consistency_report, parse_refine,
-                                  residual_statistic)
-    from davi.inference import (REFINE, REFINE_STEPS, DaviMethod, LiftMethod, RedDiffMethod, RefinedDaviMethod,
-                                Refiner, time_method)
+    from davi.inference import DaviMethod, LiftMethod, RedDiffMethod, time_method
 
-    refine = parse_refine(args.refine)
-    if refine is not None and args.method != "davi":
-        raise ConsistencyError(f"--refine: refines DAVI samples; not available with --method {args.method}")
     device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    if args.runtime == "onnx":
-        if args.method != "davi":
-            raise ExportError(f"--runtime onnx: only --method davi has an ONNX graph, not '{args.method}'")
-        if args.device not in ("auto", "cpu") or dtype != torch.float32:
-            raise ExportError("--runtime onnx runs on the CPU in fp32 (ONNX Runtime); drop --device/--dtype")
-        device = torch.device("cpu")
     if dtype != torch.float32 and device.type != "cuda":
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
     mapper, card, operator = load_export(args.export, device)
-    try:
-        threshold = card_threshold(card)
-    except ConsistencyError as e:
-        raise ExportError(f"{Path(args.export) / 'card.json'}: {e}") from None
-    if refine == "auto" and threshold is None:
-        raise ExportError(f"{Path(args.export) / 'card.json'}: no consistency threshold in the card, which "
-                          f"--refine auto needs (use --refine K to refine every image)")
     c, r = card["channels"], card["resolution"]
     names, images = _load_inputs(args.input, c, r, args.limit, card.get("config", {}).get("data"))
     image_shape = (images.shape[0], c, r, r)
@@ -144,11 +97,7 @@ def cmd_restore(args) -> None:
     if bad:
         raise DataError(f"{bad[0]}: measurement contains NaN or infinite values")
 
-    if args.method == "davi" and args.runtime == "onnx":
-        from davi.onnx_export import OnnxDaviMethod
-
-        method = OnnxDaviMethod(args.export, operator)
-    elif args.method == "davi":
+    if args.method == "davi":
         method = DaviMethod(mapper, operator, dtype)
     elif args.method == "lift":
         method = LiftMethod(operator)
@@ -161,29 +110,18 @@ def cmd_restore(args) -> None:
         rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **overrides})
         method = RedDiffMethod(prior, operator, rd, progress=False)
 
-    if refine is not None:
-        from davi.prior import DiffusionPrior
-
-        prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
-        refiner = Refiner(prior, operator, steps=REFINE_STEPS if refine == "auto" else refine)
-        method = RefinedDaviMethod(method, refiner, threshold if refine == "auto" else None)
-
     from tqdm.auto import tqdm
 
     samples = args.samples if method.stochastic else 1
-    outs, first_stats, refined = [], [], []
+    outs = []
     t0 = time.perf_counter()
     for start in tqdm(range(0, len(names), args.batch_size), desc=f"restoring ({method.name})",
                       disable=len(names) <= args.batch_size):
         yb = y[start: start + args.batch_size]
         seeds = [args.seed * 100003 + start + i for i in range(yb.shape[0])]
         outs.append(method(yb, seeds, samples).cpu())
-        if refine is not None:
-            first_stats.append(method.last_statistic)
-            refined.append(method.last_refined)
     wall = time.perf_counter() - t0
     restored = torch.cat(outs, dim=1)  # (K, N, C, H, W)
-    stat = residual_statistic(operator, restored[0].to(device), y).cpu()  # of the first written sample
     timing = time_method(method, y, args.batch_size, repeats=1 if method.nfe_per_sample > 10 else 3)
 
     out = Path(args.out)
@@ -205,33 +143,12 @@ def cmd_restore(args) -> None:
     settings = {
         "export": str(args.export), "input": args.input, "method": method.name, "task": card["task"],
         "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),
-        "device": str(device), "dtype": args.dtype, "runtime": args.runtime, "batch_size": args.batch_size,
+        "device": str(device), "dtype": args.dtype, "batch_size": args.batch_size,
         "network_evaluations_per_image": method.nfe_per_sample * samples,
         "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
         "std_png_scale": std_scale,
     }
-    nfe = settings["network_evaluations_per_image"]
-    if args.method == "davi":
-        if refine is None:
-            table, summary = consistency_report(names, stat, threshold)
-        else:
-            refined = torch.cat(refined)
-            table, summary = consistency_report(names, torch.cat(first_stats), threshold, refined, stat)
-            summary["refine"] = {"requested": str(refine), "steps": refiner.steps, **REFINE}
-            # refined images cost 1 + steps per sample, the others 1
-            nfe = samples * (1 + refiner.steps * float(refined.float().mean()))
-        settings["network_evaluations_per_image"] = nfe
-        settings["consistency"] = summary
-        write_text(out / "consistency.csv", table)
     write_json(out / "settings.json", settings)
-    if args.method == "davi" and threshold is None:
-        print(f"note: no consistency threshold in the card of {args.export}: statistic written to "
-              f"consistency.csv without flags", file=sys.stderr)
-    elif args.method == "davi" and summary["flagged"]:
-        print(f"warning: {summary['flagged']} of {len(names)} image(s) exceed the export's consistency threshold "
-              f"{threshold:.3g} (||A x - y||^2 / (M sigma_y^2)): likely unlike the training data, do not trust "
-              f"the one-step answer" + ("; refined" if refine is not None else "; try --refine auto")
-              + f" (see {out / 'consistency.csv'})", file=sys.stderr)
     print(f"restored {len(names)} image(s) with {method.name} into {out} "
           f"({timing.seconds_per_image * 1000:.1f} ms/image at batch {timing.batch_size})")
 
@@ -269,23 +186,6 @@ def cmd_export(args) -> None:
 
     out = export_checkpoint(args.checkpoint, args.out)
     print(f"exported {args.checkpoint} -> {out}")
-    if args.onnx:
-        cmd_onnx(argparse.Namespace(export=out))
-
-
-def cmd_onnx(args) -> None:
-    from davi.onnx_export import export_onnx
-
-    path = export_onnx(args.export)
-    print(f"wrote {path} (inputs y, z; output x_hat; dynamic batch) and refreshed {Path(args.export) / 'README.md'}")
-
-
-def cmd_card(args) -> None:
-    from davi.export import read_card
-    from davi.model_card import metrics_from_results, write_model_card
-
-    metrics = metrics_from_results(args.results, *args.row) if args.results else None
-    print(f"wrote {write_model_card(args.export, read_card(args.export), metrics)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,16 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--red-diff-steps", type=int, default=None, help="RED-Diff steps (default: the export's config)")
     r.add_argument("--red-diff-lr", type=float, default=None, help="RED-Diff Adam learning rate")
     r.add_argument("--red-diff-lam", type=float, default=None, help="RED-Diff regulariser weight lambda")
-    r.add_argument("--refine", default=None, metavar="K|auto",
-                   help="after DAVI, K RED-Diff steps warm-started from each sample; 'auto': only the images "
-                        "whose consistency statistic exceeds the card's threshold (19 steps)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--limit", type=int, default=None, help="restore only the first N inputs")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 on GPU only")
-    r.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="onnx: the export's mapper.onnx through ONNX Runtime (CPU; pip install 'davi[onnx]')")
     e = sub.add_parser("evaluate", help="PSNR/SSIM (+LPIPS/FID when their weights are on disk) vs references")
     e.add_argument("--restored", required=True)
     e.add_argument("--reference", required=True)
@@ -322,21 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     x = sub.add_parser("export", help="export the EMA mapper of a training checkpoint")
     x.add_argument("--checkpoint", required=True, help="a checkpoint-N folder of a DAVI run")
     x.add_argument("--out", required=True)
-    x.add_argument("--onnx", action="store_true", help="also write mapper.onnx (pip install 'davi[onnx]')")
-    o = sub.add_parser("onnx", help="add mapper.onnx to an existing export (checked against PyTorch)")
-    o.add_argument("--export", required=True, help="mapper export folder")
-    c = sub.add_parser("card", help="(re)write an export's README.md model card, optionally with measured metrics")
-    c.add_argument("--export", required=True, help="mapper export folder")
-    c.add_argument("--results", default=None, help="a benchmark results JSON, e.g. benchmarks/results/tasks.json")
-    c.add_argument("--row", nargs=2, metavar=("TASK", "METHOD"), help="the results row with the metrics")
     args = p.parse_args(argv)
     if getattr(args, "samples", 1) < 1:
         p.error("--samples must be >= 1")
-    if args.command == "card" and bool(args.results) != bool(args.row):
-        p.error("--results and --row go together")
-    commands = {"restore": cmd_restore, "evaluate": cmd_evaluate, "export": cmd_export, "onnx": cmd_onnx,
-                "card": cmd_card}
-    return run_cli(lambda: commands[args.command](args))
+    return run_cli(lambda: {"restore": cmd_restore, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args))
 
 
 if __name__ == "__main__":
