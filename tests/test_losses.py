@@ -1,10 +1,13 @@
 """The DAVI objectives: the IKL surrogate's gradient equals its formula; DSM; the mapper terms."""
 
+import numpy as np
+import pytest
 import torch
 
+from davi.config import OperatorConfig, PriorConfig
 from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
+from davi.operators import build_operator
 from davi.prior import Schedule, ScorePrior, build_scheduler
-from davi.config import PriorConfig
 
 
 class LinearEps(ScorePrior):
@@ -92,9 +95,59 @@ def test_ddpm_loss_is_zero_for_the_true_noise_predictor():
     assert loss(lambda x, t: torch.zeros_like(x), x0) > 0.5
 
 
-def test_mapper_terms():
-    x0 = torch.zeros(2, 1, 4, 4)
-    x_hat = torch.ones(2, 1, 4, 4)
-    assert regression_loss(x0, x_hat) == 1.0
-    ident = lambda x: x  # noqa: E731
-    assert consistency_loss(ident, x0 + 0.5, x_hat) == 0.25
+def test_ddpm_loss_draws_t_uniformly_over_all_timesteps():
+    sched = _schedule()
+    seen = []
+
+    def eps(x_t, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x_t)
+
+    torch.manual_seed(0)
+    for _ in range(4):
+        DDPMLoss(sched)(eps, torch.zeros(2048, 1, 1, 1))
+    t = torch.cat(seen)
+    assert t.min() == 0 and t.max() == sched.num_timesteps - 1
+    assert abs(t.float().mean().item() - 499.5) < 10  # uniform on {0 .. 999}: mean 499.5, std of the mean ~3
+    assert abs((t < 500).float().mean().item() - 0.5) < 0.02
+
+
+def test_ikl_draws_t_uniformly_below_t_max_and_rejects_a_bad_t_max():
+    sched = _schedule()
+    seen = []
+
+    def eps(x, t):
+        seen.append(t.clone())
+        return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    IKLLoss(sched, 400)(torch.zeros(4096, 1, 1, 1), eps, eps)
+    t = torch.cat(seen)
+    assert t.min() == 0 and t.max() == 399 and abs(t.float().mean().item() - 199.5) < 8
+    for bad in (0, 1001, -5):
+        with pytest.raises(ValueError, match=rf"davi.t_ikl must be in \[1, 1000\], got {bad}"):
+            IKLLoss(sched, bad)
+    IKLLoss(sched, 1), IKLLoss(sched, 1000)  # the ends are valid
+
+
+def test_regression_loss_is_the_mean_squared_error():
+    g = torch.Generator().manual_seed(0)
+    x0, x_hat = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    assert regression_loss(x0, x_hat).item() == pytest.approx(float(((x0 - x_hat) ** 2).mean()), rel=1e-6)
+
+
+def test_consistency_loss_compares_a_of_x_hat_with_y_for_sr4():
+    """mse(y, A x_hat) with A = 4x4 block average (SR x4): computed by hand, and zero for an x_hat that
+    differs from every lift of y but has the right block means."""
+    op = build_operator(OperatorConfig(name="sr", scale=4, sigma_y=0.0), 16, 1)
+    g = torch.Generator().manual_seed(0)
+    x_hat = torch.randn(3, 1, 16, 16, generator=g)
+    y = torch.randn(3, 1, 4, 4, generator=g)
+    a_x = x_hat.double().numpy().reshape(3, 1, 4, 4, 4, 4).mean(axis=(3, 5))
+    want = float(((a_x - y.double().numpy()) ** 2).mean())
+    assert consistency_loss(op, y, x_hat).item() == pytest.approx(want, rel=1e-6)
+    # an image whose 4x4 blocks average to y but is far from lift(y): zero-mean texture inside each block
+    texture = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(2, 2)  # zero mean over a 4x4 block
+    consistent = y.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3) + 3 * texture.repeat(4, 4)
+    assert consistency_loss(op, y, consistent).item() < 1e-12
+    assert (consistent - op.lift(y)).abs().mean() > 1  # a loss comparing with lift(y) would not be 0
