@@ -60,12 +60,15 @@ class PriorConfig:
 
 @dataclass
 class OperatorConfig:
-    # deblur | sr | box_inpaint | random_inpaint | denoise
+    # A name in the operator registry (davi.operators.OPERATORS, listed in the error for an
+    # unknown name) or an import path "module:Class" to an Operator subclass of your own.
     name: str = "sr"
     sigma_y: float = 0.05
     # Gaussian blur; 0 means the benchmark's 61 px / std 3 at 256 px, scaled to the image.
     kernel_size: int = 0
     kernel_std: float = 0.0
+    # deblur with any 2-D kernel instead (.npy or a grayscale image, odd sides; normalised to sum 1).
+    kernel_file: str = ""
     # Super-resolution factor (average pooling).
     scale: int = 4
     # Side of the centered inpainting box; 0 means half the image side.
@@ -73,6 +76,8 @@ class OperatorConfig:
     # Random inpainting: fraction of pixels dropped, and the seed of the fixed mask.
     drop_fraction: float = 0.5
     mask_seed: int = 0
+    # inpaint: the mask (.npy or an image of the data's size; 1 / white = observed, 0 / black = missing).
+    mask_file: str = ""
 
 
 @dataclass
@@ -85,8 +90,17 @@ class MapperConfig:
 
 @dataclass
 class DaviConfig:
-    """Objective of the mapper (SPEC section 3)."""
+    """Objective of the mapper (DAVI, Lee et al. 2024, section 3).
 
+    ``objective``: ``paired`` is the paper's recipe, IKL + lambda_con * consistency + lambda_reg *
+    paired regression: a realistic point estimator (with lambda_reg > 0 its optimum is a point mass
+    near the posterior mean, so its spread is not a posterior std). ``sampler`` trains a posterior
+    sampler: lambda_reg must be 0, the consistency weight is derived from operator.sigma_y
+    (davi.losses.sampler_consistency_weight; lambda_con is not used), s_psi learns the score on the
+    IKL's own t range, and t_ikl should be small (<= 50: docs/posterior_check.md).
+    """
+
+    objective: str = "paired"
     t_ikl: int = 1000
     lambda_ikl: float = 1.0
     lambda_con: float = 0.1
@@ -98,6 +112,9 @@ class DaviConfig:
     # Score-network updates per mapper update.
     score_steps: int = 1  # score-network updates per mapper update (on the same mapper samples)
     score_lr: float = 1e-4
+    # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
+    # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
+    init_mapper: str = ""
 
 
 @dataclass
@@ -169,13 +186,28 @@ class Config:
 
 _CHOICES = {
     "job": ("prior", "davi"),
-    "operator.name": ("deblur", "sr", "box_inpaint", "random_inpaint", "denoise"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "red_diff.init": ("pinv", "lift"),
+    "davi.objective": ("paired", "sampler"),
 }
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every")
+
+
+def _check_operator_name(name: str) -> None:
+    """ConfigError unless ``name`` is a registered operator or an importable Operator subclass.
+
+    The valid names are the operator registry's; it is imported here, when a config names an
+    operator, because davi.operators imports nothing from this module (one direction, no cycle)
+    and pulls in torch, which reading a config does not otherwise need.
+    """
+    from davi.operators import OperatorError, operator_class
+
+    try:
+        operator_class(name)
+    except OperatorError as e:
+        raise ConfigError(str(e)) from None
 
 
 _YAML11_BOOLS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
@@ -233,6 +265,8 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
         v = _coerce(v, hints[k], key)
         if key in _CHOICES and v not in _CHOICES[key]:
             raise ConfigError(f"{key}: {v!r} is not one of {', '.join(_CHOICES[key])}")
+        if key == "operator.name":
+            _check_operator_name(v)
         if key in _AT_LEAST_ONE and v < 1:
             raise ConfigError(f"{key}: must be at least 1, got {v!r}")
         setattr(obj, k, v)
@@ -306,6 +340,7 @@ def _fix_yaml_floats(d: Any) -> Any:
 def config_from_dict(values: dict[str, Any]) -> Config:
     cfg = Config()
     _apply(cfg, _fix_yaml_floats(values or {}))
+    _check_objective(cfg)
     return cfg
 
 
@@ -325,4 +360,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: {e}") from None
     for text in overrides or []:
         _apply(cfg, parse_override(text))
+    _check_objective(cfg)
     return cfg
+
+
+def _check_objective(cfg: Config) -> None:
+    """The sampler objective's likelihood weight is 1 / (2 sigma_y^2): it needs noise, and no paired term."""
+    if cfg.davi.objective != "sampler":
+        return
+    if cfg.operator.sigma_y <= 0:
+        raise ConfigError(f"davi.objective=sampler needs operator.sigma_y > 0 (its likelihood weight is "
+                          f"1 / (2 sigma_y^2)), got {cfg.operator.sigma_y}; use davi.objective=paired")
+    if cfg.davi.lambda_ikl <= 0:
+        raise ConfigError(f"davi.objective=sampler needs davi.lambda_ikl > 0 (the IKL is its prior term), "
+                          f"got {cfg.davi.lambda_ikl}")
+    if cfg.davi.lambda_reg != 0:
+        raise ConfigError(f"davi.objective=sampler needs davi.lambda_reg=0 (the paired term collapses the "
+                          f"samples to the posterior mean), got {cfg.davi.lambda_reg}")
