@@ -71,6 +71,12 @@ def cmd_restore(args) -> None:
 
     device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    if args.runtime == "onnx":
+        if args.method != "davi":
+            raise ExportError(f"--runtime onnx: only --method davi has an ONNX graph, not '{args.method}'")
+        if args.device not in ("auto", "cpu") or dtype != torch.float32:
+            raise ExportError("--runtime onnx runs on the CPU in fp32 (ONNX Runtime); drop --device/--dtype")
+        device = torch.device("cpu")
     if dtype != torch.float32 and device.type != "cuda":
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
     mapper, card, operator = load_export(args.export, device)
@@ -97,7 +103,11 @@ def cmd_restore(args) -> None:
     if bad:
         raise DataError(f"{bad[0]}: measurement contains NaN or infinite values")
 
-    if args.method == "davi":
+    if args.method == "davi" and args.runtime == "onnx":
+        from davi.onnx_export import OnnxDaviMethod
+
+        method = OnnxDaviMethod(args.export, operator)
+    elif args.method == "davi":
         method = DaviMethod(mapper, operator, dtype)
     elif args.method == "lift":
         method = LiftMethod(operator)
@@ -143,7 +153,7 @@ def cmd_restore(args) -> None:
     settings = {
         "export": str(args.export), "input": args.input, "method": method.name, "task": card["task"],
         "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),
-        "device": str(device), "dtype": args.dtype, "batch_size": args.batch_size,
+        "device": str(device), "dtype": args.dtype, "runtime": args.runtime, "batch_size": args.batch_size,
         "network_evaluations_per_image": method.nfe_per_sample * samples,
         "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
         "std_png_scale": std_scale,
@@ -186,6 +196,23 @@ def cmd_export(args) -> None:
 
     out = export_checkpoint(args.checkpoint, args.out)
     print(f"exported {args.checkpoint} -> {out}")
+    if args.onnx:
+        cmd_onnx(argparse.Namespace(export=out))
+
+
+def cmd_onnx(args) -> None:
+    from davi.onnx_export import export_onnx
+
+    path = export_onnx(args.export)
+    print(f"wrote {path} (inputs y, z; output x_hat; dynamic batch) and refreshed {Path(args.export) / 'README.md'}")
+
+
+def cmd_card(args) -> None:
+    from davi.export import read_card
+    from davi.model_card import metrics_from_results, write_model_card
+
+    metrics = metrics_from_results(args.results, *args.row) if args.results else None
+    print(f"wrote {write_model_card(args.export, read_card(args.export), metrics)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 on GPU only")
+    r.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="onnx: the export's mapper.onnx through ONNX Runtime (CPU; pip install 'davi[onnx]')")
     e = sub.add_parser("evaluate", help="PSNR/SSIM (+LPIPS/FID when their weights are on disk) vs references")
     e.add_argument("--restored", required=True)
     e.add_argument("--reference", required=True)
@@ -217,10 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     x = sub.add_parser("export", help="export the EMA mapper of a training checkpoint")
     x.add_argument("--checkpoint", required=True, help="a checkpoint-N folder of a DAVI run")
     x.add_argument("--out", required=True)
+    x.add_argument("--onnx", action="store_true", help="also write mapper.onnx (pip install 'davi[onnx]')")
+    o = sub.add_parser("onnx", help="add mapper.onnx to an existing export (checked against PyTorch)")
+    o.add_argument("--export", required=True, help="mapper export folder")
+    c = sub.add_parser("card", help="(re)write an export's README.md model card, optionally with measured metrics")
+    c.add_argument("--export", required=True, help="mapper export folder")
+    c.add_argument("--results", default=None, help="a benchmark results JSON, e.g. benchmarks/results/tasks.json")
+    c.add_argument("--row", nargs=2, metavar=("TASK", "METHOD"), help="the results row with the metrics")
     args = p.parse_args(argv)
     if getattr(args, "samples", 1) < 1:
         p.error("--samples must be >= 1")
-    return run_cli(lambda: {"restore": cmd_restore, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args))
+    if args.command == "card" and bool(args.results) != bool(args.row):
+        p.error("--results and --row go together")
+    commands = {"restore": cmd_restore, "evaluate": cmd_evaluate, "export": cmd_export, "onnx": cmd_onnx,
+                "card": cmd_card}
+    return run_cli(lambda: commands[args.command](args))
 
 
 if __name__ == "__main__":

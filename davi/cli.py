@@ -12,11 +12,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from davi.config import ConfigError
     from davi.data import DataError
     from davi.export import ExportError
+    from davi.model_card import ModelCardError
     from davi.operators import OperatorError
     from davi.prior import PriorError
     from davi.checkpoints import TrainingError
 
-    return ConfigError, DataError, PriorError, TrainingError, OperatorError, ExportError
+    return ConfigError, DataError, PriorError, TrainingError, OperatorError, ExportError, ModelCardError
 
 
 def resolve_device(name: str = "auto"):

@@ -5,6 +5,7 @@ the training config.
     <export>/diffusion_pytorch_model.safetensors  the EMA weights
     <export>/card.json                            operator + parameters, sigma_y, h, resolution,
                                                   channels, prior identity and hash, steps, config
+    <export>/README.md                            Hugging Face model card (davi/model_card.py)
 
 Written atomically (temp folder + rename): a kill leaves the previous export or none.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from davi.atomic import recover_folder, replace_folder, temp_folder_for
+from davi.model_card import write_model_card
 
 CARD = "card.json"
 CARD_VERSION = 1
@@ -46,7 +48,9 @@ def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
 def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any]) -> Path:
     tmp = temp_folder_for(out_dir)
     mapper.float().save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / CARD).write_text(json.dumps({"format": "davi-mapper", "version": CARD_VERSION, **card}, indent=2))
+    card = {"format": "davi-mapper", "version": CARD_VERSION, **card}
+    (tmp / CARD).write_text(json.dumps(card, indent=2))
+    write_model_card(tmp, card)  # README.md: the Hugging Face model card, so the folder can be pushed as it is
     return replace_folder(tmp, out_dir)
 
 

@@ -5,26 +5,30 @@ carry the command that produced them and are absent when unknown. A card is rewr
 the export changes (export, ONNX added); metrics already in the folder's README are kept, since
 the folder is replaced as a whole when its weights change.
 
-    python -m davi.model_card davi/assets/mappers/sr4 \
-        --table benchmarks/results/tasks.md --row sr4 "davi (shipped, fp16)"
+    python infer.py card --export davi/assets/mappers/sr4 \
+        --results benchmarks/results/tasks.json --row sr4 "davi (shipped, fp16)"
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from davi.atomic import write_text
-from davi.export import ExportError, read_card
 
 README = "README.md"
 LICENSE = "mit"
 DEFAULT_OBJECTIVE = "paired"  # the DAVI recipe with the regression term, before objectives had names
+ONNX_FILE = "mapper.onnx"
 METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier_fd": "classifier FD (digit-classifier features, not FID)"}
+
+
+class ModelCardError(ValueError):
+    """A model card or metrics file that cannot be read (the message names the file)."""
 
 
 def describe_task(op: dict[str, Any]) -> str:
@@ -137,7 +141,7 @@ def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> s
         lines += ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
     else:
         lines += ["## Measured", "", "No metrics recorded for this export yet "
-                  "(`python -m davi.model_card FOLDER --table ...` adds them from a benchmark table).", ""]
+                  "(`python infer.py card --export FOLDER --results ... --row ...` adds them from a benchmark's results).", ""]
     lines += ["Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
               "`card.json` (operator, prior, training config)" + (", `mapper.onnx`" if onnx else "") + ".", ""]
     return "\n".join(lines)
@@ -152,86 +156,53 @@ def _measured(card: dict[str, Any]) -> str:
 
 
 def read_front_matter(path: str | Path) -> dict[str, Any]:
-    """The YAML front matter of a model card; ExportError naming the file when there is none."""
+    """The YAML front matter of a model card; ModelCardError naming the file when there is none."""
     text = Path(path).read_text()
     if not text.startswith("---\n") or "\n---\n" not in text[4:]:
-        raise ExportError(f"{path}: no YAML front matter (--- ... ---)")
+        raise ModelCardError(f"{path}: no YAML front matter (--- ... ---)")
     try:
         front = yaml.safe_load(text[4: text.index("\n---\n", 4)])
     except yaml.YAMLError as e:
-        raise ExportError(f"{path}: unreadable YAML front matter ({e.__class__.__name__})") from None
+        raise ModelCardError(f"{path}: unreadable YAML front matter ({e.__class__.__name__})") from None
     if not isinstance(front, dict):
-        raise ExportError(f"{path}: front matter is not a mapping")
+        raise ModelCardError(f"{path}: front matter is not a mapping")
     return front
 
 
-def write_model_card(export_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
-    """Write ``<export_dir>/README.md`` from its card.json; ``metrics=None`` keeps the card's current ones."""
+def write_model_card(export_dir: str | Path, card: dict[str, Any], metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``<export_dir>/README.md`` for ``card`` (its card.json); ``metrics=None`` keeps the
+    metrics of the README already there (same weights: an export folder is replaced as a whole)."""
     export_dir = Path(export_dir)
-    card = read_card(export_dir)
     path = export_dir / README
     if metrics is None and path.is_file():
         try:
             metrics = read_front_matter(path).get("davi", {}).get("metrics")
-        except ExportError:
+        except ModelCardError:
             metrics = None
     if metrics and not metrics.get("data"):
         metrics = {**metrics, "data": card.get("config", {}).get("data", {}).get("source", "")}
-    text = model_card(card, metrics, onnx=(export_dir / "mapper.onnx").is_file())
+    text = model_card(card, metrics, onnx=(export_dir / ONNX_FILE).is_file())
     write_text(path, text)
     return path
 
 
-def metrics_from_table(table: str | Path, task: str, method: str) -> dict[str, Any]:
-    """Metrics of one row (task, method) of a benchmark's Markdown table written by publish_table,
-    with the 'Command:' line and image count of its header."""
-    text = Path(table).read_text()
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("|") and not line.startswith("|---")]
-    if not rows:
-        raise ExportError(f"{table}: no Markdown table")
-    head = [h.lower() for h in rows[0]]
-    keys = {"psnr (db)": "psnr", "ssim": "ssim", "classifier fd": "classifier_fd"}
-    for row in rows[1:]:
-        if row[:2] == [task, method]:
-            values = {keys[h]: float(v) for h, v in zip(head, row) if h in keys and v}
-            images = _held_out_images(text)
+def metrics_from_results(results: str | Path, task: str, method: str) -> dict[str, Any]:
+    """Metrics of one row (task, method) of a benchmark's results JSON (``command``, ``head``, ``rows``,
+    as benchmarks/readme_tables.publish writes them), with its command and held-out image count."""
+    try:
+        data = json.loads(Path(results).read_text())
+        rows, command = data["rows"], data["command"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelCardError(f"{results}: not a benchmark results JSON ({e.__class__.__name__})") from None
+    for row in rows:
+        if row.get("task") == task and row.get("method") == method:
+            values = {k: row[k] for k in METRIC_NAMES if row.get(k) is not None}
+            images = _held_out_images(data.get("head", ""))
             return {"values": values, "images": images, "split": "test" if images else "",
-                    "command": _command(text), "table": str(table)}
-    raise ExportError(f"{table}: no row with task '{task}' and method '{method}'")
-
-
-def _command(text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("Command:"):
-            return line.split(":", 1)[1].strip()
-    return ""
+                    "command": command, "results": str(results)}
+    raise ModelCardError(f"{results}: no row with task '{task}' and method '{method}'")
 
 
 def _held_out_images(text: str) -> int | None:
-    import re
-
     m = re.search(r"(\d[\d,]*) held-out test images", text)
     return int(m.group(1).replace(",", "")) if m else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    from davi.cli import run_cli
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("export", help="mapper export folder (card.json)")
-    p.add_argument("--table", help="benchmark Markdown table with the metrics (e.g. benchmarks/results/tasks.md)")
-    p.add_argument("--row", nargs=2, metavar=("TASK", "METHOD"), help="the table row's task and method cells")
-    args = p.parse_args(argv)
-    if bool(args.table) != bool(args.row):
-        p.error("--table and --row go together")
-
-    def job():
-        metrics = metrics_from_table(args.table, *args.row) if args.table else None
-        print(f"wrote {write_model_card(args.export, metrics)}")
-
-    return run_cli(job)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

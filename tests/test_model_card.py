@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from davi.export import ExportError, read_card
-from davi.model_card import metrics_from_table, model_card, read_front_matter, write_model_card
+from davi.export import read_card
+from davi.model_card import ModelCardError, metrics_from_results, model_card, read_front_matter, write_model_card
 
 SHIPPED = Path(__file__).resolve().parents[1] / "davi" / "assets" / "mappers"
 TASKS = ("sr4", "deblur", "box")
@@ -45,9 +45,9 @@ def test_shipped_cards_have_hub_front_matter_and_measured_metrics(task):
     assert (SHIPPED / task / "README.md").read_text() == model_card(card, metrics, onnx=False)
 
 
-def test_shipped_metrics_are_the_tables_shipped_rows():
-    table = SHIPPED.parents[2] / "benchmarks" / "results" / "tasks.md"
-    m = metrics_from_table(table, "sr4", "davi (shipped, fp16)")
+def test_shipped_metrics_are_the_benchmarks_shipped_rows():
+    results = SHIPPED.parents[2] / "benchmarks" / "results" / "tasks.json"
+    m = metrics_from_results(results, "sr4", "davi (shipped, fp16)")
     assert m["values"] == read_front_matter(SHIPPED / "sr4" / "README.md")["davi"]["metrics"]["values"]
     assert m["values"]["psnr"] == pytest.approx(20.61)
 
@@ -65,32 +65,36 @@ def _export_copy(tmp_path, objective=None) -> Path:
 
 def test_objective_comes_from_the_config_and_metrics_survive_a_rewrite(tmp_path):
     out = _export_copy(tmp_path, objective="unpaired")
-    write_model_card(out)
+    write_model_card(out, read_card(out))
     front = read_front_matter(out / "README.md")
     _check_required(front, read_card(out))
     assert front["davi"]["training"]["objective"] == "unpaired"
     assert "metrics" not in front["davi"] and "model-index" not in front  # absent, not invented
 
     metrics = {"values": {"psnr": 21.5}, "images": 10, "split": "test", "command": "python x.py --images 10"}
-    write_model_card(out, metrics)
+    write_model_card(out, read_card(out), metrics)
     (out / "mapper.onnx").write_bytes(b"stand-in")  # e.g. ONNX added later: the card is rewritten
-    write_model_card(out)
+    write_model_card(out, read_card(out))
     front = read_front_matter(out / "README.md")
     assert front["davi"]["metrics"]["values"] == {"psnr": 21.5}
     assert front["davi"]["metrics"]["command"] == "python x.py --images 10"
     assert "onnx" in front["tags"] and "mapper.onnx" in front["davi"]["files"]
 
 
-def test_table_parsing_and_bad_inputs(tmp_path):
-    table = tmp_path / "t.md"
-    table.write_text("Header, 50 held-out test images.\n\nCommand: python b.py --images 50\n\n"
-                     "| task | method | PSNR (dB) | SSIM |\n|---|---|---|---|\n| sr4 | davi | 20.00 | 0.800 |\n")
-    m = metrics_from_table(table, "sr4", "davi")
+def test_results_parsing_and_bad_inputs(tmp_path):
+    results = tmp_path / "t.json"
+    results.write_text(json.dumps({"command": "python b.py --images 50", "head": "On 50 held-out test images.",
+                                   "rows": [{"task": "sr4", "method": "davi", "psnr": 20.0, "ssim": 0.8,
+                                             "steps": 9}]}))
+    m = metrics_from_results(results, "sr4", "davi")
     assert m == {"values": {"psnr": 20.0, "ssim": 0.8}, "images": 50, "split": "test",
-                 "command": "python b.py --images 50", "table": str(table)}
-    with pytest.raises(ExportError, match="no row with task 'box'"):
-        metrics_from_table(table, "box", "davi")
+                 "command": "python b.py --images 50", "results": str(results)}
+    with pytest.raises(ModelCardError, match="no row with task 'box'"):
+        metrics_from_results(results, "box", "davi")
+    results.write_text("{not json")
+    with pytest.raises(ModelCardError, match="t.json: not a benchmark results JSON"):
+        metrics_from_results(results, "sr4", "davi")
     plain = tmp_path / "README.md"
     plain.write_text("# no front matter\n")
-    with pytest.raises(ExportError, match="no YAML front matter"):
+    with pytest.raises(ModelCardError, match="no YAML front matter"):
         read_front_matter(plain)
