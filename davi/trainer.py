@@ -20,8 +20,9 @@ import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -215,24 +216,41 @@ def write_summary(accelerator, nets: dict, out: Path, step: int, start_step: int
 # The loop
 
 
-def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None = None,
-          train_images: torch.Tensor | None = None, **recipe_kwargs) -> Path:
-    """Run ``cfg`` to ``cfg.train.max_steps`` with the recipe ``build_recipe(cfg, accelerator, **recipe_kwargs)``.
+@dataclass
+class Run:
+    """What the loop works with: set up once, then stepped from ``start_step`` to ``max_steps``."""
 
-    ``train_images`` replace the configured train split (e.g. samples of an analytic prior);
-    ``recipe_kwargs`` go to the recipe (the DAVI recipe takes ``prior`` and ``val_images``).
-    Returns the output folder.
-    """
+    cfg: Config
+    out: Path
+    accelerator: Any
+    recipe: Recipe
+    nets: dict[str, nn.Module]
+    opts: dict[str, Any]
+    ema: Any
+    ema_net: nn.Module  # the unwrapped network whose EMA is kept
+    checkpoints: CheckpointManager
+    batches: Iterator
+    start_step: int
+    nonfinite_total: int
+
+    def save_checkpoint(self, step: int) -> None:
+        def save_ema(folder: Path) -> None:
+            with ema_weights(self.ema, self.ema_net):
+                self.ema_net.save_pretrained(str(folder), safe_serialization=True)
+
+        self.checkpoints.save(step, {"nonfinite_total": self.nonfinite_total}, self.cfg.to_yaml(), save_ema)
+
+
+def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None,
+              train_images: torch.Tensor | None, recipe_kwargs: dict) -> Run:
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     from davi.data import StepBatchSampler, load_split
 
     tc, out = cfg.train, Path(cfg.train.output_dir)
     accelerator = make_accelerator(tc, out)
-    main = accelerator.is_main_process
     checkpoints = CheckpointManager(out, tc.checkpoints_total_limit, accelerator)
-    if main:
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.recover()
         write_text(out / "config.yaml", cfg.to_yaml())
@@ -249,7 +267,7 @@ def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None =
     # RNG is seeded or restored, so that a resumed run and an uninterrupted one draw the same numbers.
     ckpt = resolve_resume(out, resume)
     state = read_state(ckpt) if ckpt is not None else {}
-    start_step, nonfinite_total = int(state.get("step", 0)), int(state.get("nonfinite_total", 0))
+    start_step = int(state.get("step", 0))
     train_set = TensorImages(train_images) if train_images is not None else load_split(cfg.data, "train")
     sampler = StepBatchSampler(len(train_set), tc.batch_size, tc.seed, start_step * tc.grad_accum,
                                accelerator.process_index, accelerator.num_processes)
@@ -259,66 +277,70 @@ def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None =
         accelerator.print(f"resumed from {ckpt} at step {start_step}")
     else:
         set_seed(tc.seed + 1 + accelerator.process_index)
-    if main:
+    if accelerator.is_main_process:
         accelerator.init_trackers("davi", config=_flat_hparams(cfg.to_dict()))
+    return Run(cfg, out, accelerator, recipe, nets, opts, ema, ema_net, checkpoints, batches, start_step,
+               int(state.get("nonfinite_total", 0)))
 
-    def save_checkpoint(step: int) -> None:
-        def save_ema(folder: Path) -> None:
-            with ema_weights(ema, ema_net):
-                ema_net.save_pretrained(str(folder), safe_serialization=True)
 
-        checkpoints.save(step, {"nonfinite_total": nonfinite_total}, cfg.to_yaml(), save_ema)
+def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None = None,
+          train_images: torch.Tensor | None = None, **recipe_kwargs) -> Path:
+    """Run ``cfg`` to ``cfg.train.max_steps`` with the recipe ``build_recipe(cfg, accelerator, **recipe_kwargs)``.
 
-    bar = tqdm(total=tc.max_steps, initial=start_step, disable=not (main and cfg.log.progress),
+    ``train_images`` replace the configured train split (e.g. samples of an analytic prior);
+    ``recipe_kwargs`` go to the recipe (the DAVI recipe takes ``prior`` and ``val_images``).
+    Returns the output folder.
+    """
+    from tqdm.auto import tqdm
+
+    run = setup_run(cfg, build_recipe, resume, train_images, recipe_kwargs)
+    tc, acc = cfg.train, run.accelerator
+    bar = tqdm(total=tc.max_steps, initial=run.start_step, disable=not (acc.is_main_process and cfg.log.progress),
                desc=f"{cfg.job} training", dynamic_ncols=True)
-    t_start, step, nonfinite_run, timings = time.time(), start_step, 0, defaultdict(float)
+    t_start, step, nonfinite_run, timings = time.time(), run.start_step, 0, defaultdict(float)
     while step < tc.max_steps:
-        # One iteration, then the EMA.
-        logs = run_iteration(accelerator, recipe, nets, opts, batches, tc, step, timings)
-        if any(k.startswith("nonfinite/") for k in logs):
-            nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
-            if nonfinite_run >= tc.max_nonfinite:
-                last = checkpoints.latest()
-                bar.close()
-                accelerator.end_training()
-                raise TrainingError(f"{tc.max_nonfinite} non-finite losses in a row at step {step}"
-                                    + (f"; last good checkpoint: {last}" if last else "; no checkpoint was written")
-                                    + " (lower train.lr, raise train.max_grad_norm or try mixed_precision=no)")
-        else:
-            nonfinite_run = 0
-        ema.step(ema_net.parameters())
+        # One iteration, then the EMA. A streak of iterations with a skipped (non-finite)
+        # update stops the run; the last good checkpoint stays.
+        logs = run_iteration(acc, run.recipe, run.nets, run.opts, run.batches, tc, step, timings)
+        nonfinite = any(k.startswith("nonfinite/") for k in logs)
+        nonfinite_run, run.nonfinite_total = (nonfinite_run + 1) * nonfinite, run.nonfinite_total + nonfinite
+        if nonfinite_run >= tc.max_nonfinite:
+            bar.close()
+            acc.end_training()
+            last = run.checkpoints.latest()
+            raise TrainingError(f"{tc.max_nonfinite} non-finite losses in a row at step {step}"
+                                + (f"; last good checkpoint: {last}" if last else "; no checkpoint was written")
+                                + " (lower train.lr, raise train.max_grad_norm or try mixed_precision=no)")
+        run.ema.step(run.ema_net.parameters())
         step += 1
         bar.update(1)
 
         # Scalars and image grids.
         if step % cfg.log.every == 0 or step == tc.max_steps:
-            logs["nonfinite/total"] = float(nonfinite_total)
-            logs.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in opts.items()})
-            accelerator.log(logs, step=step)
+            logs["nonfinite/total"] = float(run.nonfinite_total)
+            logs.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in run.opts.items()})
+            acc.log(logs, step=step)
             bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in logs.items() if k.startswith("loss/")})
         if cfg.log.image_every and step % cfg.log.image_every == 0 and step != tc.max_steps:
-            run_validation(accelerator, recipe, ema, nets, step, cfg, out)
+            run_validation(acc, run.recipe, run.ema, run.nets, step, cfg, run.out)
 
-        # Checkpoints and the wall-clock budget. Never checkpoint in the middle of a streak of
-        # non-finite losses: the last good one stays.
+        # Checkpoints (never in the middle of a non-finite streak) and the wall-clock budget.
         over_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
-        if accelerator.num_processes > 1:
-            over_time = accelerator.reduce(torch.tensor([float(over_time)], device=accelerator.device), "max").item() > 0
+        if acc.num_processes > 1:
+            over_time = acc.reduce(torch.tensor([float(over_time)], device=acc.device), "max").item() > 0
         if (step % tc.checkpoint_every == 0 or step == tc.max_steps or over_time) and nonfinite_run == 0:
-            save_checkpoint(step)
+            run.save_checkpoint(step)
         if over_time:
-            accelerator.print(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached "
-                              f"(resume with --resume latest)")
+            acc.print(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached (resume with --resume latest)")
             break
     bar.close()
 
-    # The product (prior folder, mapper export) from the EMA weights, and the run's summary.
-    elapsed = time.time() - t_start
-    write_summary(accelerator, nets, out, step, start_step, elapsed, timings, nonfinite_total)
-    run_validation(accelerator, recipe, ema, nets, step, cfg, out)
-    if main and recipe.finish is not None:
-        with ema_weights(ema, ema_net) as model:
-            recipe.finish(model, out, step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return out
+    # The run's summary, and the product (prior folder, mapper export) from the EMA weights.
+    write_summary(acc, run.nets, run.out, step, run.start_step, time.time() - t_start, timings, run.nonfinite_total)
+    run_validation(acc, run.recipe, run.ema, run.nets, step, cfg, run.out)
+    if acc.is_main_process and run.recipe.finish is not None:
+        with ema_weights(run.ema, run.ema_net) as model:
+            run.recipe.finish(model, run.out, step)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return run.out
