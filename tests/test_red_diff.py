@@ -36,13 +36,15 @@ class GaussianPrior(ScorePrior):
 
 
 def tiny_unet_prior() -> DiffusionPrior:
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import UNet2DModel
+
+    from davi.prior import build_scheduler
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=RES, in_channels=CH, out_channels=CH, block_out_channels=(8, 16),
                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                        layers_per_block=1, norm_num_groups=8)
-    return DiffusionPrior(unet, DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02))
+    return DiffusionPrior(unet, build_scheduler())
 
 
 def operator(name: str, **kw):
@@ -155,9 +157,45 @@ def test_sr_result_is_more_consistent_than_its_lift_init():
     out = RedDiff(prior, op, RedDiffConfig(num_steps=50, lam=0.25, init="lift"))(y)
     resid = lambda x: (y - op(x)).flatten(1).norm(dim=1)  # noqa: E731
     assert (resid(out) < 0.6 * resid(op.lift(y))).all(), (resid(out), resid(op.lift(y)))
-    # The pinv init starts consistent, and the data term keeps the result close to consistent.
+    # The pinv init starts exactly consistent; the prior moves it, and the data term keeps its residual
+    # at the noise level (rms of order sigma_y), not at 0 (nothing happened) or far above (data term lost).
+    start = op.pinv(y)
+    assert resid(start).max() < 1e-12
     out = RedDiff(prior, op, RedDiffConfig(num_steps=50, lam=0.25, init="pinv"))(y)
+    assert ((out - start).flatten(1).norm(dim=1) > 0.2 * start.flatten(1).norm(dim=1)).all()
+    rms = resid(out) / y[0].numel() ** 0.5
+    assert ((0.2 * op.sigma_y < rms) & (rms < 2 * op.sigma_y)).all(), rms / op.sigma_y
     assert (resid(out) < 0.6 * resid(op.lift(y))).all()
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda p, o: RedDiff(p, o, RedDiffConfig(num_steps=0)), r"red_diff.num_steps must be >= 1, got 0"),
+    (lambda p, o: RedDiff(p, o, RedDiffConfig(init="zeros")), r"red_diff.init must be 'pinv' or 'lift', got 'zeros'"),
+    (lambda p, o: RedDiff(p, o, RedDiffConfig(), t_max=1000), r"need 0 <= t_min <= t_max <= 999, got t_min=0, t_max=1000"),
+    (lambda p, o: RedDiff(p, o, RedDiffConfig(), t_max=10, t_min=20), r"got t_min=20, t_max=10"),
+])
+def test_bad_arguments_are_one_line_errors(make, pattern):
+    with pytest.raises(ValueError, match=pattern) as e:
+        make(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), operator("sr", scale=2))
+    assert "\n" not in str(e.value)
+
+
+def test_bad_call_arguments_are_one_line_errors():
+    op = operator("sr", scale=2)
+    solver = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, RedDiffConfig(num_steps=2))
+    y = measure(op, images(2))
+    with pytest.raises(ValueError, match="got 3 seeds for a batch of 2 measurements"):
+        solver(y, seeds=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"warm-start image must have shape \(2, 1, 8, 8\), got \(2, 1, 4, 4\)"):
+        solver(y, init=y)
+    with pytest.raises(ValueError, match="measurement must be floating point, got torch.int64"):
+        solver(torch.zeros(2, CH, 4, 4, dtype=torch.long))
+    # a warm start is where the estimate starts: with t_max = t_min = 0 and lam = 0 one Adam step moves
+    # every pixel by at most lr
+    warm = torch.full((2, CH, RES, RES), 0.3, dtype=torch.float64)
+    out = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, RedDiffConfig(num_steps=1, lam=0.0),
+                  t_max=0)(y, init=warm)
+    assert (out - warm).abs().max() <= RedDiffConfig().lr * 1.001
 
 
 def test_wrong_measurement_shape_is_a_one_line_error():
