@@ -402,20 +402,21 @@ def resolve_hparams(preset: str | None = None, **overrides) -> dict:
     return hp
 
 
-def build_scheduler(hp: Mapping):
+def guided_scheduler(hp: Mapping):
     """The DDPMScheduler of guided-diffusion's create_gaussian_diffusion for these hyper-parameters."""
-    from diffusers import DDPMScheduler
+    from davi.config import PriorConfig
+    from davi.prior import build_scheduler
 
     steps = int(hp.get("diffusion_steps", 1000))
     variance = "learned_range" if hp.get("learn_sigma") else "fixed_large"
     schedule = hp.get("noise_schedule", "linear")
     if schedule == "linear":
         scale = 1000 / steps
-        return DDPMScheduler(num_train_timesteps=steps, beta_start=scale * 1e-4, beta_end=scale * 0.02,
-                             beta_schedule="linear", variance_type=variance, clip_sample=False)
+        return build_scheduler(PriorConfig(num_train_timesteps=steps, beta_start=scale * 1e-4, beta_end=scale * 0.02,
+                                           beta_schedule="linear"), variance_type=variance)
     if schedule == "cosine":
-        return DDPMScheduler(num_train_timesteps=steps, beta_schedule="squaredcos_cap_v2",
-                             variance_type=variance, clip_sample=False)
+        return build_scheduler(PriorConfig(num_train_timesteps=steps, beta_schedule="squaredcos_cap_v2"),
+                               variance_type=variance)
     raise ConversionError(f"noise_schedule {schedule!r}: expected linear or cosine")
 
 
@@ -482,7 +483,7 @@ def convert_checkpoint(pt_path: str | Path, out_dir: str | Path, preset: str | N
     if not Path(pt_path).is_file():
         raise ConversionError(f"{pt_path}: no such checkpoint file")
     config = unet_config_from_guided(**hp)
-    scheduler = build_scheduler(hp)
+    scheduler = guided_scheduler(hp)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:  # fail before reading gigabytes
         raise ConversionError(f"{out_dir}: already exists (pass overwrite=True / --overwrite)")

@@ -50,11 +50,24 @@ def build_unet(cfg: PriorConfig, data: DataConfig):
     )
 
 
-def build_scheduler(cfg: PriorConfig):
+def build_scheduler(cfg: PriorConfig | None = None, alphas_cumprod: torch.Tensor | None = None, **options):
+    """The project's one diffusers ``DDPMScheduler`` builder.
+
+    From ``cfg`` (T, beta range and beta schedule; default ``PriorConfig()``: T = 1000, linear betas
+    1e-4 .. 0.02, the DDPM schedule of Ho et al. 2020 that DAVI and RED-Diff's priors use), or from a
+    given ``alphas_cumprod`` (betas recovered from its ratios, computed in its dtype). ``options`` go
+    to the scheduler (e.g. ``variance_type``). Samples are never clipped.
+    """
     from diffusers import DDPMScheduler
 
+    options = {"clip_sample": False, **options}
+    if alphas_cumprod is not None:
+        ab = alphas_cumprod.detach().cpu()
+        betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
+        return DDPMScheduler(num_train_timesteps=len(ab), trained_betas=betas.float().numpy(), **options)
+    cfg = cfg or PriorConfig()
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
-                         beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule, clip_sample=False)
+                         beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule, **options)
 
 
 def _extract(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -221,8 +234,8 @@ def load_unet_and_scheduler(path: str):
             unet = _own_memory(UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True))
             if (sched_dir / "scheduler_config.json").is_file():
                 scheduler = DDPMScheduler.from_pretrained(str(sched_dir))
-            else:
-                scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+            else:  # a bare UNet folder: the published priors' schedule
+                scheduler = build_scheduler(PriorConfig())
             return unet, scheduler, path, _weights_digest(unet_dir)
         unet = _own_memory(UNet2DModel.from_pretrained(resolved, subfolder="unet", use_safetensors=True))
         scheduler = DDPMScheduler.from_pretrained(resolved, subfolder="scheduler")
@@ -250,16 +263,22 @@ def load_prior(cfg: PriorConfig) -> DiffusionPrior:
     return DiffusionPrior.from_pretrained(cfg.path)
 
 
+def ddim_scheduler(alphas_cumprod: torch.Tensor):
+    """A diffusers DDIMScheduler (Song et al. 2021) on a prior's own alpha_bar (float32, as diffusers
+    computes), final step to alpha_bar = 1: the deterministic sampler of :func:`sample`."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(build_scheduler(alphas_cumprod=alphas_cumprod.float()).config,
+                                     set_alpha_to_one=True)
+
+
 @torch.no_grad()
 def sample(prior: ScorePrior, n: int, num_steps: int = 50, generator: torch.Generator | None = None,
            device: str | torch.device = "cpu", batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """Draw ``n`` images from a prior with deterministic DDIM (eta = 0) on its own schedule."""
-    from diffusers import DDIMScheduler
     from tqdm.auto import tqdm
 
-    ab = prior.schedule.alphas_cumprod.float().cpu()
-    sched = DDIMScheduler(num_train_timesteps=len(ab), trained_betas=(1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])).numpy(),
-                          clip_sample=False, set_alpha_to_one=True)
+    sched = ddim_scheduler(prior.schedule.alphas_cumprod)
     sched.set_timesteps(num_steps)
     c, r = prior.channels, prior.resolution
     out = []

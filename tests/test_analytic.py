@@ -219,12 +219,9 @@ def ddim_affine_map(prior, num_steps: int):
     """Deterministic DDIM (eta = 0) with the prior's exact eps is an affine map x_T -> c + G x_T:
     push 0 and the basis vectors through the same DDIMScheduler that davi.prior.sample uses.
     With x_T ~ N(0, I) its output is exactly N(c, G G^T)."""
-    from diffusers import DDIMScheduler
+    from davi.prior import ddim_scheduler
 
-    ab = prior.schedule.alphas_cumprod.float()
-    betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
-    sched = DDIMScheduler(num_train_timesteps=len(ab), trained_betas=betas.numpy(),
-                          clip_sample=False, set_alpha_to_one=True)
+    sched = ddim_scheduler(prior.schedule.alphas_cumprod)
     sched.set_timesteps(num_steps)
     D = prior.dim
     x = torch.cat([torch.zeros(1, D, dtype=F64), torch.eye(D, dtype=F64)]).reshape(D + 1, *prior.shape)

@@ -31,9 +31,7 @@ def tiny_unet(channels: int = 1, out_channels: int | None = None, seed: int = 0)
 
 
 def ddpm_scheduler():
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    return build_scheduler(PriorConfig())  # T = 1000, linear betas 1e-4 .. 0.02
 
 
 @pytest.fixture(scope="module")
@@ -208,9 +206,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prior):
 
 
 def test_a_loaded_prior_keeps_its_own_schedule(tmp_path):
-    from diffusers import DDPMScheduler
-
-    sched = DDPMScheduler(num_train_timesteps=500, beta_start=1e-3, beta_end=0.05)
+    sched = build_scheduler(PriorConfig(num_train_timesteps=500, beta_start=1e-3, beta_end=0.05))
     save_prior(tiny_unet(), sched, tmp_path / "p")
     loaded = DiffusionPrior.from_pretrained(str(tmp_path / "p"))
     assert loaded.num_timesteps == 500

@@ -32,27 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from davi.analytic._common import LOG_2PI, f64
-from davi.prior import ScorePrior, Schedule
+from davi.prior import Schedule, ScorePrior, build_scheduler
 
 __all__ = ["GaussianPrior", "GaussianMixturePrior", "prior_components", "fit_gaussian", "fit_gmm", "digit_images"]
-
-
-def _default_alphas_cumprod():
-    """alpha_bar of the default DDPM schedule (SPEC 1) and its diffusers scheduler."""
-    from davi.config import PriorConfig
-    from davi.prior import build_scheduler
-
-    scheduler = build_scheduler(PriorConfig())
-    return scheduler.alphas_cumprod, scheduler
-
-
-def _scheduler_for(alphas_cumprod: torch.Tensor):
-    """A DDPMScheduler on a given alpha_bar (betas recovered from its ratios)."""
-    from diffusers import DDPMScheduler
-
-    ab = f64(alphas_cumprod)
-    betas = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
-    return DDPMScheduler(num_train_timesteps=len(ab), trained_betas=betas.float().numpy(), clip_sample=False)
 
 
 def _image_shape(shape, dim: int) -> tuple[int, int, int]:
@@ -127,10 +109,10 @@ class _AnalyticPrior(ScorePrior):
     """Shared plumbing: schedule, image geometry, device following, input checks."""
 
     def _init_common(self, shape, alphas_cumprod, identity: str) -> None:
+        # the default DDPM schedule (Ho et al. 2020: T = 1000, linear betas), or the one given
+        scheduler = build_scheduler() if alphas_cumprod is None else build_scheduler(alphas_cumprod=f64(alphas_cumprod))
         if alphas_cumprod is None:
-            alphas_cumprod, scheduler = _default_alphas_cumprod()
-        else:
-            scheduler = _scheduler_for(alphas_cumprod)
+            alphas_cumprod = scheduler.alphas_cumprod
         self.scheduler = scheduler
         self.schedule = Schedule(f64(alphas_cumprod))
         self.shape = tuple(shape)
