@@ -168,7 +168,7 @@ def cmd_evaluate(args) -> None:
 
     from davi.data import DataError
     from davi.imageio import list_images, read_image
-    from davi.metrics import evaluate_restorations
+    from davi.metrics import score_restorations
 
     restored_files = {f.stem: f for f in list_images(args.restored)}
     reference_files = {f.stem: f for f in list_images(args.reference)}
@@ -182,7 +182,7 @@ def cmd_evaluate(args) -> None:
     if restored.shape != reference.shape:
         raise DataError(f"{args.restored}: restorations {tuple(restored.shape[1:])} and references "
                         f"{tuple(reference.shape[1:])} differ in shape")
-    results = evaluate_restorations(restored, reference, classifier=not args.no_classifier)
+    results = score_restorations(restored, reference, classifier=not args.no_classifier)
     results["images"] = len(common)
     out = Path(args.out) if args.out else Path(args.restored).parent / "metrics.json"
     write_json(out, results)

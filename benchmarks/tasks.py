@@ -72,7 +72,8 @@ def main() -> None:
 
     from davi.config import load_config
     from davi.data import load_split
-    from davi.evaluation import run_method, score_restorations
+    from davi.evaluation import run_method
+    from davi.metrics import score_restorations
     from readme_tables import command_line, publish, render_tasks
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod
@@ -110,12 +111,13 @@ def main() -> None:
         _, _, operator = load_export(first[0] if isinstance(first, tuple) else first)
         y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
         restored, _ = run_method(LiftMethod(operator), y, 100)
-        rows.append({"task": task, "method": "lift(y)", **score_restorations(restored, x0)})
+        rows.append({"task": task, "method": "lift(y)", **score_restorations(restored, x0, explain_absent=False)})
         for name, value in exports.items():
             folder, sps = value if isinstance(value, tuple) else (value, None)
             mapper, card, op = load_export(folder)
             restored, _ = run_method(DaviMethod(mapper, op), y, 100)
-            rows.append({"task": task, "method": name, "steps": card["steps"], **score_restorations(restored, x0),
+            rows.append({"task": task, "method": name, "steps": card["steps"],
+                         **score_restorations(restored, x0, explain_absent=False),
                          **({"s_per_step": sps} if sps else {})})
             print(rows[-1])
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test images, one sample "

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from davi.atomic import write_text  # noqa: F401  (re-exported for the benchmarks)
 from davi.inference import Method
-from davi.metrics import psnr, ssim
+from davi.metrics import score_restorations  # noqa: F401  (demo.py imports it from here)
 
 
 def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
@@ -27,15 +27,6 @@ def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
         seeds = [seed * 100003 + start + i for i in range(yb.shape[0])]
         outs.append(method(yb, seeds, 1)[0].cpu())
     return torch.cat(outs), (time.perf_counter() - t0) / y.shape[0]
-
-
-def score_restorations(restored: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    row = {"psnr": float(psnr(restored, reference).mean()), "ssim": float(ssim(restored, reference).mean())}
-    if tuple(reference.shape[1:]) == (1, 32, 32):
-        from davi.classifier import classifier_frechet, load_classifier
-
-        row["classifier_fd"] = float(classifier_frechet(load_classifier(), restored, reference))
-    return row
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

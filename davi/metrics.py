@@ -74,30 +74,37 @@ def fid_status() -> tuple[bool, str]:
     return False, f"FID unavailable: Inception weights not on disk ({path})"
 
 
-def evaluate_restorations(restored: torch.Tensor, reference: torch.Tensor, classifier: bool = True,
-                          lpips_net: str = "alex", batch_size: int = 64) -> dict:
-    """Every metric that can be computed honestly here; the others say why they are absent."""
+def score_restorations(restored: torch.Tensor, reference: torch.Tensor, classifier: bool = True,
+                       lpips_net: str = "alex", explain_absent: bool = True, batch_size: int = 64) -> dict:
+    """Every metric that can be computed honestly here, averaged over the images (N, C, H, W).
+
+    ``psnr``, ``ssim``; ``lpips_<net>`` when its backbone weights are on disk; ``classifier_fd``
+    (Frechet distance in the digit classifier's features, not FID) for 1x32x32 digits when
+    ``classifier``. A metric that cannot be computed is absent, or, with ``explain_absent``, a
+    string saying why (``fid`` always is: it is computed by an external tool).
+    """
     out: dict = {
         "psnr": float(psnr(restored, reference).mean()),
         "ssim": float(ssim(restored, reference).mean()),
     }
+    absent = {}
     ok, reason = lpips_status(lpips_net)
     if ok:
         metric = LPIPSMetric(lpips_net)
         out[f"lpips_{lpips_net}"] = float(torch.cat([metric(restored[i:i + batch_size], reference[i:i + batch_size])
                                                      for i in range(0, len(restored), batch_size)]).mean())
     else:
-        out[f"lpips_{lpips_net}"] = reason
+        absent[f"lpips_{lpips_net}"] = reason
     ok, reason = fid_status()
     # torchmetrics' FID needs torch-fidelity's Inception weights; on the embedded default's 32x32
     # digits FID is not meaningful anyway (see classifier_frechet). Say which case this is.
-    out["fid"] = ("unavailable here: weights found but FID is computed by the external `fidelity` tool "
-                  "(docs/paper_setting.md)") if ok else reason
+    absent["fid"] = ("unavailable here: weights found but FID is computed by the external `fidelity` tool "
+                     "(docs/paper_setting.md)") if ok else reason
     if classifier:
-        if restored.shape[1:] == (1, 32, 32):
+        if tuple(restored.shape[1:]) == (1, 32, 32):
             from davi.classifier import classifier_frechet, load_classifier
 
-            out["classifier_frechet"] = float(classifier_frechet(load_classifier(), restored, reference))
+            out["classifier_fd"] = float(classifier_frechet(load_classifier(), restored, reference))
         else:
-            out["classifier_frechet"] = "only defined for 1x32x32 digits (the embedded default)"
-    return out
+            absent["classifier_fd"] = "only defined for 1x32x32 digits (the embedded default)"
+    return {**out, **absent} if explain_absent else out
