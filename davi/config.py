@@ -310,26 +310,6 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested  # type: ignore[return-value]
 
 
-def _fix_yaml_floats(d: Any) -> Any:
-    # PyYAML follows YAML 1.1, where "1e-4" (no dot) is a string; configs mean a number.
-    if isinstance(d, dict):
-        return {k: _fix_yaml_floats(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_fix_yaml_floats(v) for v in d]
-    if isinstance(d, str):
-        try:
-            return float(d) if ("e" in d.lower() and d[0] in "0123456789.-+") else d
-        except ValueError:
-            return d
-    return d
-
-
-def config_from_dict(values: dict[str, Any]) -> Config:
-    cfg = Config()
-    _apply(cfg, _fix_yaml_floats(values or {}))
-    return cfg
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     cfg = Config()
     if path is not None:
@@ -341,7 +321,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         try:
-            _apply(cfg, _fix_yaml_floats(values))
+            _apply(cfg, values)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     for text in overrides or []:
