@@ -1,0 +1,173 @@
+"""When to trust a one-step restoration: a per-image measurement-consistency statistic and its
+threshold, calibrated on held-out in-distribution data and stored in the export card.
+
+For the measurement model ``y = A x + sigma_y n`` (Lee et al. 2024, section 2; n standard
+normal on the M measured entries) the true image leaves a residual ``y - A x = sigma_y n``, so
+
+    r(x_hat) = ||A x_hat - y||^2 / (M sigma_y^2)
+
+is a chi-square with M degrees of freedom divided by M for ``x_hat = x``: mean 1, standard
+deviation sqrt(2 / M). Only measured entries count (the pixels outside an inpainting box; every
+pixel of a low-resolution image for SR). A posterior sample of a well-trained mapper fits the
+measurement about as well as the truth; a mapper that is out of its depth (a measurement
+unlike its training data) returns images whose A x_hat misses y, and r grows. The statistic is
+computed on the first DAVI sample (noise salt 0), one mapper evaluation, no extra network.
+
+Why this one: on the out-of-distribution benchmark (benchmarks/ood.py) it separated shifted
+from in-distribution digits better than the mapper's sample spread (two samples), the residual
+of the two-sample mean, or the prior's denoising residual of the sample at t = 50 or 200, alone
+or OR-ed with r (benchmarks/results/ood_statistic.md). What it cannot see: a wrong answer that
+is still consistent with y (for SR x4, thin strokes whose 4x4 block means DAVI reproduces with
+thicker ones) -- no function of the residual can.
+
+The threshold is a quantile (default the 99th percentile, for at most ~1% false alarms) of r on
+held-out images the mapper never trained on, measured with seeded noise; the card keeps it with
+its quantiles, the number of images and their source (``calibrate_consistency``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import torch
+
+from davi.config import ConfigError
+
+STATISTIC = "measurement_residual"
+DEFINITION = "||A x_hat - y||^2 / (M sigma_y^2) over the M measured entries, first DAVI sample"
+QUANTILES = (0.5, 0.9, 0.95, 0.98, 0.99, 0.995)
+
+
+MAX_REFINE_STEPS = 1000
+
+
+class ConsistencyError(ConfigError):
+    """A consistency entry or refinement request that cannot be used (the message names the key)."""
+
+
+def measured_mask(operator, y: torch.Tensor) -> torch.Tensor:
+    """1 on measured entries of ``y``, 0 on unobserved ones, broadcastable to ``y``.
+
+    The operator's own noise mask is the definition of "measured": ``measure`` adds noise
+    exactly there (inpainting operators leave the unobserved pixels at exactly 0).
+    """
+    mask = operator._noise_mask(y)
+    return torch.ones_like(y[:1]) if mask is None else mask.to(y)
+
+
+def residual_statistic(operator, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """r = ||A x_hat - y||^2 / (M sigma_y^2) per image, shape (B,), float64."""
+    if operator.sigma_y <= 0:
+        raise ConsistencyError(f"{operator.name}: sigma_y = 0, the residual has no noise scale")
+    mask = measured_mask(operator, y).expand_as(y)
+    res = ((operator(x_hat.to(y)) - y) * mask).double().flatten(1).pow(2).sum(1)
+    m = mask.double().flatten(1).sum(1)
+    return res / (m * operator.sigma_y ** 2)
+
+
+@torch.no_grad()
+def davi_statistic(mapper, operator, y: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first DAVI sample (B, C, H, W), its statistic (B,)) -- the sample infer.py reports on."""
+    from davi.inference import DaviMethod
+
+    x_hat = DaviMethod(mapper, operator)(y, seeds, 1)[0]
+    return x_hat, residual_statistic(operator, x_hat, y)
+
+
+def calibrate_consistency(mapper, operator, images: torch.Tensor, source: str = "", seed: int = 0,
+                          quantile: float = 0.99, batch_size: int = 64) -> dict[str, Any]:
+    """The card's ``consistency`` entry from held-out clean ``images`` (N, C, H, W).
+
+    Each image is measured with noise from ``seed`` and restored with its own DAVI seed; the
+    threshold is the ``quantile`` of r over the N images. ``source`` says which images these
+    were (e.g. "mnist32:test[500:1000]"): they must be images the mapper did not train on.
+    """
+    if not 0 < quantile < 1:
+        raise ConsistencyError(f"consistency quantile must be in (0, 1), got {quantile}")
+    if images.ndim != 4 or images.shape[0] < 2:
+        raise ConsistencyError(f"calibration needs at least 2 images (N, C, H, W), got {tuple(images.shape)}")
+    device = next(mapper.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    stats = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start: start + batch_size].to(device)
+        y = operator.measure(x.cpu(), generator=g).to(device)
+        seeds = [seed * 100003 + start + i for i in range(x.shape[0])]
+        stats.append(davi_statistic(mapper, operator, y, seeds)[1].cpu())
+    r = torch.cat(stats)
+    q = torch.quantile(r, torch.tensor([*QUANTILES, quantile], dtype=r.dtype))
+    return {
+        "statistic": STATISTIC,
+        "definition": DEFINITION,
+        "threshold": float(q[-1]),
+        "threshold_quantile": quantile,
+        "quantiles": {f"{p:g}": float(v) for p, v in zip(QUANTILES, q[:-1])},
+        "mean": float(r.mean()),
+        "n": int(r.numel()),
+        "source": source,
+        "seed": seed,
+    }
+
+
+def card_threshold(card: dict) -> float | None:
+    """The calibrated threshold in an export card, or None when the card has none."""
+    entry = card.get("consistency")
+    if not entry:
+        return None
+    where = "card.json: consistency"
+    if not isinstance(entry, dict) or entry.get("statistic") != STATISTIC:
+        raise ConsistencyError(f"{where}: expected statistic '{STATISTIC}', got "
+                               f"{entry.get('statistic') if isinstance(entry, dict) else entry!r}")
+    thr = entry.get("threshold")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
+        raise ConsistencyError(f"{where}.threshold: expected a positive number, got {thr!r}")
+    return float(thr)
+
+
+def parse_refine(value: str | None) -> int | str | None:
+    """``--refine``: None (off), ``"auto"`` (flagged images only) or a number of steps."""
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        steps = int(value)
+    except ValueError:
+        steps = 0
+    if not 1 <= steps <= MAX_REFINE_STEPS:
+        raise ConsistencyError(f"--refine: expected 'auto' or a number of steps in 1..{MAX_REFINE_STEPS}, "
+                               f"got {value!r}")
+    return steps
+
+
+def consistency_report(names: list[str], statistic: torch.Tensor, threshold: float | None,
+                       refined: torch.Tensor | None = None,
+                       statistic_refined: torch.Tensor | None = None) -> tuple[str, dict[str, Any]]:
+    """(CSV text with one row per image, summary dict for settings.json).
+
+    ``statistic`` is the first DAVI sample's; with refinement, ``statistic_refined`` is the
+    written (refined) first sample's and ``refined`` says which images were refined.
+    """
+    flagged = statistic > threshold if threshold is not None else None
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    head = ["name", STATISTIC, "flagged"]
+    if refined is not None:
+        head += ["refined", f"{STATISTIC}_after_refinement"]
+    w.writerow(head)
+    for i, name in enumerate(names):
+        row = [name, f"{float(statistic[i]):.6g}", "" if flagged is None else int(flagged[i])]
+        if refined is not None:
+            row += [int(refined[i]), f"{float(statistic_refined[i]):.6g}"]
+        w.writerow(row)
+    summary: dict[str, Any] = {
+        "statistic": STATISTIC, "definition": DEFINITION, "threshold": threshold,
+        "images": len(names), "flagged": None if flagged is None else int(flagged.sum()),
+        "median": float(statistic.median()), "max": float(statistic.max()),
+    }
+    if refined is not None:
+        summary["refined"] = int(refined.sum())
+        summary["median_after_refinement"] = float(statistic_refined.median())
+    return buf.getvalue(), summary

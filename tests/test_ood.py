@@ -1,0 +1,76 @@
+"""The controlled distribution shifts of davi/shifts.py: deterministic, in range, each doing what its
+name says, level 2 stronger than level 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from davi.shifts import LEVELS, SHIFTS, apply_shift, shift_names
+
+
+def digits(n: int = 8) -> torch.Tensor:
+    """Bright strokes on a -1 background, like the bundled digits: a ring and a bar, at a few offsets."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    out = []
+    for i in range(n):
+        cx, cy = 15.5 + (i % 3) - 1, 15.5 + (i % 2)
+        ring = ((((xx - cx) ** 2 + (yy - cy) ** 2).sqrt() - 7).abs() < 1.5).float()
+        bar = ((xx - cx).abs() < 1.5).float() * ((yy - cy).abs() < 9).float()
+        out.append((ring if i % 2 else torch.maximum(ring, bar)) * 2 - 1)
+    return torch.stack(out).unsqueeze(1)
+
+
+def mass_centre(x: torch.Tensor) -> torch.Tensor:
+    w = (x + 1).flatten(1)
+    idx = torch.arange(32.0)
+    cy = ((x + 1).sum(3).flatten(1) * idx).sum(1) / w.sum(1)
+    cx = ((x + 1).sum(2).flatten(1) * idx).sum(1) / w.sum(1)
+    return torch.stack([cx, cy], 1)
+
+
+def test_every_shift_is_deterministic_in_range_and_changes_the_image():
+    x = digits()
+    assert len(shift_names()) == len(SHIFTS) * len(LEVELS) == 14
+    for name in shift_names():
+        a, b = apply_shift(x, name), apply_shift(x, name)
+        assert a.shape == x.shape and torch.equal(a, b), name
+        assert a.min() >= -1 and a.max() <= 1, name
+        assert (a - x).abs().amax(dim=(1, 2, 3)).min() > 0.2, name
+    assert torch.equal(apply_shift(x, "none"), x)
+
+
+@pytest.mark.parametrize("shift", list(SHIFTS))
+def test_level_two_is_further_from_the_original(shift):
+    x = digits()
+    d1, d2 = ((apply_shift(x, f"{shift}-{lv}") - x).pow(2).mean() for lv in LEVELS)
+    assert d2 > d1 > 0, (shift, float(d1), float(d2))
+
+
+def test_shifts_do_what_their_names_say():
+    x = digits()
+    ink = lambda im: float((im + 1).sum())  # noqa: E731
+    assert ink(apply_shift(x, "thicken-1")) > 1.3 * ink(x) and ink(apply_shift(x, "thin-1")) < 0.7 * ink(x)
+    assert ink(apply_shift(x, "blur-1")) == pytest.approx(ink(x), rel=0.02)  # blurring moves ink, keeps it
+    assert ink(apply_shift(x, "rotate-2")) == pytest.approx(ink(x), rel=0.05)
+    assert ink(apply_shift(x, "scale-1")) == pytest.approx(1.25**2 * ink(x), rel=0.1)
+    # translation moves the centre of mass by (3, 3) and (6, 6) pixels
+    for lv, d in ((1, 3.0), (2, 6.0)):
+        moved = mass_centre(apply_shift(x, f"translate-{lv}")) - mass_centre(x)
+        torch.testing.assert_close(moved, torch.full_like(moved, d), atol=0.3, rtol=0)
+    # rotation is about the image centre: a digit centred there stays centred, its bar leaves the vertical
+    centred = x[4:5]  # the ring and bar at (15.5, 15.5)
+    rotated = apply_shift(centred, "rotate-2")
+    torch.testing.assert_close(mass_centre(rotated), mass_centre(centred), atol=0.2, rtol=0)
+    column = lambda im: float((im[..., 2:30, 14:18] + 1).sum())  # noqa: E731  (ink on the vertical bar)
+    assert column(rotated) < 0.8 * column(centred)
+    # inverted contrast: the background becomes bright
+    torch.testing.assert_close(apply_shift(x, "invert-2"), -x)
+    assert float(apply_shift(x, "invert-1")[0, 0, 0, 0]) == 0.5
+
+
+def test_unknown_shift_is_a_one_line_error():
+    for bad in ("thicken", "thicken-3", "warp-1"):
+        with pytest.raises(ValueError) as e:
+            apply_shift(digits(1), bad)
+        assert "\n" not in str(e.value) and bad in str(e.value)
