@@ -54,7 +54,7 @@ class RedDiff:
         self.cfg = cfg
 
     @property
-    def nfe_per_image(self) -> int:
+    def nfe_per_sample(self) -> int:
         return self.cfg.num_steps  # one prior evaluation per step
 
     def timesteps(self) -> list[int]:

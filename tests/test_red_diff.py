@@ -81,7 +81,7 @@ def test_one_prior_evaluation_per_step_on_descending_timesteps():
     op = operator("denoise")
     solver = RedDiff(prior, op, RedDiffConfig(num_steps=7))
     solver(measure(op, images(2)))
-    assert len(prior.calls) == 7 == solver.nfe_per_image
+    assert len(prior.calls) == 7 == solver.nfe_per_sample
     ts = [c[1][0] for c in prior.calls]
     assert all(c[0] == 2 and len(set(c[1])) == 1 for c in prior.calls)
     assert ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
