@@ -121,6 +121,10 @@ class Operator(nn.Module):
         """JSON-able settings; :func:`operator_from_params` rebuilds an identical operator."""
         return {"name": self.name, "sigma_y": self.sigma_y, "resolution": self.resolution, "channels": self.channels}
 
+    def describe(self) -> str:
+        """A human name for the task, e.g. '4x super-resolution (4x4 average pooling)' (model cards, logs)."""
+        return self.name
+
     # -- geometry -------------------------------------------------------------------------
     def _check_spatial(self, shape: tuple, what: str) -> None:
         """Raise OperatorError when an image of ``shape`` (B, C, H, W) does not fit."""
@@ -486,6 +490,12 @@ class Deblur(Operator):
     def params(self) -> dict[str, Any]:
         return {**super().params(), **self.kernel_params}
 
+    def describe(self) -> str:
+        if "kernel_size" in self.kernel_params:
+            return f"Gaussian deblurring (kernel {self.kernel_params['kernel_size']}, std {self.kernel_params['kernel_std']:g})"
+        kh, kw = self.kernel.shape
+        return f"deblurring ({kh}x{kw} kernel from {Path(self.kernel_params['kernel_file']).name})"
+
     def _check_spatial(self, shape: tuple, what: str) -> None:
         ph, pw = self.pads
         if ph >= shape[-2] or pw >= shape[-1]:
@@ -550,6 +560,9 @@ class SuperResolution(Operator):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "scale": self.scale}
+
+    def describe(self) -> str:
+        return f"{self.scale}x super-resolution ({self.scale}x{self.scale} average pooling)"
 
     def _check_spatial(self, shape: tuple, what: str) -> None:
         if what == "image" and (shape[-2] % self.scale or shape[-1] % self.scale):
@@ -656,6 +669,9 @@ class BoxInpaint(_MaskOperator):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "box_size": self.box_size}
 
+    def describe(self) -> str:
+        return f"box inpainting (centred {self.box_size}x{self.box_size} box missing)"
+
 
 @register_operator("random_inpaint")
 class RandomInpaint(_MaskOperator):
@@ -685,6 +701,9 @@ class RandomInpaint(_MaskOperator):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "drop_fraction": self.drop_fraction, "mask_seed": self.mask_seed}
+
+    def describe(self) -> str:
+        return f"random inpainting ({self.drop_fraction:.0%} of pixels missing, mask seed {self.mask_seed})"
 
 
 def _inpainting_mask(values: Any, where: str, resolution: int) -> torch.Tensor:
@@ -740,6 +759,10 @@ class Inpaint(_MaskOperator):
         rows = ["".join("1" if v else "0" for v in row) for row in self.mask[0, 0].tolist()]
         return {**super().params(), "mask_file": self.mask_file, "mask": rows}
 
+    def describe(self) -> str:
+        missing = 1 - float(self.mask.mean())
+        return f"inpainting ({missing:.0%} of pixels missing, mask from {Path(self.mask_file).name or 'params'})"
+
 
 # -- denoising -------------------------------------------------------------------------------
 
@@ -749,6 +772,9 @@ class Denoise(Operator):
     """Denoising: ``A = I``, so ``A^T = pinv = lift = I`` and ``y = x + sigma_y n``."""
 
     has_pinv = True
+
+    def describe(self) -> str:
+        return "denoising"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_image(x)

@@ -496,6 +496,18 @@ def test_shipped_export_cards_still_load_to_the_same_operator(card):
     assert torch.equal(op.adjoint(x), from_config.adjoint(x))
 
 
+def test_describe_names_the_task_in_one_line(make):
+    descriptions = {case: make(case, 12).describe() for case in CASES}
+    assert all(d and "\n" not in d for d in descriptions.values())
+    assert descriptions["sr"] == "4x super-resolution (4x4 average pooling)"
+    assert descriptions["deblur"] == "Gaussian deblurring (kernel 5, std 1.2)"
+    assert descriptions[KERNEL_FILE] == "deblurring (3x5 kernel from kernel3x5.npy)"
+    assert descriptions["box_inpaint"] == "box inpainting (centred 6x6 box missing)"
+    assert descriptions["random_inpaint"] == "random inpainting (30% of pixels missing, mask seed 7)"
+    assert descriptions["inpaint"].startswith("inpainting (") and "mask12.png" in descriptions["inpaint"]
+    assert descriptions[USER] == USER  # the default: the name
+
+
 def test_params_of_a_different_operator_differ(make):
     assert make("random_inpaint", 12, mask_seed=1).params() != make("random_inpaint", 12, mask_seed=2).params()
     assert make("deblur", 12).params()["kernel_size"] == 5
