@@ -15,6 +15,7 @@ from PIL import Image
 
 from davi.config import Config
 from davi.export import export_mapper, load_export, make_card
+from davi.imageio import to_uint8
 from davi.inference import DaviMethod
 from davi.mapper import Mapper
 from davi.operators import build_operator
@@ -77,6 +78,16 @@ def test_restore_simulated_digits_writes_samples_mean_std_and_settings(sr_export
     settings = json.loads((out / "settings.json").read_text())
     assert settings["network_evaluations_per_image"] == 3 and settings["seconds_per_image_after_warmup"] > 0
     assert not list(out.rglob("*.tmp"))
+    # mean/ is the per-pixel mean of the samples written beside it (up to 8-bit rounding; pixels where a
+    # sample was clipped at 0 or 255 are left out: the mean is taken before clipping)
+    checked = 0
+    for f in sorted((out / "mean").iterdir()):
+        samples = np.stack([_png(out / "samples" / f"{f.stem}_{k}.png") for k in range(3)])
+        inside = ((samples > 0) & (samples < 255)).all(0)
+        checked += inside.sum()
+        assert np.abs(samples.mean(0) - _png(f))[inside].max() <= 1.0, f.name
+        assert samples.std(0)[inside].mean() > 0.5  # the samples differ: the check is not trivial
+    assert checked > 0.2 * 5 * 32 * 32
     # the saved .npy measurements restore to the same mean as the simulation did
     out2 = tmp_path / "out2"
     proc = infer("restore", "--export", sr_export, "--input", out / "measurement", "--samples", 3, "--out", out2)
@@ -86,7 +97,8 @@ def test_restore_simulated_digits_writes_samples_mean_std_and_settings(sr_export
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("method,extra", [("lift", []), ("red-diff", ["--red-diff-steps", "3", "--prior", None])])
+@pytest.mark.parametrize("method,extra", [("lift", []), ("red-diff", ["--red-diff-steps", "3", "--red-diff-lr", "0.01",
+                                                                      "--prior", None])])
 def test_baselines_run_through_the_same_cli(sr_export, tiny_prior_dir, tmp_path, method, extra, infer):
     extra = [tiny_prior_dir if e is None else e for e in extra]
     proc = infer("restore", "--export", sr_export, "--input", "mnist32:test", "--limit", 2, "--simulate", "sr",
@@ -95,6 +107,21 @@ def test_baselines_run_through_the_same_cli(sr_export, tiny_prior_dir, tmp_path,
     settings = json.loads((tmp_path / "o" / "settings.json").read_text())
     assert settings["method"].startswith(method)
     assert settings["network_evaluations_per_image"] == (0 if method == "lift" else 3 * 4)
+    # lift/ (every method) and the lift method's mean/ are op.lift(y) of the saved exact measurements;
+    # RED-Diff's result is closer to its measurement than lift(y) is (it starts at pinv(y), which is
+    # exactly consistent for SR, and its data term keeps it there; at a small lr, as 3 steps on a random
+    # prior at lr 0.25 just scatter it)
+    _, _, op = load_export(sr_export)
+    for f in sorted((tmp_path / "o" / "measurement").iterdir()):
+        y = torch.from_numpy(np.load(f))[None].float()
+        lifted = to_uint8(op.lift(y)[0])
+        assert np.array_equal(_png(tmp_path / "o" / "lift" / f"{f.stem}.png"), lifted)
+        restored = _png(tmp_path / "o" / "mean" / f"{f.stem}.png")
+        if method == "lift":
+            assert np.array_equal(restored, lifted)
+        else:
+            residual = lambda img: (op(torch.from_numpy(img / 127.5 - 1)[None, None].float()) - y).norm()  # noqa: E731
+            assert residual(restored) < 0.8 * residual(lifted), (residual(restored), residual(lifted))
 
 
 def test_restoration_does_not_depend_on_the_batch(sr_export):
@@ -116,8 +143,24 @@ def test_evaluate_reports_real_metrics_and_names_the_missing_ones(sr_export, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert isinstance(metrics["psnr"], float) and isinstance(metrics["ssim"], float)
     assert metrics["images"] == 4
+    # PSNR from the PNGs with numpy: per image 10 log10(255^2 / mse) on the 8-bit values, then averaged
+    per_image = []
+    for f in sorted((out / "reference").iterdir()):
+        mse = ((_png(out / "mean" / f.name) - _png(f)) ** 2).mean()
+        per_image.append(10 * np.log10(255.0 ** 2 / mse))
+    assert metrics["psnr"] == pytest.approx(np.mean(per_image), abs=1e-3)
+    assert 0 < metrics["ssim"] < 0.99
+    # an image against itself: SSIM 1
+    proc = infer("evaluate", "--restored", out / "reference", "--reference", out / "reference", "--out",
+                 tmp_path / "self.json", "--no-classifier")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "self.json").read_text())["ssim"] == pytest.approx(1.0, abs=1e-6)
     for key in ("lpips_alex", "fid"):  # weights cannot be downloaded here: absent, never random
         assert isinstance(metrics[key], str) and "unavailable" in metrics[key]
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.float64)
 
 
 def _digits(folder: Path, size: int, mode: str = "L", n: int = 2):
