@@ -540,20 +540,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    from davi.cli import run_cli
+
     args = vars(_parser().parse_args(None if argv is None else list(argv)))
     fmt, ckpt, out, preset, overwrite = (args.pop(k) for k in ("format", "checkpoint", "out_dir", "preset",
                                                                 "overwrite"))
-    try:
+
+    def job() -> None:
         path = convert_checkpoint(ckpt, out, preset, overwrite=overwrite, **args)
-    except (ConversionError, PriorError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    info = json.loads((path / "conversion.json").read_text())
-    print(f"wrote {path} ({fmt}: {info['parameters']:,} parameters, preset {preset or 'none'})")
-    return 0
+        info = json.loads((path / "conversion.json").read_text())
+        print(f"wrote {path} ({fmt}: {info['parameters']:,} parameters, preset {preset or 'none'})")
+
+    return run_cli(job)  # ConversionError is a PriorError: one line on stderr, exit 2
 
 
 if __name__ == "__main__":
