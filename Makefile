@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # wheel on this kind of machine, while an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test demo prior clean-venv
+.PHONY: install test demo prior app clean-venv
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: install
 # The main job on the embedded default (MNIST 32x32, shipped prior): see README.
 demo: install
 	$(PY) demo.py $(ARGS)
+
+# The restoration web page on http://127.0.0.1:$${DAVI_APP_PORT:-7860} (loopback only): see README.
+app: install
+	$(PY) app.py $(ARGS)
 
 # Retrain the embedded prior from scratch (hours on 2 CPU cores; resumable).
 prior: install
