@@ -51,7 +51,8 @@ class PriorConfig:
     attention_levels: list[int] = field(default_factory=lambda: [2])
     attention_head_dim: int = 32
     norm_num_groups: int = 8
-    # DDPM schedule (SPEC section 1); a loaded prior keeps the schedule it was trained with.
+    # DDPM schedule (Ho et al. 2020), as the published priors use; a loaded prior keeps the schedule it
+    # was trained with.
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02

@@ -1,6 +1,7 @@
 """Convert OpenAI guided-diffusion UNet checkpoints to a diffusers folder (``unet/`` + ``scheduler/``).
 
-SPEC section 5: the two published priors are guided-diffusion checkpoints,
+The two priors of the DAVI and RED-Diff benchmarks (Lee et al. 2024; Mardani et al. 2023) are guided-diffusion
+checkpoints,
 
 * ``ffhq256``     the FFHQ 256 DDPM used by DPS (``ffhq_10m.pt``),
 * ``imagenet256`` the ImageNet 256 unconditional model (``256x256_diffusion_uncond.pt``),

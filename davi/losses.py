@@ -1,9 +1,9 @@
 """Loss classes (EDM style: a callable per objective, its weighting stated once).
 
-SPEC section 3. ``DDPMLoss`` trains a prior and, on detached mapper samples, the implicit
-score network ``s_psi``; ``IKLLoss`` is the surrogate whose gradient with respect to the
-mapper output is the integral-KL gradient; ``consistency_loss`` and ``regression_loss`` are
-the measurement and paired terms of the mapper loss.
+The objectives of DAVI (Lee et al. 2024). ``DDPMLoss`` (Ho et al. 2020) trains a prior and, on
+detached mapper samples, the implicit score network ``s_psi``; ``IKLLoss`` is the surrogate whose
+gradient with respect to the mapper output is the integral-KL gradient; ``consistency_loss`` and
+``regression_loss`` are the measurement and paired terms of the mapper loss.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class IKLLoss:
 
         L = mean( stopgrad(eps_theta(x_t, t) - eps_psi(x_t, t)) * x_hat )
 
-    which is the SPEC's ``mean(stopgrad(snr * (x0_psi - x0_theta)) * x_hat)``. Its gradient is
+    which is the x0 form ``mean(stopgrad(snr * (x0_psi - x0_theta)) * x_hat)`` of DAVI's IKL. Its gradient is
 
         dL/dx_hat = w(t) * (s_psi(x_t, t) - s_theta(x_t, t)) / N,   w(t) = sqrt(1 - ab_t),
 

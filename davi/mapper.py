@@ -1,4 +1,4 @@
-"""The mapper I_phi: a one-step posterior sampler in the bridge parametrisation (SPEC section 3).
+"""The mapper I_phi: a one-step posterior sampler in the bridge parametrisation (DAVI, Lee et al. 2024).
 
 ``I_phi(x_a, a) = x_a - std_fwd[a] * net(x_a, a)`` where ``net`` is a UNet2DModel that starts
 from the prior's weights. At inference ``a = T - 1`` and ``x_a = lift(y) + h z``: one network
@@ -21,7 +21,8 @@ from davi.prior import _extract
 
 
 def bridge_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-    """The symmetric I2SB schedule: (std_fwd, std_bwd, mu_x0, mu_x1), float64, shape (T,)."""
+    """The symmetric schedule of I2SB (Liu et al. 2023) that DAVI's bridge uses: (std_fwd, std_bwd, mu_x0,
+    mu_x1), float64, shape (T,)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=torch.float64) ** 2
     half = betas[: num_timesteps // 2]
     betas = torch.cat([half, half.flip(0)])

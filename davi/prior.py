@@ -1,6 +1,7 @@
 """The frozen diffusion prior: a diffusers ``UNet2DModel`` + the DDPM schedule it was trained with.
 
-SPEC section 1. At integer timesteps ``t`` (a ``(B,)`` long tensor) it gives
+DDPM (Ho et al. 2020), as DAVI (Lee et al. 2024) and RED-Diff (Mardani et al. 2023) use it. At integer
+timesteps ``t`` (a ``(B,)`` long tensor) it gives
 
 * ``eps(x_t, t)``   the network's noise prediction (first C channels of a learned-variance model),
 * ``score(x_t, t) = -eps / sqrt(1 - alpha_bar)``,

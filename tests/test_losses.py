@@ -45,7 +45,7 @@ def test_ikl_gradient_equals_weighted_score_difference():
     expected = ikl.weight(t, x_t) * (student.score(x_t, t) - teacher.score(x_t, t)) / x_hat.numel()
     # loss is computed in float32 (mixed-precision safe), hence the tolerance
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-9)
-    # and it is the SPEC's x0 form: snr * (x0_psi - x0_theta)
+    # and it is DAVI's x0 form of the IKL (Lee et al. 2024): snr * (x0_psi - x0_theta)
     spec = sched.snr(t, x_t) * (student.x0(x_t, t) - teacher.x0(x_t, t)) / x_hat.numel()
     torch.testing.assert_close(grad, spec, rtol=1e-5, atol=1e-9)
 

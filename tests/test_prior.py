@@ -1,4 +1,4 @@
-"""The frozen diffusion prior: SPEC section 1 formulas, freezing, dtype, learned variance,
+"""The frozen diffusion prior: DDPM formulas (Ho et al. 2020), freezing, dtype, learned variance,
 safetensors round trip, clear PriorErrors, sampling, and the bundled prior."""
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def test_bare_unet_folder_loads(tmp_path, prior):
     prior.unet.save_pretrained(str(tmp_path / "bare"), safe_serialization=True)
     loaded = DiffusionPrior.from_pretrained(str(tmp_path / "bare"))
     assert_same_network(loaded, prior)
-    # No scheduler_config.json beside it: the SPEC's DDPM schedule.
+    # No scheduler_config.json beside it: the published priors' DDPM schedule (T = 1000, linear betas).
     assert torch.allclose(loaded.schedule.alphas_cumprod, reference_alpha_bar(), rtol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""RED-Diff (SPEC section 4) on tiny priors: a closed-form Gaussian prior and a tiny random UNet."""
+"""RED-Diff (Mardani et al. 2023) on tiny priors: a closed-form Gaussian prior and a tiny random UNet."""
 
 from __future__ import annotations
 
