@@ -141,3 +141,26 @@ def onnx_export_task(export: Path) -> str:
     import json
 
     return json.loads((export / "card.json").read_text())["task"]
+
+
+@pytest.mark.slow
+def test_export_of_a_checkpoint_with_onnx_writes_model_card_and_graph(tiny_prior_dir, tmp_path, infer_main):
+    from davi.config import load_config
+    from davi.recipes import train_job
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    train_job(load_config(root / "configs" / "sr4_mnist.yaml", [
+        f"train.output_dir={run}", f"prior.path={tiny_prior_dir}", "train.batch_size=4", "train.max_steps=2",
+        "train.checkpoint_every=2", "log.image_every=0", "log.progress=false", "log.num_val=2", "log.num_samples=2"]))
+    assert read_front_matter(run / "export" / "README.md")["davi"]["training"]["steps"] == 2  # export's own card
+    out = tmp_path / "exported"
+    assert infer_main(["export", "--checkpoint", str(run / "checkpoint-2"), "--out", str(out), "--onnx"]) == 0
+    front = read_front_matter(out / "README.md")
+    assert front["davi"]["training"] == {**front["davi"]["training"], "steps": 2, "objective": "paired"}
+    assert "onnx" in front["tags"] and (out / "mapper.onnx").is_file()
+    mapper, card, operator = load_export(out)
+    y, z = example_inputs(card, operator, batch=3)
+    with torch.no_grad():
+        reference = RestoreGraph(mapper, operator)(y, z)
+    assert float((run_session(make_session(out / "mapper.onnx", 1), y, z) - reference).abs().max()) <= TOL
