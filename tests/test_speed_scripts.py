@@ -45,11 +45,11 @@ def test_speed_script_cpu(tmp_path):
         assert r[head.index("batch")] == "1"
         davi = float(r[head.index("DAVI s/img (1 NFE)")])
         step = float(r[head.index("RED-Diff s/img per step")])
-        rd1000 = float(r[head.index("RED-Diff-1000 s/img")])
-        speedup = float(r[head.index("RED-Diff-1000 / DAVI")])
-        assert davi > 0 and step > 0 and speedup > 0
-        assert rd1000 == pytest.approx(1000 * step, rel=1e-2)
-        # One network evaluation against one network evaluation + an Adam step: same order.
+        assert davi > 0 and step > 0
+        # Two independent timings: one network evaluation (DAVI) against one network evaluation plus an
+        # Adam step (a RED-Diff step). Same order: timing the wrong thing (a no-op, the whole run, a
+        # missing division by the steps or the batch) falls outside. (The RED-Diff-N columns are N x the
+        # step by definition, so they are not re-checked here.)
         assert 0.2 < step / davi < 5
 
 
