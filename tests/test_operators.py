@@ -477,6 +477,46 @@ def test_file_operators_rebuild_from_params_without_their_file(make, files, tmp_
     assert torch.equal(rebuilt(x), op(x)) and torch.equal(rebuilt.adjoint(x), op.adjoint(x))
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param(
+            ["operator.name=deblur", "operator.kernel_file={files}/kernel7x5.png"],
+            marks=pytest.mark.xfail(
+                strict=True, raises=KeyError,
+                reason="davi.model_card.describe_task reads op['kernel_size']; Operator.describe() names any operator",
+            ),
+            id="kernel_file",
+        ),
+        pytest.param(["operator.name=inpaint", "operator.mask_file={tmp}/mask32.png"], id="mask_file"),
+        pytest.param([f"operator.name={USER}", "operator.scale=2"], id="import_path"),
+    ],
+)
+def test_an_export_of_a_plugged_in_operator_loads_without_its_files(tiny_prior_dir, files, tmp_path, overrides):
+    from davi.export import export_mapper, load_export, make_card
+    from davi.mapper import Mapper
+    from davi.prior import DiffusionPrior
+
+    mask = np.full((32, 32), 255, np.uint8)
+    mask[8:24, 12:20] = 0
+    Image.fromarray(mask).save(tmp_path / "mask32.png")
+    (tmp_path / "data").mkdir()
+    for f in files.iterdir():
+        shutil.copy(f, tmp_path / "data" / f.name)
+    overrides = [o.format(files=tmp_path / "data", tmp=tmp_path) for o in overrides]
+    cfg = load_config(None, [f"prior.path={tiny_prior_dir}", *overrides])
+    prior = DiffusionPrior.from_pretrained(str(tiny_prior_dir))
+    op = build_operator(cfg.operator, 32, 1)
+    mapper = Mapper.from_prior_unet(prior.unet, h=0.1, tanh=False)
+    export = export_mapper(mapper, tmp_path / "export", make_card(cfg, prior, op, 0))
+    shutil.rmtree(tmp_path / "data")
+    (tmp_path / "mask32.png").unlink()
+    _, card, loaded = load_export(export)
+    assert card["task"] == cfg.operator.name and type(loaded) is type(op) and loaded.params() == op.params()
+    x = rand((2, 1, 32, 32), torch.float32, seed=16)
+    assert torch.equal(loaded(x), op(x))
+
+
 def test_the_mask_is_stored_as_rows_of_zeros_and_ones(make, files):
     op = make("inpaint", 12)
     rows = op.params()["mask"]
