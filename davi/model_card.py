@@ -78,6 +78,8 @@ def front_matter(card: dict[str, Any], metrics: dict[str, Any] | None = None, on
         "weights_dtype": card.get("shipped_dtype", "float32"),
         "files": ["diffusion_pytorch_model.safetensors", "config.json", "card.json"] + (["mapper.onnx"] if onnx else []),
     }
+    if card.get("consistency"):
+        davi_block["consistency"] = card["consistency"]
     if metrics:
         davi_block["metrics"] = metrics
     front = {"license": LICENSE, "library_name": "davi", "pipeline_tag": "image-to-image", "tags": tags}
@@ -133,6 +135,14 @@ def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> s
                   f"| input `y` | (B, {c}, {_measured(card)}) float32 | the measurement, pixels in [-1, 1] |",
                   f"| input `z` | (B, {c}, {r}, {r}) float32 | standard normal noise, one draw per sample |",
                   f"| output `x_hat` | (B, {c}, {r}, {r}) float32 | the restoration, unclamped (clamp to [-1, 1]) |", ""]
+    consistency = card.get("consistency")
+    if isinstance(consistency, dict) and "threshold" in consistency:
+        lines += ["## When to trust a restoration", "",
+                  f"Per image, the consistency statistic r ({consistency.get('definition', consistency.get('statistic', ''))}) "
+                  f"is about 1 when the restoration fits the measurement as well as the truth does. This "
+                  f"export's threshold is **{consistency['threshold']:.3f}** (quantile "
+                  f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
+                  f"images of `{consistency.get('source', '?')}`); `infer.py restore` flags images above it.", ""]
     if metrics:
         lines += ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
                   f"(split `{metrics.get('split', '?')}`), one sample per image:", "",

@@ -24,7 +24,7 @@ from torch import nn
 
 from davi.atomic import write_file
 from davi.export import ExportError, load_export, read_card
-from davi.inference import DaviMethod, per_image_noise
+from davi.inference import Method, per_image_noise
 from davi.model_card import ONNX_FILE, write_model_card
 
 OPSET = 17
@@ -134,18 +134,18 @@ def onnx_path(export_dir: str | Path) -> Path:
     return path
 
 
-class OnnxDaviMethod(DaviMethod):
-    """DaviMethod through ONNX Runtime (CPU): same seeds -> same noise -> the same samples as PyTorch."""
+class OnnxDaviMethod(Method):
+    """davi.inference.DaviMethod through ONNX Runtime (CPU): same seeds -> same noise -> the same samples as PyTorch."""
 
     name = "davi-onnx"
+    nfe_per_sample = 1
+    stochastic = True
 
     def __init__(self, export_dir: str | Path, operator, threads: int | None = None):
-        super().__init__(mapper=None, operator=operator)
         path = onnx_path(export_dir)
+        _require("onnxruntime")  # a missing runtime is the install hint, not a load error
         try:
             self.session = make_session(path, threads)
-        except OnnxUnavailable:
-            raise
         except Exception as e:  # onnxruntime raises its own (pybind) exception types
             raise ExportError(f"{path}: not loadable by ONNX Runtime ({str(e).splitlines()[0][:200]})") from None
         self.image_shape = (operator.channels, operator.resolution, operator.resolution)

@@ -41,8 +41,12 @@ def test_shipped_cards_have_hub_front_matter_and_measured_metrics(task):
     # the hub's model-index repeats the same numbers
     hub = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
     assert hub == metrics["values"]
+    if card.get("consistency"):
+        assert front["davi"]["consistency"]["threshold"] == card["consistency"]["threshold"]
     # the committed card is exactly what the code writes today (no stale or hand-edited cards)
-    assert (SHIPPED / task / "README.md").read_text() == model_card(card, metrics, onnx=False)
+    assert (SHIPPED / task / "README.md").read_text() == model_card(card, metrics, onnx=False), (
+        f"{SHIPPED / task / 'README.md'} is stale: python infer.py card --export davi/assets/mappers/{task} "
+        f"--results benchmarks/results/tasks.json --row {task} 'davi (shipped, fp16)'")
 
 
 def test_shipped_metrics_are_the_benchmarks_shipped_rows():
