@@ -1,9 +1,10 @@
 """Peak memory of one DAVI training iteration at 256 x 256, batch 1..8, with and without gradient checkpointing.
 
-One iteration is exactly the trainer's (``davi/trainer.py``, built by ``davi.davi_training.davi_recipe``
-from a config, default ``configs/sr4_ffhq256.yaml``): the mapper forward (its graph kept), the score
-network's DSM forward + backward + clip + AdamW step, then the IKL (teacher forward and score forward,
-no gradients) + consistency + regression, the mapper backward + clip + AdamW step, and the EMA update.
+One iteration is the trainer's own (``davi.trainer.run_iteration`` on the recipe that ``cfg.job`` names,
+from a config, default ``configs/sr4_ffhq256.yaml``, then the EMA step): for DAVI the mapper forward
+(its graph kept), the score network's DSM forward + backward + clip + AdamW step, then the IKL (teacher
+forward and score forward, no gradients) + consistency + regression, the mapper backward + clip + AdamW
+step, with the non-finite guard and ``train.grad_accum`` micro-batches, and the EMA update.
 Networks are prior-sized with random weights (``--arch``, :mod:`davi.benchmarking`); memory does not
 depend on the weights. One warm-up iteration runs first so that AdamW's moments exist, then one is
 measured:
@@ -88,12 +89,18 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
                   baseline_kib: int | None = None) -> dict:
     """Build the recipe, warm up (see --cpu-warmup), run one measured iteration; memory in bytes.
 
-    CPU figures are RSS above ``baseline_kib``, the process's RSS before any network was built.
+    The iteration is the trainer's own: :func:`davi.trainer.run_iteration` (the recipe's updates with
+    backward, clipping, the non-finite guard and AdamW steps, over ``train.grad_accum`` micro-batches),
+    then the EMA step, as :func:`davi.trainer.train` runs them. CPU figures are RSS above
+    ``baseline_kib``, the process's RSS before any network was built.
     """
-    import torch
-    from diffusers.training_utils import EMAModel
+    import itertools
+    from collections import defaultdict
 
-    from davi.davi_training import davi_recipe
+    import torch
+
+    from davi.recipes import get_recipe
+    from davi.trainer import make_ema, prepare_networks, run_iteration
 
     device = accelerator.device
     cuda = device.type == "cuda"
@@ -102,34 +109,22 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
     c, r = cfg.data.channels, cfg.data.resolution
 
     val = torch.rand(1, c, r, r) * 2 - 1
-    recipe = davi_recipe(cfg, accelerator, prior=prior, val_images=val)
-    keys = list(recipe.networks)
-    opts = {k: torch.optim.AdamW(recipe.networks[k].parameters(), lr=recipe.lrs[k],
-                                 betas=(tc.adam_beta1, tc.adam_beta2), weight_decay=tc.weight_decay) for k in keys}
-    prepared = accelerator.prepare(*[recipe.networks[k] for k in keys], *[opts[k] for k in keys])
-    nets = dict(zip(keys, prepared[: len(keys)]))
-    opts = dict(zip(keys, prepared[len(keys):]))
-    recipe.extra["nets"] = nets
-    ema_src = accelerator.unwrap_model(nets[recipe.ema_network])
-    ema = EMAModel(ema_src.parameters(), decay=tc.ema_decay)
-    ema.to(device)
+    recipe = get_recipe(cfg.job)(cfg, accelerator, prior=prior, val_images=val)
+    nets, opts = prepare_networks(accelerator, recipe, tc)
+    ema_net = accelerator.unwrap_model(nets[recipe.ema_network])
+    ema = make_ema(accelerator, ema_net, tc.ema_decay)
     g = torch.Generator().manual_seed(0)
-    batch = {"image": (torch.rand((batch_size, c, r, r), generator=g) * 2 - 1).to(device)}
+    batches = itertools.repeat({"image": torch.rand((batch_size, c, r, r), generator=g) * 2 - 1})
+    timings = defaultdict(float)
 
-    def iteration() -> None:  # davi/trainer.py's loop body, grad_accum = 1
-        for phase in recipe.phases:
-            loss, _ = phase.loss_fn(batch)
-            accelerator.backward(loss)
-            if tc.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(nets[phase.network].parameters(), tc.max_grad_norm)
-            opts[phase.network].step()
-            opts[phase.network].zero_grad(set_to_none=True)
-        ema.step(accelerator.unwrap_model(nets[recipe.ema_network]).parameters())
+    def iteration(step: int) -> None:
+        run_iteration(accelerator, recipe, nets, opts, batches, tc, step, timings)
+        ema.step(ema_net.parameters())
 
     def prime_optimizers() -> None:
         """Create AdamW's moments with zero gradients (a zero update): the warm-up's state, without its time."""
-        for k in keys:
-            for p in recipe.networks[k].parameters():
+        for k, net in recipe.networks.items():
+            for p in net.parameters():
                 p.grad = torch.zeros_like(p)
             opts[k].step()
             opts[k].zero_grad(set_to_none=True)
@@ -138,7 +133,7 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
            "params": sum(p.numel() for p in prior.unet.parameters())}
     try:
         if cuda or args.cpu_warmup == "iteration":
-            iteration()  # warm-up: AdamW moments are created at the first step
+            iteration(0)  # warm-up: AdamW moments are created at the first step
         else:
             prime_optimizers()
         if cuda:
@@ -150,7 +145,7 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
             resident = (_proc_status_kib("VmRSS") - baseline_kib) * 1024
             out["hwm_reset"] = _reset_hwm()
         t0 = time.perf_counter()
-        iteration()
+        iteration(1)
         if cuda:
             torch.cuda.synchronize(device)
         out["seconds"] = time.perf_counter() - t0
@@ -163,7 +158,7 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
     except torch.cuda.OutOfMemoryError:
         out["oom"] = True
     finally:
-        del recipe, nets, opts, prepared, ema, ema_src, batch
+        del recipe, nets, opts, ema, ema_net, batches
         accelerator.free_memory()
         gc.collect()
         if cuda:
@@ -172,9 +167,14 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
 
 
 def make_accelerator(args):
+    """A fresh Accelerator per point: make_ema registers the EMA with it for checkpointing, and a
+    reused one would keep every earlier point's EMA alive."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
+    from davi.config import load_config
+
+    return Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision,
+                       gradient_accumulation_steps=load_config(args.config).train.grad_accum)
 
 
 def run_points(args, points: list[tuple[bool, int]], emit=None) -> list[dict]:
@@ -182,15 +182,16 @@ def run_points(args, points: list[tuple[bool, int]], emit=None) -> list[dict]:
     import diffusers.training_utils  # noqa: F401  (import everything before the CPU baseline is taken)
     from diffusers import DDPMScheduler, UNet2DModel  # noqa: F401
 
-    import davi.davi_training  # noqa: F401
+    import davi.recipes  # noqa: F401
+    import davi.trainer  # noqa: F401
 
-    accelerator = make_accelerator(args)
+    make_accelerator(args)  # the first one sets up the process state (and the CUDA context)
     gc.collect()
     baseline_kib = None if args.device == "cuda" else _proc_status_kib("VmRSS")
     prior = random_prior(random_unet(args.arch, args.seed))
     out = []
     for ckpt, bs in points:
-        m = measure_point(args, accelerator, prior, bs, ckpt, baseline_kib)
+        m = measure_point(args, make_accelerator(args), prior, bs, ckpt, baseline_kib)
         out.append(m)
         if emit is not None:
             emit(m)
