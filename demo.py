@@ -18,13 +18,13 @@ from pathlib import Path
 import davi  # noqa: F401  (torchvision shim before anything imports it)
 from davi.cli import run_cli
 
-TASKS = {"sr4": "sr", "deblur": "deblur", "box": "box_inpaint", "random_inpaint": "random_inpaint"}
+TASKS = ("box", "deblur", "random_inpaint", "sr4")  # configs/<task>_mnist.yaml
 SHIPPED = Path(davi.__file__).resolve().parent / "assets" / "mappers"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=sorted(TASKS), default="sr4")
+    p.add_argument("--task", choices=TASKS, default="sr4")
     p.add_argument("--minutes", type=float, default=12.0, help="training wall-clock budget")
     p.add_argument("--steps", type=int, default=2000,
                    help="training steps; the --minutes budget usually ends first (keeps the progress bar honest)")
@@ -43,12 +43,14 @@ def demo(args) -> None:
 
     import torch
 
+    from davi.atomic import write_text
     from davi.config import load_config
     from davi.data import load_split
-    from davi.evaluation import markdown_table, run_method, score_restorations, write_text
+    from davi.evaluation import markdown_table, run_method
     from davi.export import load_export
-    from davi.inference import DaviMethod, LiftMethod
     from davi.imageio import display_measurement, make_grid, save_grid_png
+    from davi.inference import DaviMethod, LiftMethod
+    from davi.metrics import score_restorations
     from davi.recipes import davi_recipe
     from davi.trainer import train
 

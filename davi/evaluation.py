@@ -12,9 +12,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from davi.atomic import write_text  # noqa: F401  (re-exported for the benchmarks)
+from davi.atomic import write_text
 from davi.inference import Method
-from davi.metrics import score_restorations  # noqa: F401  (demo.py imports it from here)
 
 
 def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
