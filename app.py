@@ -47,13 +47,14 @@ class AppInputError(ValueError):
 # models and data, loaded once on first use
 # ---------------------------------------------------------------------------------------------
 def task_choices() -> list[tuple[str, str]]:
-    """(label, folder name) of every shipped mapper, from its card (no weights loaded)."""
-    from davi.export import read_card
+    """(label, folder name) of every shipped mapper, from its card.json alone: no torch import yet, so
+    the page is up in seconds (load_export validates the card when the task is first used)."""
     from davi.model_card import describe_task
 
     folders = sorted((p.name for p in MAPPERS.iterdir() if (p / "card.json").is_file()),
                      key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
-    return [(f"{name}: {describe_task(read_card(MAPPERS / name)['operator'])}", name) for name in folders]
+    cards = {name: json.loads((MAPPERS / name / "card.json").read_text()) for name in folders}
+    return [(f"{name}: {describe_task(cards[name]['operator'])}", name) for name in folders]
 
 
 @lru_cache(maxsize=None)
