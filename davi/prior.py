@@ -100,7 +100,8 @@ class Schedule(nn.Module):
 
 
 class ScorePrior(nn.Module):
-    """Interface shared by every prior: subclasses implement ``eps``; the rest follows."""
+    """Interface shared by every prior: subclasses implement ``eps_with_grad`` (or ``eps``); the rest
+    follows. A prior is frozen: it stays in eval mode and ``eps`` runs without autograd."""
 
     schedule: Schedule
 
@@ -117,7 +118,15 @@ class ScorePrior(nn.Module):
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.schedule.q_sample(x0, t, noise)
 
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    @torch.no_grad()
     def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.eps_with_grad(x_t, t)
+
+    def eps_with_grad(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """eps with autograd through x_t (the weights stay frozen); for tests and guidance."""
         raise NotImplementedError
 
     def score(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -141,9 +150,6 @@ class DiffusionPrior(ScorePrior):
         self.channels = unet.config.in_channels
         self.resolution = unet.config.sample_size
 
-    def train(self, mode: bool = True):  # a frozen prior stays in eval mode
-        return super().train(False)
-
     def _follow(self, x: torch.Tensor) -> torch.dtype:
         """Move the network to x's device, and to x's dtype when that is float32/float64. A half-precision
         input leaves the weights as they are (casting them down and back up would round them for good):
@@ -154,12 +160,7 @@ class DiffusionPrior(ScorePrior):
             self.unet.to(device=x.device, dtype=dtype)
         return dtype
 
-    @torch.no_grad()
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.eps_with_grad(x_t, t)
-
     def eps_with_grad(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """eps with autograd through x_t (the weights stay frozen); for tests and guidance."""
         if x_t.shape[1] != self.channels:
             raise PriorError(f"prior {self.identity}: expects {self.channels} channel(s), got input of shape "
                              f"{tuple(x_t.shape)}")

@@ -122,9 +122,6 @@ class _AnalyticPrior(ScorePrior):
         self.identity = identity
         self.digest = ""
 
-    def train(self, mode: bool = True):  # frozen, like DiffusionPrior
-        return super().train(False)
-
     def _follow(self, x: torch.Tensor) -> torch.dtype:
         """Move the buffers to x's device (once); return the dtype the math runs in."""
         buf = self.schedule.alphas_cumprod
@@ -142,10 +139,6 @@ class _AnalyticPrior(ScorePrior):
         t = _timesteps(t, B, x_t.device)
         ab = self.schedule.alphas_cumprod[t].to(dtype)[:, None]
         return x_t.reshape(B, -1).to(dtype), ab, dtype
-
-    @torch.no_grad()
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.eps_with_grad(x_t, t)
 
     def eps_with_grad(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x, ab, dtype = self._prepare(x_t, t)
