@@ -91,8 +91,17 @@ class MapperConfig:
 
 @dataclass
 class DaviConfig:
-    """Objective of the mapper (SPEC section 3)."""
+    """Objective of the mapper (DAVI, Lee et al. 2024, section 3).
 
+    ``objective``: ``paired`` is the paper's recipe, IKL + lambda_con * consistency + lambda_reg *
+    paired regression: a realistic point estimator (with lambda_reg > 0 its optimum is a point mass
+    near the posterior mean, so its spread is not a posterior std). ``sampler`` trains a posterior
+    sampler: lambda_reg must be 0, the consistency weight is derived from operator.sigma_y
+    (davi.losses.sampler_consistency_weight; lambda_con is not used), s_psi learns the score on the
+    IKL's own t range, and t_ikl should be small (<= 50: docs/posterior_check.md).
+    """
+
+    objective: str = "paired"
     t_ikl: int = 1000
     lambda_ikl: float = 1.0
     lambda_con: float = 0.1
@@ -104,6 +113,9 @@ class DaviConfig:
     # Score-network updates per mapper update.
     score_steps: int = 1  # score-network updates per mapper update (on the same mapper samples)
     score_lr: float = 1e-4
+    # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
+    # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
+    init_mapper: str = ""
 
 
 @dataclass
@@ -177,6 +189,7 @@ _CHOICES = {
     "job": ("prior", "davi"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "red_diff.init": ("pinv", "lift"),
+    "davi.objective": ("paired", "sampler"),
 }
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
@@ -327,4 +340,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: {e}") from None
     for text in overrides or []:
         _apply(cfg, parse_override(text))
+    _check_objective(cfg)
     return cfg
+
+
+def _check_objective(cfg: Config) -> None:
+    """The sampler objective's likelihood weight is 1 / (2 sigma_y^2): it needs noise, and no paired term."""
+    if cfg.davi.objective != "sampler":
+        return
+    if cfg.operator.sigma_y <= 0:
+        raise ConfigError(f"davi.objective=sampler needs operator.sigma_y > 0 (its likelihood weight is "
+                          f"1 / (2 sigma_y^2)), got {cfg.operator.sigma_y}; use davi.objective=paired")
+    if cfg.davi.lambda_ikl <= 0:
+        raise ConfigError(f"davi.objective=sampler needs davi.lambda_ikl > 0 (the IKL is its prior term), "
+                          f"got {cfg.davi.lambda_ikl}")
+    if cfg.davi.lambda_reg != 0:
+        raise ConfigError(f"davi.objective=sampler needs davi.lambda_reg=0 (the paired term collapses the "
+                          f"samples to the posterior mean), got {cfg.davi.lambda_reg}")

@@ -11,6 +11,10 @@ One iteration:
    (the paired objective; the regression term is what needs clean images);
 4. the loop updates the mapper's EMA.
 
+This is ``davi.objective: paired``; ``davi.objective: sampler`` (:mod:`davi.recipes.sampler`) keeps
+steps 1, 2 and 4 and changes what makes its optimum the posterior. ``davi.init_mapper`` warm-starts
+the mapper from an export (either objective).
+
 Step 2 uses the same x_hat as step 3, so each iteration runs the mapper forward once.
 With ``lambda_ikl = 0`` the score network is not built at all (the regression ablation).
 """
@@ -22,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from davi.config import Config
-from davi.export import export_mapper, make_card
+from davi.config import Config, ConfigError
+from davi.export import export_mapper, load_export, make_card
 from davi.imageio import display_measurement
 from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
 from davi.mapper import Mapper, PPBSampler
@@ -31,6 +35,7 @@ from davi.metrics import psnr
 from davi.operators import build_operator
 from davi.prior import PriorError, load_prior
 from davi.recipe import Recipe, Update
+from davi.recipes.sampler import consistency_weight, sampler_iteration
 
 
 def check_prior_fits_data(prior, cfg: Config) -> None:
@@ -71,7 +76,7 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
     prior.to(device)
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)
     networks, lrs = build_networks(cfg, prior)
-    c, dc = cfg.data.channels, cfg.davi
+    dc = cfg.davi
 
     schedule = prior.schedule.to(device)
     dsm = DDPMLoss(schedule)
@@ -83,7 +88,38 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         with accelerator.autocast():
             return prior.eps(x_t, t)
 
-    def iteration(nets, batch):
+    if dc.init_mapper:
+        _warm_start(networks["mapper"], dc.init_mapper)
+    if dc.objective == "sampler":
+        iteration = sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps)
+    else:
+        iteration = _paired_objective(cfg, accelerator, operator, ppb, dsm, ikl, teacher_eps)
+
+    def finish(ema_mapper, out, step):
+        card = {**make_card(cfg, prior, operator, step), "objective": dc.objective}
+        if dc.objective == "sampler":
+            card["consistency_weight"] = consistency_weight(cfg, prior, operator)
+        export_mapper(ema_mapper, Path(out) / "export", card)
+
+    return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
+                  validate=_validation(cfg, operator, val_images, device), finish=finish)
+
+
+def _warm_start(mapper, export_dir: str) -> None:
+    """Copy an exported mapper's weights into ``mapper`` (same architecture; ConfigError otherwise)."""
+    source, _, _ = load_export(export_dir)
+    try:
+        mapper.net.load_state_dict(source.net.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"davi.init_mapper={export_dir}: not this run's mapper architecture "
+                          f"({str(e).splitlines()[0]})") from None
+
+
+def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher_eps):
+    """``iteration(nets, batch)`` of the paired objective (the paper's recipe)."""
+    c, dc = cfg.data.channels, cfg.davi
+
+    def paired_iteration(nets, batch):
         # 1. measure, draw the bridge input, run the mapper once (graph kept for the mapper update)
         x0 = batch["image"]
         y = operator.measure(x0)
@@ -123,10 +159,7 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
             logs["loss/regression"] = l_reg.item()
         yield Update("mapper", "mapper", loss, logs)
 
-    return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
-                  validate=_validation(cfg, operator, val_images, device),
-                  finish=lambda ema_mapper, out, step: export_mapper(
-                      ema_mapper, Path(out) / "export", make_card(cfg, prior, operator, step)))
+    return paired_iteration
 
 
 def _validation(cfg: Config, operator, val_images, device):
