@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.atomic import write_json
+from davi.atomic import write_json, write_text
 from davi.cli import resolve_device, run_cli
 
 METHODS = ("davi", "red-diff", "lift")
@@ -51,13 +51,41 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, t
         n = len(ds) if limit is None else min(limit, len(ds))
         return [f"{split}_{i:05d}" for i in range(n)], ds.tensor(limit=n)
     files = list_images(spec)[: limit or None]
-    images = [read_image(f, channels) for f in files]
+    converted = []
+    images = [_read_input(f, channels, converted) for f in files]
+    if converted:
+        what = "RGB image(s) converted to grayscale (ITU-R 601 luma)" if channels == 1 else \
+            "grayscale array(s) replicated to RGB"
+        print(f"note: {len(converted)} {what} for the {channels}-channel mapper, e.g. {converted[0].name}",
+              file=sys.stderr)
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise DataError(f"{spec}: images of different sizes {sorted(shapes)}; restore them in separate calls")
     root = Path(spec) if Path(spec).is_dir() else Path(spec).parent
     names = [str(f.relative_to(root).with_suffix("")).replace(os.sep, "__") for f in files]
     return names, torch.stack(images)
+
+
+def _read_input(path: Path, channels: int, converted: list) -> "torch.Tensor":
+    """read_image, except that an RGB image given to a 1-channel mapper becomes grayscale, and a
+    1-channel .npy array given to a 3-channel mapper is replicated (image files already are)."""
+    from davi.data import DataError
+    from davi.imageio import read_image
+
+    try:
+        return read_image(path, channels)
+    except DataError:
+        other = 3 if channels == 1 else 1
+        try:
+            image = read_image(path, other)
+        except DataError:
+            image = None
+        if image is None or path.suffix.lower() == ".npy" and channels == 1:
+            raise  # unreadable, or a colour measurement array (exact values: not ours to mix)
+    converted.append(path)
+    if channels == 1:  # the luma weights PIL's RGB -> L conversion uses
+        return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
+    return image.expand(3, -1, -1).clone()
 
 
 def cmd_restore(args) -> None:
@@ -67,8 +95,14 @@ def cmd_restore(args) -> None:
     from davi.data import DataError
     from davi.export import ExportError, load_export
     from davi.imageio import write_array, write_image
-    from davi.inference import DaviMethod, LiftMethod, RedDiffMethod, time_method
+    from davi.consistency import (ConsistencyError, card_threshold, consistency_report, parse_refine,
+                                  residual_statistic)
+    from davi.inference import (REFINE, REFINE_STEPS, DaviMethod, LiftMethod, RedDiffMethod, RefinedDaviMethod,
+                                Refiner, time_method)
 
+    refine = parse_refine(args.refine)
+    if refine is not None and args.method != "davi":
+        raise ConsistencyError(f"--refine: refines DAVI samples; not available with --method {args.method}")
     device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if args.runtime == "onnx":
@@ -80,6 +114,13 @@ def cmd_restore(args) -> None:
     if dtype != torch.float32 and device.type != "cuda":
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
     mapper, card, operator = load_export(args.export, device)
+    try:
+        threshold = card_threshold(card)
+    except ConsistencyError as e:
+        raise ExportError(f"{Path(args.export) / 'card.json'}: {e}") from None
+    if refine == "auto" and threshold is None:
+        raise ExportError(f"{Path(args.export) / 'card.json'}: no consistency threshold in the card, which "
+                          f"--refine auto needs (use --refine K to refine every image)")
     c, r = card["channels"], card["resolution"]
     names, images = _load_inputs(args.input, c, r, args.limit, card.get("config", {}).get("data"))
     image_shape = (images.shape[0], c, r, r)
@@ -120,18 +161,30 @@ def cmd_restore(args) -> None:
         rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **overrides})
         method = RedDiffMethod(prior, operator, rd, progress=False)
 
+    if refine is not None:
+        from davi.prior import DiffusionPrior
+
+        prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
+        refiner = Refiner(prior, operator, steps=REFINE_STEPS if refine == "auto" else refine)
+        method = RefinedDaviMethod(method, refiner, threshold if refine == "auto" else None)
+
     from tqdm.auto import tqdm
 
     samples = args.samples if method.stochastic else 1
-    outs = []
+    outs, first_stats, refined = [], [], []
     t0 = time.perf_counter()
     for start in tqdm(range(0, len(names), args.batch_size), desc=f"restoring ({method.name})",
                       disable=len(names) <= args.batch_size):
         yb = y[start: start + args.batch_size]
         seeds = [args.seed * 100003 + start + i for i in range(yb.shape[0])]
         outs.append(method(yb, seeds, samples).cpu())
+        if refine is not None:
+            first_stats.append(method.last_statistic)
+            refined.append(method.last_refined)
     wall = time.perf_counter() - t0
     restored = torch.cat(outs, dim=1)  # (K, N, C, H, W)
+    # of the first written sample; a noiseless operator (sigma_y = 0) gives the residual no scale
+    stat = residual_statistic(operator, restored[0].to(device), y).cpu() if operator.sigma_y > 0 else None
     timing = time_method(method, y, args.batch_size, repeats=1 if method.nfe_per_sample > 10 else 3)
 
     out = Path(args.out)
@@ -158,7 +211,30 @@ def cmd_restore(args) -> None:
         "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
         "std_png_scale": std_scale,
     }
+    nfe = settings["network_evaluations_per_image"]
+    if args.method == "davi" and stat is not None:
+        if refine is None:
+            table, summary = consistency_report(names, stat, threshold)
+        else:
+            refined = torch.cat(refined)
+            table, summary = consistency_report(names, torch.cat(first_stats), threshold, refined, stat)
+            summary["refine"] = {"requested": str(refine), "steps": refiner.steps, **REFINE}
+            # refined images cost 1 + steps per sample, the others 1
+            nfe = samples * (1 + refiner.steps * float(refined.float().mean()))
+        settings["network_evaluations_per_image"] = nfe
+        settings["consistency"] = summary
+        write_text(out / "consistency.csv", table)
     write_json(out / "settings.json", settings)
+    if args.method == "davi" and stat is None:
+        print("note: the export's operator has sigma_y = 0: no consistency statistic", file=sys.stderr)
+    elif args.method == "davi" and threshold is None:
+        print(f"note: no consistency threshold in the card of {args.export}: statistic written to "
+              f"consistency.csv without flags", file=sys.stderr)
+    elif args.method == "davi" and summary["flagged"]:
+        print(f"warning: {summary['flagged']} of {len(names)} image(s) exceed the export's consistency threshold "
+              f"{threshold:.3g} (||A x - y||^2 / (M sigma_y^2)): likely unlike the training data, do not trust "
+              f"the one-step answer" + ("; refined" if refine is not None else "; try --refine auto")
+              + f" (see {out / 'consistency.csv'})", file=sys.stderr)
     print(f"restored {len(names)} image(s) with {method.name} into {out} "
           f"({timing.seconds_per_image * 1000:.1f} ms/image at batch {timing.batch_size})")
 
@@ -230,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--red-diff-steps", type=int, default=None, help="RED-Diff steps (default: the export's config)")
     r.add_argument("--red-diff-lr", type=float, default=None, help="RED-Diff Adam learning rate")
     r.add_argument("--red-diff-lam", type=float, default=None, help="RED-Diff regulariser weight lambda")
+    r.add_argument("--refine", default=None, metavar="K|auto",
+                   help="after DAVI, K RED-Diff steps warm-started from each sample; 'auto': only the images "
+                        "whose consistency statistic exceeds the card's threshold (19 steps)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--limit", type=int, default=None, help="restore only the first N inputs")
     r.add_argument("--seed", type=int, default=0)

@@ -171,3 +171,23 @@ def consistency_report(names: list[str], statistic: torch.Tensor, threshold: flo
         summary["refined"] = int(refined.sum())
         summary["median_after_refinement"] = float(statistic_refined.median())
     return buf.getvalue(), summary
+
+
+def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[torch.Tensor, str]:
+    """Held-out images for an export's calibration: test images ``start:stop`` of the data set it was
+    trained on (the training run's own split, from the card), and a description of them.
+
+    The default range leaves test images 0-499 for measuring false alarms (benchmarks/ood.py).
+    """
+    from davi.config import DataConfig
+    from davi.data import load_split
+
+    data = card.get("config", {}).get("data")
+    if not data or "source" not in data:
+        raise ConsistencyError("card.json: config.data.source missing; cannot tell which images are held out")
+    cfg = DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__})
+    split = load_split(cfg, "test")
+    if len(split) <= start:
+        raise ConsistencyError(f"{cfg.source}: the test split has {len(split)} images, none from {start} on")
+    stop = min(stop, len(split))
+    return split.tensor(limit=stop - start, start=start), f"{cfg.source}:test[{start}:{stop}]"

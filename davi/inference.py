@@ -48,7 +48,7 @@ class LiftMethod(Method):
 
 
 class DaviMethod(Method):
-    """One mapper evaluation per sample: I_phi(lift(y) + h z, T - 1)."""
+    """One mapper evaluation per sample: I_phi(lift(y) + h z, T - 1) (Lee et al. 2024)."""
 
     name = "davi"
     nfe_per_sample = 1
@@ -73,7 +73,7 @@ class DaviMethod(Method):
 
 
 class RedDiffMethod(Method):
-    """Per-image variational optimisation (SPEC section 4): num_steps prior evaluations."""
+    """Per-image variational optimisation (RED-Diff, Mardani et al. 2023): num_steps prior evaluations."""
 
     name = "red-diff"
     stochastic = True
@@ -90,6 +90,83 @@ class RedDiffMethod(Method):
         out = [self.solver(y, seeds=[s * 1000 + k for s in seeds], progress=self.progress).detach()
                for k in range(num_samples)]
         return torch.stack(out).float().clamp(-1, 1)
+
+
+# Warm-start RED-Diff settings for refining a DAVI sample, chosen on shifted train digits
+# (benchmarks/results/ood_refine_tuning.json): small noise levels only, so the steps correct
+# the sample instead of redrawing it.
+REFINE_STEPS = 19  # + the DAVI sample = 20 network evaluations per refined image
+REFINE = {"lr": 0.05, "lam": 0.05, "t_max": 200, "t_min": 0, "project": True}
+
+
+class Refiner:
+    """``steps`` RED-Diff steps warm-started from given samples: the per-image baseline doing a second
+    job (RED-Diff, Mardani et al. 2023, started at the sample, timesteps t_max ... t_min only).
+
+    The warm start is the sample moved onto {x : A x = y} with the operator's right inverse where it
+    has one, ``x_hat + A^+(y - A x_hat)`` (free: no network), so the steps begin consistent and the
+    low-noise prior steps clean up the seams this leaves.
+    """
+
+    def __init__(self, prior, operator, steps: int = REFINE_STEPS, lr: float = REFINE["lr"],
+                 lam: float = REFINE["lam"], t_max: int = REFINE["t_max"], t_min: int = REFINE["t_min"],
+                 project: bool = REFINE["project"]):
+        from davi.red_diff import RedDiff
+
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"refinement steps must be a positive integer, got {steps!r}")
+        self.operator, self.steps, self.project = operator, steps, project
+        self.solver = RedDiff(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam),
+                              t_max=t_max, t_min=t_min)
+
+    def start(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        op = self.operator
+        if not (self.project and op.has_pinv):
+            return x_hat
+        return x_hat + op.pinv(y - op(x_hat))
+
+    def __call__(self, samples: torch.Tensor, y: torch.Tensor, seeds: list[int],
+                 which: torch.Tensor | None = None) -> torch.Tensor:
+        """``samples`` (K, B, C, H, W) with the images in ``which`` (B,) bool (default all) refined."""
+        idx = list(range(y.shape[0])) if which is None else which.nonzero().flatten().tolist()
+        out = samples.clone()
+        for k in range(samples.shape[0]):
+            if not idx:
+                break
+            sub_seeds = [seeds[i] * 1000 + 500 + k for i in idx]  # apart from RED-Diff's own seeds
+            x0 = self.start(samples[k, idx].to(y), y[idx])
+            out[k, idx] = self.solver(y[idx], seeds=sub_seeds, init=x0).detach().to(out).clamp(-1, 1)
+        return out
+
+
+class RefinedDaviMethod(Method):
+    """A DAVI sample (``base``: DaviMethod or another one-step runtime), then ``refiner``'s steps.
+
+    With ``threshold`` set, only images whose consistency statistic (davi.consistency, on the first
+    sample) exceeds it are refined ("auto"); the others keep their DAVI samples, at 1 network
+    evaluation. After a call, ``last_statistic`` (B,) holds the first sample's statistic and
+    ``last_refined`` (B,) which images were refined.
+    """
+
+    stochastic = True
+
+    def __init__(self, base: Method, refiner: Refiner, threshold: float | None = None):
+        self.base, self.refiner, self.threshold = base, refiner, threshold
+        self.nfe_per_sample = base.nfe_per_sample + refiner.steps  # for a refined image
+        self.name = f"{base.name}+refine-{'auto-' if threshold is not None else ''}{refiner.steps}"
+        self.last_statistic: torch.Tensor | None = None
+        self.last_refined: torch.Tensor | None = None
+
+    def __call__(self, y, seeds, num_samples=1):
+        from davi.consistency import residual_statistic
+
+        samples = self.base(y, seeds, num_samples)
+        op = self.refiner.operator
+        stat = residual_statistic(op, samples[0].to(y), y).cpu() if op.sigma_y > 0 else \
+            torch.full((y.shape[0],), float("nan"), dtype=torch.float64)
+        which = stat > self.threshold if self.threshold is not None else torch.ones_like(stat, dtype=torch.bool)
+        self.last_statistic, self.last_refined = stat, which
+        return self.refiner(samples, y, seeds, which)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""RED-Diff: the per-image variational baseline (SPEC section 4).
+"""RED-Diff: the per-image variational baseline (Mardani et al. 2023, "A Variational Perspective
+on Solving Inverse Problems with Diffusion Models": the RED-Diff objective and sampler).
 
 For each measurement ``y`` a point estimate ``mu`` of the clean image is optimised with Adam.
 At step ``k`` the timestep ``t`` runs down from ``T - 1`` to ``0``; with fresh noise ``eps``
@@ -15,6 +16,12 @@ estimate and the prior's denoised guess; the inverse-SNR weight is exactly that 
 every timestep pulls ``mu`` toward the prior's denoiser in the same (pixel) units, and the noisy
 high-t steps (large weight, coarse structure) come before the fine low-t ones (small weight).
 The prior is evaluated once per step and never differentiated.
+
+Warm start (a second job for the same solver): ``solver(y, init=x_hat)`` starts ``mu`` at a
+given image, e.g. a DAVI sample, instead of ``pinv(y)``, and ``t_max`` / ``t_min`` restrict the
+timesteps. Started from a good image, the high-noise steps (which redraw coarse structure) are
+not wanted; a few low-noise steps pull the estimate back to the measurement while the prior
+keeps fine detail plausible.
 
 The loss of a batch is the SUM of per-image losses (each a mean over that image's pixels) and
 Adam acts elementwise, so every image is its own problem; its noise comes from its own
@@ -44,23 +51,30 @@ class RedDiff:
     the integer timestep and the current estimate (a detached view: clone it to keep it).
     """
 
-    def __init__(self, prior: ScorePrior, operator, cfg: RedDiffConfig):
+    def __init__(self, prior: ScorePrior, operator, cfg: RedDiffConfig, t_max: int | None = None,
+                 t_min: int = 0):
         if cfg.num_steps < 1:
             raise ValueError(f"red_diff.num_steps must be >= 1, got {cfg.num_steps}")
         if cfg.init not in ("pinv", "lift"):
             raise ValueError(f"red_diff.init must be 'pinv' or 'lift', got {cfg.init!r}")
+        T = prior.num_timesteps
+        t_max = T - 1 if t_max is None else int(t_max)
+        if not 0 <= int(t_min) <= t_max <= T - 1:
+            raise ValueError(f"red_diff timesteps: need 0 <= t_min <= t_max <= {T - 1}, got t_min={t_min}, "
+                             f"t_max={t_max}")
         self.prior = prior
         self.operator = operator
         self.cfg = cfg
+        self.t_max, self.t_min = t_max, int(t_min)
 
     @property
     def nfe_per_sample(self) -> int:
         return self.cfg.num_steps  # one prior evaluation per step
 
     def timesteps(self) -> list[int]:
-        """The descending integer timesteps, T - 1 ... 0, one per step."""
-        T = self.prior.num_timesteps
-        return torch.linspace(T - 1, 0, self.cfg.num_steps, dtype=torch.float64).round().long().tolist()
+        """The descending integer timesteps, t_max ... t_min (default T - 1 ... 0), one per step."""
+        return torch.linspace(self.t_max, self.t_min, self.cfg.num_steps,
+                              dtype=torch.float64).round().long().tolist()
 
     def _check_measurement(self, y: torch.Tensor) -> None:
         """ValueError (the operator's one-line OperatorError) unless y fits the operator."""
@@ -77,8 +91,18 @@ class RedDiff:
             return op.pinv(y)
         return op.lift(y)  # e.g. deblur, which has no cheap pseudo-inverse
 
+    def _check_init(self, init: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        op = self.operator
+        expected = (y.shape[0], op.channels, op.resolution, op.resolution)
+        if not isinstance(init, torch.Tensor) or tuple(init.shape) != expected:
+            shape = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
+            raise ValueError(f"{op.name}: warm-start image must have shape {expected}, got {shape}")
+        return init.detach().to(device=y.device, dtype=y.dtype)
+
     def __call__(self, y: torch.Tensor, seeds: list[int] | None = None, progress: bool = False,
-                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                 init: torch.Tensor | None = None) -> torch.Tensor:
+        """``init``, if given, is the starting estimate (B, C, H, W) (a warm start); else cfg.init."""
         self._check_measurement(y)
         B = y.shape[0]
         seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
@@ -92,7 +116,7 @@ class RedDiff:
 
         with torch.enable_grad():
             with torch.no_grad():
-                mu0 = self._init(y)
+                mu0 = self._init(y) if init is None else self._check_init(init, y)
             mu = mu0.detach().clone().to(dtype=y.dtype).requires_grad_(True)
             opt = torch.optim.Adam([mu], lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
             steps = self.timesteps()

@@ -1,0 +1,61 @@
+"""Add the consistency threshold (davi/consistency.py) to mapper exports' card.json.
+
+For each export: its DAVI samples' measurement-consistency statistic on held-out test images
+500-999 of the data set it was trained on (test images 0-499 stay unseen, for the false-alarm
+rate of benchmarks/ood.py), the 99th percentile as the threshold. Only card.json is rewritten
+(atomically); the weights are not touched, and their hash is checked before and after.
+
+    python scripts/calibrate_consistency.py davi/assets/mappers/sr4 davi/assets/mappers/deblur davi/assets/mappers/box
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+
+
+def calibrate(export: Path, quantile: float, seed: int) -> dict:
+    from davi.atomic import write_json
+    from davi.consistency import calibrate_consistency, calibration_images
+    from davi.export import ExportError, load_export
+
+    before = _digest(export)
+    mapper, card, operator = load_export(export)
+    images, source = calibration_images(card)
+    entry = calibrate_consistency(mapper, operator, images, source=source, seed=seed, quantile=quantile)
+    raw = json.loads((export / "card.json").read_text())  # the file as written, not load_export's view
+    raw["consistency"] = entry
+    write_json(export / "card.json", raw)
+    if _digest(export) != before:
+        raise ExportError(f"{export}: weights changed while calibrating")
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("exports", nargs="+", type=Path)
+    p.add_argument("--quantile", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=12345, help="measurement noise and DAVI seeds")
+    args = p.parse_args(argv)
+
+    def job():
+        for export in args.exports:
+            e = calibrate(export, args.quantile, args.seed)
+            print(f"{export}: threshold {e['threshold']:.4f} (q{args.quantile:g} of {e['n']} images of "
+                  f"{e['source']}; median {e['quantiles']['0.5']:.4f})")
+
+    return run_cli(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
