@@ -32,19 +32,13 @@ class ModelCardError(ValueError):
 
 
 def describe_task(op: dict[str, Any]) -> str:
-    """A human name for the operator, e.g. '4x super-resolution (4x4 average pooling)'."""
-    name = op.get("name", "")
-    if name == "sr":
-        return f"{op['scale']}x super-resolution ({op['scale']}x{op['scale']} average pooling)"
-    if name == "deblur":
-        return f"Gaussian deblurring (kernel {op['kernel_size']}, std {op['kernel_std']:g})"
-    if name == "box_inpaint":
-        return f"box inpainting (centred {op['box_size']}x{op['box_size']} box missing)"
-    if name == "random_inpaint":
-        return f"random inpainting ({op['drop_fraction']:.0%} of pixels missing, mask seed {op['mask_seed']})"
-    if name == "denoise":
-        return "denoising"
-    return name
+    """A human name for the operator, e.g. '4x super-resolution (4x4 average pooling)': its own describe()."""
+    from davi.operators import OperatorError, operator_from_params
+
+    try:
+        return operator_from_params(op).describe()
+    except (OperatorError, KeyError, TypeError, ValueError):
+        return str(op.get("name", "operator"))
 
 
 def objective(card: dict[str, Any]) -> str:

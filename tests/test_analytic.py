@@ -6,6 +6,7 @@ Everything here is float64, tiny (1x2x2 .. 1x8x8 images) and seeded: seconds in 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,8 +288,21 @@ def test_red_diff_on_the_gaussian_prior_gets_closer_to_the_exact_posterior_mean(
 # ------------------------------------------------------------------------------------------------
 # exact posteriors
 # ------------------------------------------------------------------------------------------------
+def _stripe_mask_file() -> str:
+    """An 8x8 mask file for the file-defined inpainting operator: a diagonal band is missing."""
+    import tempfile
+
+    import numpy as np
+
+    i, j = np.indices((8, 8))
+    path = Path(tempfile.mkdtemp(prefix="davi_mask_")) / "mask.npy"
+    np.save(path, (np.abs(i - j) > 1).astype(np.float32))
+    return str(path)
+
+
 OPERATOR_CASES = {
     "deblur": OperatorConfig(name="deblur", kernel_size=3, kernel_std=1.0),
+    "inpaint": OperatorConfig(name="inpaint", mask_file=_stripe_mask_file()),
     "sr": OperatorConfig(name="sr", scale=2),
     "box_inpaint": OperatorConfig(name="box_inpaint", box_size=4),
     "random_inpaint": OperatorConfig(name="random_inpaint", drop_fraction=0.5, mask_seed=0),
@@ -336,7 +350,7 @@ def test_exact_posterior_matches_the_information_form(name):
     assert grad.abs().max() < 1e-9 * scale
 
 
-@pytest.mark.parametrize("name", ["box_inpaint", "random_inpaint"])
+@pytest.mark.parametrize("name", ["box_inpaint", "random_inpaint", "inpaint"])
 def test_exact_posterior_ignores_unobserved_pixels(name):
     """Inpainting's measurement has identically-zero rows of A (the dropped pixels): they carry no
     information, must not break the solve, even with sigma_y = 0."""

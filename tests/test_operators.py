@@ -480,14 +480,7 @@ def test_file_operators_rebuild_from_params_without_their_file(make, files, tmp_
 @pytest.mark.parametrize(
     "overrides",
     [
-        pytest.param(
-            ["operator.name=deblur", "operator.kernel_file={files}/kernel7x5.png"],
-            marks=pytest.mark.xfail(
-                strict=True, raises=KeyError,
-                reason="davi.model_card.describe_task reads op['kernel_size']; Operator.describe() names any operator",
-            ),
-            id="kernel_file",
-        ),
+        pytest.param(["operator.name=deblur", "operator.kernel_file={files}/kernel7x5.png"], id="kernel_file"),
         pytest.param(["operator.name=inpaint", "operator.mask_file={tmp}/mask32.png"], id="mask_file"),
         pytest.param([f"operator.name={USER}", "operator.scale=2"], id="import_path"),
     ],
