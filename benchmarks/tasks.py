@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -8,10 +8,12 @@ shows up there), plus a grid of samples. Writes a JSON and a PNG and prints a Ma
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

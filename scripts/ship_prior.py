@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
+
+from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))
