@@ -249,16 +249,16 @@ def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | No
 
     tc, out = cfg.train, Path(cfg.train.output_dir)
     accelerator = make_accelerator(tc, out)
+    # Networks: identical initial weights on every rank, then per-rank noise for the losses.
+    # The recipe is built first so that a bad operator, prior or data setting leaves no run folder.
+    set_seed(tc.seed)
+    recipe = build_recipe(cfg, accelerator, **recipe_kwargs)
     checkpoints = CheckpointManager(out, tc.checkpoints_total_limit, accelerator)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         checkpoints.recover()
         write_text(out / "config.yaml", cfg.to_yaml())
     accelerator.wait_for_everyone()
-
-    # Networks: identical initial weights on every rank, then per-rank noise for the losses.
-    set_seed(tc.seed)
-    recipe = build_recipe(cfg, accelerator, **recipe_kwargs)
     nets, opts = prepare_networks(accelerator, recipe, tc)
     ema_net = accelerator.unwrap_model(nets[recipe.ema_network])
     ema = make_ema(accelerator, ema_net, tc.ema_decay)
