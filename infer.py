@@ -23,7 +23,7 @@ from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
 from davi.atomic import write_json, write_text
-from davi.cli import resolve_device, run_cli
+from davi.cli import resolve_device, resolve_dtype, run_cli
 
 METHODS = ("davi", "red-diff", "lift")
 
@@ -104,7 +104,7 @@ def cmd_restore(args) -> None:
     if refine is not None and args.method != "davi":
         raise ConsistencyError(f"--refine: refines DAVI samples; not available with --method {args.method}")
     device = resolve_device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     if args.runtime == "onnx":
         if args.method != "davi":
             raise ExportError(f"--runtime onnx: only --method davi has an ONNX graph, not '{args.method}'")

@@ -39,24 +39,18 @@ from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.benchmarking import ARCHS, device_description, median_time, random_prior, random_unet
-from davi.cli import resolve_device, run_cli
+from davi.cli import resolve_device, resolve_dtype, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("fp32", "bf16", "fp16")
 TASKS = ("sr", "box_inpaint", "deblur", "random_inpaint", "denoise")
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def make_davi_fn(mapper, operator, y, dtype_name: str):
     """One DAVI restoration of the batch y (one sample per image), as infer.py runs it."""
     from davi.inference import DaviMethod
 
-    method = DaviMethod(mapper, operator, torch_dtype(dtype_name))
+    method = DaviMethod(mapper, operator, resolve_dtype(dtype_name))
     seeds = list(range(y.shape[0]))
     return lambda: method(y, seeds)
 
@@ -71,7 +65,7 @@ def make_red_diff_fn(prior, operator, y, device, dtype_name: str, steps: int, lr
     method = RedDiffMethod(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam))
     seeds = list(range(y.shape[0]))
     cast = (contextlib.nullcontext if dtype_name == "fp32" else
-            lambda: torch.autocast(device_type=device.type, dtype=torch_dtype(dtype_name)))
+            lambda: torch.autocast(device_type=device.type, dtype=resolve_dtype(dtype_name)))
 
     def run():
         with cast():

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: known errors become one line on stderr and a non-zero exit; ``--device`` names."""
+"""Shared CLI plumbing: known errors become one line on stderr and a non-zero exit; ``--device``/``--dtype`` names."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def resolve_device(name: str = "auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available here")
     return device
+
+
+def resolve_dtype(name: str):
+    """The torch dtype a ``--dtype`` flag names: fp32, bf16 or fp16."""
+    import torch
+
+    from davi.config import ConfigError
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise ConfigError(f"--dtype {name!r}: not one of {', '.join(dtypes)}")
+    return dtypes[name]
 
 
 def run_cli(job: Callable[[], object]) -> int:
