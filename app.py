@@ -47,8 +47,8 @@ class AppInputError(ValueError):
 # models and data, loaded once on first use
 # ---------------------------------------------------------------------------------------------
 def task_choices() -> list[tuple[str, str]]:
-    """(label, folder name) of every shipped mapper, from its card.json alone: no torch import yet, so
-    the page is up in seconds (load_export validates the card when the task is first used)."""
+    """(label, folder name) of every shipped mapper, from its card.json alone: no weights are loaded
+    until a task is used (load_export validates the card then)."""
     from davi.model_card import describe_task
 
     folders = sorted((p.name for p in MAPPERS.iterdir() if (p / "card.json").is_file()),
