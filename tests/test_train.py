@@ -185,3 +185,163 @@ def test_two_processes_keep_identical_replicas(tmp_path):
     assert [s for s, _ in list_checkpoints(out)] == [2, 3]
     prior = DiffusionPrior.from_pretrained(str(out / "prior"))
     assert torch.isfinite(sample(prior, 1, num_steps=2)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop's own behaviours, on a toy recipe (one linear layer, 2x2 images): accumulation, warm-up,
+# clipping, the wall-clock stop, non-finite losses, mixed precision. Milliseconds per step.
+
+from diffusers import ConfigMixin, ModelMixin  # noqa: E402
+from diffusers.configuration_utils import register_to_config  # noqa: E402
+
+from davi.config import Config, TrainConfig  # noqa: E402
+from davi.recipe import Recipe, Update  # noqa: E402
+from davi.trainer import make_accelerator, prepare_networks, run_iteration, train  # noqa: E402
+
+
+class Toy(ModelMixin, ConfigMixin):
+    """x -> W x on flattened 2x2 images; W starts at zero."""
+
+    @register_to_config
+    def __init__(self, dim: int = 4):
+        super().__init__()
+        self.lin = torch.nn.Linear(dim, dim, bias=False)
+        torch.nn.init.zeros_(self.lin.weight)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def toy_recipe(cfg, accelerator, seen=None, nan_at=(), sleep=0.0):
+    """loss = 0.5 mean_b ||W x_b - x_b||^2: gradient -(I - W) mean_b x_b x_b^T, by hand."""
+    import time
+
+    calls = [0]
+
+    def iteration(nets, batch):
+        x = batch["image"].flatten(1)
+        inner = []  # the dtype the layer computes in (a prepared model's outputs are cast back to fp32)
+        handle = accelerator.unwrap_model(nets["net"]).lin.register_forward_hook(lambda m, i, o: inner.append(o.dtype))
+        out = nets["net"](x)
+        handle.remove()
+        loss = 0.5 * ((out.float() - x) ** 2).sum(1).mean()
+        if calls[0] in nan_at:
+            loss = loss * float("nan")
+        if seen is not None:
+            seen.append({"x": x.clone(), "dtype": inner[0]})
+        calls[0] += 1
+        if sleep:
+            time.sleep(sleep)
+        yield Update("fit", "net", loss)
+
+    return Recipe(networks={"net": Toy()}, lrs={"net": cfg.train.lr}, ema_network="net", iteration=iteration)
+
+
+TOY_IMAGES = torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+
+
+def toy_cfg(out, **train):
+    cfg = Config()
+    cfg.train = TrainConfig(**{"output_dir": str(out), "batch_size": 2, "max_steps": 4, "checkpoint_every": 2,
+                               "checkpoints_total_limit": 0, "lr": 1e-2, "ema_decay": 0.9, **train})
+    cfg.log.progress, cfg.log.image_every, cfg.log.every = False, 0, 1
+    return cfg
+
+
+def toy_iteration(tmp_path, batches, step=0, **train):
+    """One run_iteration on fixed micro-batches; returns (logs, [(lr, grad) at each optimiser step])."""
+    tc = toy_cfg(tmp_path, **train).train
+    acc = make_accelerator(tc, tmp_path)
+    recipe = toy_recipe(Config(train=tc), acc)
+    nets, opts = prepare_networks(acc, recipe, tc)
+    steps = []
+    opts["net"].optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: steps.append((opt.param_groups[0]["lr"], nets["net"].lin.weight.grad.clone())))
+    logs = run_iteration(acc, recipe, nets, opts, iter({"image": b} for b in batches), tc, step, {"fit": 0.0})
+    return logs, steps
+
+
+def hand_gradient(batch: torch.Tensor) -> torch.Tensor:
+    x = batch.flatten(1).double()
+    return (-(x.T @ x) / len(x)).float()  # at W = 0
+
+
+def test_gradient_accumulation_takes_one_step_on_the_mean_gradient(tmp_path):
+    micro = [TOY_IMAGES[i: i + 2] for i in (0, 2, 4)]
+    logs, steps = toy_iteration(tmp_path, micro, grad_accum=3, max_grad_norm=0.0)
+    assert len(steps) == 1  # three micro-batches, one optimiser step
+    want = sum(hand_gradient(b) for b in micro) / 3
+    torch.testing.assert_close(steps[0][1], want, rtol=1e-5, atol=1e-6)
+    assert "grad_norm/net" not in logs  # max_grad_norm = 0: no clipping, nothing to report
+
+
+def test_gradient_clipping_caps_the_norm_and_logs_the_norm_before(tmp_path):
+    batch = TOY_IMAGES[:2]
+    logs, steps = toy_iteration(tmp_path, [batch], max_grad_norm=0.05)
+    norm = float(hand_gradient(batch).norm())
+    assert norm > 0.5 and logs["grad_norm/net"] == pytest.approx(norm, rel=1e-5)
+    clipped = steps[0][1]
+    assert float(clipped.norm()) == pytest.approx(0.05, rel=1e-3)
+    torch.testing.assert_close(clipped / clipped.norm(), hand_gradient(batch) / norm, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("step, scale", [(0, 0.1), (4, 0.5), (9, 1.0), (30, 1.0)])
+def test_warm_up_ramps_the_learning_rate_linearly(tmp_path, step, scale):
+    _, steps = toy_iteration(tmp_path, [TOY_IMAGES[:2]], step=step, warmup_steps=10, lr=1e-2)
+    assert steps[0][0] == pytest.approx(1e-2 * scale)
+
+
+def test_accumulated_run_resumes_exactly(tmp_path):
+    seen_a, seen_b = [], []
+    train(toy_cfg(tmp_path / "a", grad_accum=2), toy_recipe, train_images=TOY_IMAGES, seen=seen_a)
+    train(toy_cfg(tmp_path / "b", grad_accum=2, max_steps=2), toy_recipe, train_images=TOY_IMAGES, seen=seen_b)
+    train(toy_cfg(tmp_path / "b", grad_accum=2), toy_recipe, resume="latest", train_images=TOY_IMAGES, seen=seen_b)
+    assert len(seen_a) == len(seen_b) == 8  # 4 steps x 2 micro-batches: the resumed run repeats the same batches
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(seen_a, seen_b))
+    assert same_tensors(tensors(tmp_path / "a" / "checkpoint-4" / "model.safetensors"),
+                        tensors(tmp_path / "b" / "checkpoint-4" / "model.safetensors"))
+
+
+def test_max_minutes_stops_and_checkpoints(tmp_path):
+    out = tmp_path / "timed"
+    train(toy_cfg(out, max_steps=1000, checkpoint_every=1000, max_minutes=0.001), toy_recipe,
+          train_images=TOY_IMAGES, sleep=0.1)  # 0.06 s budget, 0.1 s per step: one step
+    assert [s for s, _ in list_checkpoints(out)] == [1]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 1
+
+
+def adam_steps(ckpt: Path) -> int:
+    return int(torch.load(ckpt / "optimizer.bin", weights_only=False)["state"][0]["step"])
+
+
+def test_one_non_finite_loss_skips_its_step_and_the_run_recovers(tmp_path):
+    out = tmp_path / "nan1"
+    train(toy_cfg(out, max_steps=5, checkpoint_every=1, max_nonfinite=2), toy_recipe, train_images=TOY_IMAGES,
+          nan_at={2})
+    # step 3 came out of the skipped update: no checkpoint there; the run went on to the end
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2, 4, 5]
+    assert json.loads((out / "checkpoint-5" / "trainer_state.json").read_text())["nonfinite_total"] == 1
+    assert json.loads((out / "train_summary.json").read_text())["nonfinite_total"] == 1
+    assert adam_steps(out / "checkpoint-5") == 4  # five iterations, one skipped
+    assert all(torch.isfinite(t).all() for t in tensors(out / "checkpoint-5" / "model.safetensors").values())
+
+
+def test_a_non_finite_streak_stops_without_checkpointing_inside_it(tmp_path):
+    out = tmp_path / "nan3"
+    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 5; last good checkpoint: .*checkpoint-3"):
+        train(toy_cfg(out, max_steps=10, checkpoint_every=1, max_nonfinite=3), toy_recipe, train_images=TOY_IMAGES,
+              nan_at=set(range(3, 100)))
+    assert [s for s, _ in list_checkpoints(out)] == [1, 2, 3]
+    assert adam_steps(out / "checkpoint-3") == 3
+
+
+def test_bf16_mixed_precision_autocasts_the_forward_on_cpu(tmp_path):
+    seen = []
+    train(toy_cfg(tmp_path / "bf16", max_steps=2, mixed_precision="bf16"), toy_recipe, train_images=TOY_IMAGES,
+          seen=seen)
+    assert {s["dtype"] for s in seen} == {torch.bfloat16}  # the layer ran in bf16 ...
+    weights = tensors(tmp_path / "bf16" / "checkpoint-2" / "model.safetensors")
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() and t.abs().sum() > 0 for t in weights.values())
+    seen = []
+    train(toy_cfg(tmp_path / "fp32", max_steps=1), toy_recipe, train_images=TOY_IMAGES, seen=seen)
+    assert {s["dtype"] for s in seen} == {torch.float32}  # ... and only when asked to
