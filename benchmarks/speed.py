@@ -89,7 +89,7 @@ def parse_args(argv=None):
     p.add_argument("--red-diff-steps", type=int, default=None,
                    help="RED-Diff steps per timed run (seconds per step = run / steps); default 5 on CUDA, 1 on CPU")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3 on CUDA, 1 on CPU)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs, median reported (default 10 CUDA, 3 CPU)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs, median reported (default 10 CUDA, 5 CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/speed_<device>.md)")
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
         print("note: this GPU has no bf16 support; skipping bf16")
         dtypes = [d for d in dtypes if d != "bf16"]
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
-    repeats = args.repeats if args.repeats is not None else (10 if cuda else 3)
+    repeats = args.repeats if args.repeats is not None else (10 if cuda else 5)
     rd_steps = args.red_diff_steps or (5 if cuda else 1)
     if repeats < 1 or rd_steps < 1 or warmup < 0:
         raise SystemExit("--repeats and --red-diff-steps must be >= 1, --warmup >= 0")

@@ -19,24 +19,12 @@ import copy
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]  # median
 
 
 def main() -> None:
@@ -94,7 +82,10 @@ def main() -> None:
     def adamw_steps():
         opt_m.step(), opt_s.step()
 
-    parts = {name: best_time(fn, args.repeats) for name, fn in (
+    from davi.benchmarking import median_time
+
+    cpu = torch.device("cpu")
+    parts = {name: median_time(fn, cpu, warmup=1, repeats=args.repeats) for name, fn in (
         ("mapper forward + backward", mapper_fwd_bwd), ("score forward + backward", score_fwd_bwd),
         ("score forward (IKL)", score_fwd), ("teacher forward (IKL)", teacher_fwd), ("AdamW steps (both)", adamw_steps))}
     full_parts = sum(parts.values())
