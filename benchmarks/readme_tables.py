@@ -198,6 +198,43 @@ def render_posterior_red_diff(data: dict) -> str:
     return _span([100 * r["mean_err"] for r in data["rows"] if r["method"].startswith("red-diff")], "{:.1f}%")
 
 
+OOD_COLUMNS = [("cell", "task / shift", "{}"), ("lift", "lift(y)", "{:.2f}"), ("davi", "DAVI", "{:.2f}"),
+               ("davi_refine", "DAVI + refine auto", "{:.2f}"), ("davi_refine_forced", "DAVI + refine forced", "{:.2f}"),
+               ("lift_subset", "lift(y) (subset)", "{:.2f}"), ("davi_subset", "DAVI (subset)", "{:.2f}"),
+               ("davi_refine_subset", "refine auto (subset)", "{:.2f}"), ("red_diff_100", "RED-Diff-100 (subset)", "{:.2f}"),
+               ("flag_rate", "flagged", "{:.0%}"), ("caught", "DAVI < lift: flagged", "{}"),
+               ("nfe_davi_refine", "NFE / image (auto)", "{:.1f}")]
+
+
+@table("ood", "ood.json")
+def render_ood(data: dict) -> str:
+    """benchmarks/ood.py: PSNR (dB) per task and shift, then the goals per task."""
+    rows = [{**v, "cell": k, "caught": f"{v['davi_below_lift_flagged']} / {v['davi_below_lift']}"}
+            for k, v in data.items() if "/" in k]
+    goals = []
+    for task, g in data["summary"].items():
+        det = g["detection_rate"]
+        verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+        goals.append({"task": task, "fa": f"{g['false_alarm_rate']:.1%}: " + verdict(g["false_alarm_rate"] <= 0.02),
+                      "det": ("-" if det is None else f"{det:.0%} ({g['detected']} / {g['davi_below_lift']}): "
+                              + verdict(det >= 0.9)),
+                      "refine": f"{g['refine_goal_met']} of {g['shifts']}"
+                                + (f" (missed: {', '.join(g['refine_goal_missed'])})" if g["refine_goal_missed"] else "")})
+    return (markdown_table(rows, OOD_COLUMNS) + "\n\n" + markdown_table(goals, [
+        ("task", "task", "{}"), ("fa", "false alarms, unshifted (goal <= 2%)", "{}"),
+        ("det", "DAVI < lift(y) flagged (goal >= 90%)", "{}"),
+        ("refine", "shifts with refine auto >= max(lift, DAVI)", "{}")]))
+
+
+@table("ood_statistic", "ood_statistic.json")
+def render_ood_statistic(data: dict) -> str:
+    """benchmarks/ood.py --statistics: candidate statistics at their 99th percentile."""
+    return markdown_table(data["rows"], [("task", "task", "{}"), ("statistic", "statistic", "{}"),
+                                         ("false_alarm_rate", "false alarms (unshifted)", "{:.1%}"),
+                                         ("detection_rate", "DAVI < lift(y) flagged", "{:.0%}"),
+                                         ("flag_rate_shifted", "shifted images flagged", "{:.0%}")])
+
+
 # ----------------------------------------------------------------------------------------------
 # the README
 # ----------------------------------------------------------------------------------------------

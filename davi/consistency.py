@@ -67,35 +67,29 @@ def residual_statistic(operator, x_hat: torch.Tensor, y: torch.Tensor) -> torch.
     return res / (m * operator.sigma_y ** 2)
 
 
-@torch.no_grad()
-def davi_statistic(mapper, operator, y: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(first DAVI sample (B, C, H, W), its statistic (B,)) -- the sample infer.py reports on."""
-    from davi.inference import DaviMethod
-
-    x_hat = DaviMethod(mapper, operator)(y, seeds, 1)[0]
-    return x_hat, residual_statistic(operator, x_hat, y)
-
-
-def calibrate_consistency(mapper, operator, images: torch.Tensor, source: str = "", seed: int = 0,
-                          quantile: float = 0.99, batch_size: int = 64) -> dict[str, Any]:
+def calibrate_consistency(method, operator, images: torch.Tensor, source: str = "", seed: int = 0,
+                          quantile: float = 0.99, batch_size: int = 64, device=None) -> dict[str, Any]:
     """The card's ``consistency`` entry from held-out clean ``images`` (N, C, H, W).
 
-    Each image is measured with noise from ``seed`` and restored with its own DAVI seed; the
-    threshold is the ``quantile`` of r over the N images. ``source`` says which images these
-    were (e.g. "mnist32:test[500:1000]"): they must be images the mapper did not train on.
+    ``method`` is the one-step restorer, e.g. ``davi.inference.DaviMethod(mapper, operator)``;
+    its first sample per image is scored, as infer.py does. Each image is measured with noise
+    from ``seed`` and restored with its own seed; the threshold is the ``quantile`` of r over
+    the N images. ``source`` says which images these were (e.g. "mnist32:test[500:1000]"):
+    they must be images the mapper did not train on.
     """
     if not 0 < quantile < 1:
         raise ConsistencyError(f"consistency quantile must be in (0, 1), got {quantile}")
     if images.ndim != 4 or images.shape[0] < 2:
         raise ConsistencyError(f"calibration needs at least 2 images (N, C, H, W), got {tuple(images.shape)}")
-    device = next(mapper.parameters()).device
+    device = images.device if device is None else device  # where the method's network is
     g = torch.Generator().manual_seed(seed)
     stats = []
     for start in range(0, images.shape[0], batch_size):
-        x = images[start: start + batch_size].to(device)
-        y = operator.measure(x.cpu(), generator=g).to(device)
-        seeds = [seed * 100003 + start + i for i in range(x.shape[0])]
-        stats.append(davi_statistic(mapper, operator, y, seeds)[1].cpu())
+        y = operator.measure(images[start: start + batch_size].cpu(), generator=g).to(device)
+        seeds = [seed * 100003 + start + i for i in range(y.shape[0])]
+        with torch.no_grad():
+            x_hat = method(y, seeds, 1)[0]
+        stats.append(residual_statistic(operator, x_hat, y).cpu())
     r = torch.cat(stats)
     q = torch.quantile(r, torch.tensor([*QUANTILES, quantile], dtype=r.dtype))
     return {
@@ -177,7 +171,8 @@ def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[
     """Held-out images for an export's calibration: test images ``start:stop`` of the data set it was
     trained on (the training run's own split, from the card), and a description of them.
 
-    The default range leaves test images 0-499 for measuring false alarms (benchmarks/ood.py).
+    The default range leaves test images 0-499 for measuring false alarms (benchmarks/ood.py); a
+    test split of fewer than 1000 images gives its second half.
     """
     from davi.config import DataConfig
     from davi.data import load_split
@@ -187,7 +182,24 @@ def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[
         raise ConsistencyError("card.json: config.data.source missing; cannot tell which images are held out")
     cfg = DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__})
     split = load_split(cfg, "test")
-    if len(split) <= start:
-        raise ConsistencyError(f"{cfg.source}: the test split has {len(split)} images, none from {start} on")
     stop = min(stop, len(split))
+    start = min(start, len(split) // 2)
+    if stop - start < 2:
+        raise ConsistencyError(f"{cfg.source}: the test split has {len(split)} image(s), too few to calibrate")
     return split.tensor(limit=stop - start, start=start), f"{cfg.source}:test[{start}:{stop}]"
+
+
+def with_consistency(card: dict, method, operator, device=None) -> dict:
+    """``card`` with its ``consistency`` entry (calibrated on ``calibration_images``), for an export at
+    the end of training; unchanged, with a one-line note, when it cannot be calibrated."""
+    from davi.data import DataError
+
+    if operator.sigma_y <= 0:
+        return card
+    try:
+        images, source = calibration_images(card)
+        return {**card, "consistency": calibrate_consistency(method, operator, images, source=source,
+                                                                      device=device)}
+    except (ConsistencyError, DataError) as e:
+        print(f"note: export without a consistency threshold ({e})")
+        return card

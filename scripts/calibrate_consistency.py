@@ -28,11 +28,13 @@ def calibrate(export: Path, quantile: float, seed: int) -> dict:
     from davi.atomic import write_json
     from davi.consistency import calibrate_consistency, calibration_images
     from davi.export import ExportError, load_export
+    from davi.inference import DaviMethod
 
     before = _digest(export)
     mapper, card, operator = load_export(export)
     images, source = calibration_images(card)
-    entry = calibrate_consistency(mapper, operator, images, source=source, seed=seed, quantile=quantile)
+    entry = calibrate_consistency(DaviMethod(mapper, operator), operator, images, source=source, seed=seed,
+                                  quantile=quantile)
     raw = json.loads((export / "card.json").read_text())  # the file as written, not load_export's view
     raw["consistency"] = entry
     write_json(export / "card.json", raw)

@@ -4,18 +4,21 @@ operator, large for a wrong one; its calibrated threshold goes into the export c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from davi.config import Config, OperatorConfig
+from davi.config import Config, OperatorConfig, load_config
 from davi.consistency import (STATISTIC, ConsistencyError, calibrate_consistency, card_threshold,
-                              consistency_report, parse_refine, residual_statistic)
+                              consistency_report, parse_refine, residual_statistic, with_consistency)
 from davi.export import export_mapper, make_card, read_card
+from davi.inference import DaviMethod
 from davi.mapper import Mapper
 from davi.operators import build_operator
 from davi.prior import DiffusionPrior
 
+ROOT = Path(__file__).resolve().parents[1]
 RES = 32
 OPERATORS = [("deblur", {}), ("sr", {"scale": 4}), ("box_inpaint", {}), ("random_inpaint", {"drop_fraction": 0.7}),
              ("denoise", {})]
@@ -65,12 +68,13 @@ def tiny_export(tiny_prior_dir, tmp_path_factory):
 def test_calibration_is_written_to_the_card_and_read_back(tiny_export):
     mapper, op, card, folder = tiny_export
     images = clean_images(40, seed=3)
-    entry = calibrate_consistency(mapper, op, images, source="test images", batch_size=16)
+    method = DaviMethod(mapper, op)
+    entry = calibrate_consistency(method, op, images, source="test images", batch_size=16)
     assert entry["statistic"] == STATISTIC and entry["n"] == 40 and entry["source"] == "test images"
     q = entry["quantiles"]
     assert q["0.5"] <= q["0.9"] <= q["0.99"] and entry["threshold"] == pytest.approx(q["0.99"])
     # The threshold is the 99th percentile of the per-image statistics, whatever the batch size.
-    again = calibrate_consistency(mapper, op, images, source="test images", batch_size=7)
+    again = calibrate_consistency(method, op, images, source="test images", batch_size=7)
     assert again["threshold"] == pytest.approx(entry["threshold"], rel=1e-5)
     out = export_mapper(mapper, folder / "with", {**card, "consistency": entry})
     back = read_card(out)
@@ -101,3 +105,21 @@ def test_report_rows_and_summary():
     table, summary = consistency_report(["a", "b", "c"], stat, None, torch.tensor([0, 1, 0]).bool(),
                                         torch.tensor([0.9, 1.1, 1.2]))
     assert summary["flagged"] is None and summary["refined"] == 1 and table.splitlines()[2] == "b,3,,1,1.1"
+
+
+def test_training_export_carries_the_threshold_from_held_out_test_images(tiny_prior_dir, tmp_path):
+    from accelerate import Accelerator
+
+    from davi.recipes.davi import davi_recipe
+
+    cfg = load_config(ROOT / "configs" / "sr4_mnist.yaml", [f"prior.path={tiny_prior_dir}",
+                                                           f"train.output_dir={tmp_path}"])
+    recipe = davi_recipe(cfg, Accelerator(cpu=True))
+    mapper = recipe.networks["mapper"].eval()
+    recipe.finish(mapper, tmp_path, 0)
+    entry = read_card(tmp_path / "export")["consistency"]
+    assert entry["source"] == "mnist32:test[500:1000]" and entry["n"] == 500 and entry["threshold"] > 0
+    # data that cannot be loaded: the export is still written, without a threshold (and a note)
+    op = build_operator(cfg.operator, RES, 1)
+    card = {"config": {"data": {"source": str(tmp_path / "no_such_folder")}}}
+    assert "consistency" not in with_consistency(card, DaviMethod(mapper, op), op)

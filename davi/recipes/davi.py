@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 from davi.config import Config, ConfigError
+from davi.consistency import with_consistency
 from davi.export import export_mapper, load_export, make_card
+from davi.inference import DaviMethod
 from davi.imageio import display_measurement
 from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
 from davi.mapper import Mapper, PPBSampler
@@ -99,6 +101,8 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         card = {**make_card(cfg, prior, operator, step), "objective": dc.objective}
         if dc.objective == "sampler":
             card["consistency_weight"] = consistency_weight(cfg, prior, operator)
+        if val_images is None:  # trained on the config's data: its held-out test images set the flag's threshold
+            card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device)
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,

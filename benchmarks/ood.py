@@ -1,0 +1,274 @@
+"""Out of distribution: when the one-step answer is wrong, does the consistency flag say so, and does
+refinement fix it?
+
+Held-out test digits 0-499 of the bundled data (the shipped mappers' thresholds were calibrated on
+test digits 500-999, so none of these images set the threshold) under the controlled shifts of
+davi/shifts.py (each at two strengths), measured by the shipped SR x4, deblur and box mappers'
+operators. Per task and shift: PSNR/SSIM of lift(y), DAVI (one sample), DAVI + refine auto
+(refined only where flagged), DAVI + refine forced (every image), RED-Diff-100 (on a fixed subset:
+it costs ~1 s/image on this CPU); the flag rate (consistency statistic above the card's
+threshold) and the share of images where DAVI is below lift(y) that are flagged. ``<task>/none``
+(unshifted digits) gives the in-distribution false-alarm rate.
+
+Refine auto equals refine forced on the flagged images and DAVI elsewhere: RED-Diff's images are
+independent of their batch (tests/test_red_diff.py), so it is computed that way, not twice.
+Results are cached per (task, shift) in --cache-dir as they come, so a killed run resumes.
+
+    OMP_NUM_THREADS=1 python benchmarks/ood.py --images 100 --red-diff-images 32 --figure docs/ood.png
+    python benchmarks/ood.py --statistics    # compare candidate statistics (ood_statistic.json/.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from readme_tables import RESULTS, command_line, publish, render_ood, render_ood_statistic
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPERS = ROOT / "davi" / "assets" / "mappers"
+TASKS = ("sr4", "deblur", "box")
+# RED-Diff lr / lambda per task, as tuned by benchmarks/compare.py on 16 train images (grid lr x lambda at
+# 100 steps, best PSNR; README "DAVI against RED-Diff"): compare_deblur.tuning.json holds deblur's; sr4's and
+# box's values are the ones in that README table (their tuning files were not kept).
+RED_DIFF_TUNED = {"deblur": (0.1, 0.05), "sr4": (0.05, 0.05), "box": (0.05, 0.05)}
+
+
+def _load(task: str):
+    from davi.consistency import card_threshold
+    from davi.export import load_export
+    from davi.prior import DiffusionPrior
+
+    mapper, card, operator = load_export(MAPPERS / task)
+    threshold = card_threshold(card)
+    if threshold is None:
+        raise SystemExit(f"{MAPPERS / task}/card.json: no consistency threshold (run scripts/calibrate_consistency.py)")
+    return mapper, card, operator, DiffusionPrior.from_pretrained(card["prior"]["identity"]), threshold
+
+
+def _eval_digits(n: int) -> torch.Tensor:
+    from davi.config import DataConfig
+    from davi.data import load_split
+
+    if n > 500:
+        raise SystemExit("--images: at most 500 (test digits 500-999 calibrated the thresholds)")
+    return load_split(DataConfig(source="mnist32", resolution=32, channels=1), "test").tensor(limit=n)
+
+
+def _batched(fn, y: torch.Tensor, seeds: list[int], batch: int) -> torch.Tensor:
+    return torch.cat([fn(y[i: i + batch], seeds[i: i + batch]) for i in range(0, y.shape[0], batch)])
+
+
+def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
+    """(the row of one task/shift, its tensors) -- every method on the same measurements and seeds."""
+    from davi.config import RedDiffConfig
+    from davi.consistency import residual_statistic
+    from davi.inference import REFINE_STEPS, DaviMethod, RedDiffMethod, Refiner
+    from davi.metrics import psnr, ssim
+    from davi.shifts import apply_shift
+
+    mapper, card, op, prior, threshold = loaded
+    x = apply_shift(x0, shift)
+    y = op.measure(x, generator=torch.Generator().manual_seed(args.seed))
+    seeds = [args.seed * 100003 + i for i in range(x.shape[0])]
+    lift = op.lift(y)
+    davi_method, refiner = DaviMethod(mapper, op), Refiner(prior, op)
+    davi_x = _batched(lambda yb, sb: davi_method(yb, sb, 1)[0], y, seeds, args.batch_size)
+    stat = residual_statistic(op, davi_x, y)
+    flag = stat > threshold
+    forced = _batched(lambda yb, sb: refiner(davi_method(yb, sb, 1), yb, sb)[0], y, seeds, args.batch_size)
+    auto = torch.where(flag[:, None, None, None], forced, davi_x)
+    n = args.red_diff_images
+    lr, lam = RED_DIFF_TUNED[task]
+    rd_method = RedDiffMethod(prior, op, RedDiffConfig(num_steps=100, lr=lr, lam=lam))
+    red_diff = _batched(lambda yb, sb: rd_method(yb, sb, 1)[0], y[:n], seeds[:n], args.batch_size)
+
+    outs = {"lift": lift, "davi": davi_x, "davi_refine": auto, "davi_refine_forced": forced}
+    row = {}
+    for name, out in outs.items():
+        row[name] = float(psnr(out, x).mean())
+        row[f"{name}_ssim"] = float(ssim(out, x).mean())
+        row[f"{name}_subset"] = float(psnr(out[:n], x[:n]).mean())  # on RED-Diff's images
+    row["red_diff_100"] = float(psnr(red_diff, x[:n]).mean())
+    row["red_diff_100_ssim"] = float(ssim(red_diff, x[:n]).mean())
+    below = psnr(davi_x, x) < psnr(lift, x)
+    row.update({
+        "flag_rate": float(flag.float().mean()), "flagged": int(flag.sum()),
+        "davi_below_lift": int(below.sum()), "davi_below_lift_flagged": int((below & flag).sum()),
+        "statistic_median": float(stat.median()),
+        "statistic_refined_median": float(residual_statistic(op, auto, y).median()),
+        "nfe_davi_refine": 1 + REFINE_STEPS * float(flag.float().mean()),
+        "nfe_davi_refine_forced": 1 + REFINE_STEPS, "nfe_red_diff_100": 100,
+        "images": x.shape[0], "red_diff_images": n, "threshold": threshold,
+        "red_diff_lr": lr, "red_diff_lam": lam,
+    })
+    return row, {"x": x, "y": y, "flag": flag, **outs}
+
+
+def _cache_key(task: str, shift: str, threshold: float, args) -> str:
+    from davi.inference import REFINE, REFINE_STEPS
+
+    blob = json.dumps([task, shift, threshold, args.images, args.red_diff_images, args.seed, REFINE, REFINE_STEPS,
+                       RED_DIFF_TUNED[task]])
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def run(args) -> dict:
+    from davi.atomic import write_json
+    from davi.shifts import shift_names
+
+    x0 = _eval_digits(args.images)
+    cache = Path(args.cache_dir)
+    results, figure_cells = {}, {}
+    for task in args.tasks:
+        loaded = _load(task)
+        shifts = ["none", *shift_names()]
+        for shift in reversed(shifts) if args.reverse else shifts:
+            f = cache / f"{task}__{shift}__{_cache_key(task, shift, loaded[4], args)}.json"
+            if f.is_file():
+                results[f"{task}/{shift}"] = json.loads(f.read_text())
+                continue  # measured already (this run or one that shares the cache)
+            row, _ = restore_cell(task, shift, loaded, x0, args)
+            write_json(f, row)
+            results[f"{task}/{shift}"] = row
+            print(f"{task}/{shift}: lift {row['lift']:.2f} davi {row['davi']:.2f} refine {row['davi_refine']:.2f} "
+                  f"forced {row['davi_refine_forced']:.2f} rd100 {row['red_diff_100']:.2f} "
+                  f"flagged {row['flag_rate']:.2f}", flush=True)
+    return results
+
+
+def summarise(results: dict) -> dict:
+    """Per task: false alarms, pooled detection, and the refinement goal per shift."""
+    out = {}
+    for task in sorted({k.split("/")[0] for k in results}):
+        rows = {k.split("/", 1)[1]: v for k, v in results.items() if k.startswith(task + "/")}
+        shifted = [v for s, v in rows.items() if s != "none"]
+        below = sum(v["davi_below_lift"] for v in shifted)
+        caught = sum(v["davi_below_lift_flagged"] for v in shifted)
+        met = [s for s, v in rows.items() if v["davi_refine"] >= max(v["lift"], v["davi"]) - 1e-9]
+        out[task] = {"false_alarm_rate": rows["none"]["flag_rate"] if "none" in rows else None,
+                     "davi_below_lift": below, "detected": caught, "detection_rate": caught / below if below else None,
+                     "refine_goal_met": len(met), "shifts": len(rows),
+                     "refine_goal_missed": sorted(set(rows) - set(met))}
+    return out
+
+
+def figure(args, out_path: str) -> None:
+    """Flagged inputs: measurement, DAVI, DAVI + refine, truth, for the worst-hit shift of each task."""
+    from davi.imageio import display_measurement, make_grid, save_grid_png
+
+    x0 = _eval_digits(16)
+    rows = []
+    for task, shift in (("sr4", "invert-2"), ("deblur", "blur-2"), ("box", "invert-1"), ("deblur", "invert-2")):
+        loaded = _load(task)
+        _, t = restore_cell(task, shift, loaded, x0, argparse.Namespace(**{**vars(args), "red_diff_images": 1}))
+        idx = t["flag"].nonzero().flatten()[:2].tolist()
+        for i in idx:
+            rows += [display_measurement(t["y"][i: i + 1], t["x"][i: i + 1])[0], t["davi"][i], t["davi_refine"][i],
+                     t["x"][i]]
+    save_grid_png(make_grid(torch.stack(rows), nrow=4), out_path, upscale=3)
+    print(f"wrote {out_path}")
+
+
+# ---- candidate statistics ----------------------------------------------------------------------------
+
+
+def statistics(args) -> dict:
+    """Each candidate's detection (of images where DAVI is below lift(y)) and false-alarm rate at its
+    99th percentile on test digits 500-999, evaluated on test digits 0..images-1."""
+    from davi.config import DataConfig
+    from davi.consistency import residual_statistic
+    from davi.data import load_split
+    from davi.inference import DaviMethod, per_image_noise
+    from davi.metrics import psnr
+    from davi.shifts import apply_shift, shift_names
+
+    test = load_split(DataConfig(source="mnist32", resolution=32, channels=1), "test")
+    calib, x0 = test.tensor(limit=500, start=500), test.tensor(limit=args.images)
+    out = {}
+    for task in args.tasks:
+        mapper, card, op, prior, _ = _load(task)
+        method = DaviMethod(mapper, op)
+
+        def candidates(x, seed):
+            y = op.measure(x, generator=torch.Generator().manual_seed(seed))
+            seeds = [seed * 100003 + i for i in range(x.shape[0])]
+            s = _batched(lambda yb, sb: method(yb, sb, 2).transpose(0, 1), y, seeds, args.batch_size).transpose(0, 1)
+            c = {"residual (1 sample)": residual_statistic(op, s[0], y),
+                 "residual of the 2-sample mean": residual_statistic(op, s.mean(0), y),
+                 "sample spread (2 samples)": (s[0] - s[1]).pow(2).flatten(1).mean(1).double()}
+            for t in (50, 200):
+                tt = torch.full((x.shape[0],), t)
+                xt = prior.q_sample(s[0], tt, per_image_noise(tuple(x.shape), seeds, salt=99))
+                c[f"prior denoising residual, t={t}"] = (prior.x0(xt, tt) - s[0]).pow(2).flatten(1).mean(1).double()
+            return c, psnr(s[0], x) < psnr(op.lift(y), x)
+
+        cal, _ = candidates(calib, 7)
+        thr = {k: torch.quantile(v, 0.99) for k, v in cal.items()}
+        flags, below, ind = {k: [] for k in thr}, [], None
+        for shift in ["none", *shift_names()]:
+            c, b = candidates(apply_shift(x0, shift), args.seed)
+            if shift == "none":
+                ind = {k: float((c[k] > thr[k]).float().mean()) for k in thr}
+                continue
+            below.append(b)
+            for k in thr:
+                flags[k].append(c[k] > thr[k])
+        below = torch.cat(below)
+        for k in thr:
+            f = torch.cat(flags[k])
+            out[f"{task}/{k}"] = {"task": task, "statistic": k, "false_alarm_rate": ind[k],
+                                  "detection_rate": float((f & below).sum() / below.sum()),
+                                  "flag_rate_shifted": float(f.float().mean()), "davi_below_lift": int(below.sum())}
+        print({k: v for k, v in out.items() if k.startswith(task)}, flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    p.add_argument("--images", type=int, default=100, help="test digits 0..N-1 per shift (N <= 500)")
+    p.add_argument("--red-diff-images", type=int, default=32, help="RED-Diff-100 on the first N of them")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="/tmp/davi_ood_cache", help="per-(task, shift) results, for resuming")
+    p.add_argument("--reverse", action="store_true",
+                   help="shifts last to first: a second process sharing --cache-dir meets the first halfway")
+    p.add_argument("--figure", default=None, help="also write the figure (e.g. docs/ood.png)")
+    p.add_argument("--statistics", action="store_true", help="compare candidate statistics instead")
+    p.add_argument("--out", default=str(RESULTS / "ood.json"))
+    args = p.parse_args()
+    torch.set_grad_enabled(False)  # RED-Diff turns autograd on for itself
+
+    if args.statistics:
+        rows = statistics(args)
+        head = (f"Candidate consistency statistics of the shipped mappers: threshold = 99th percentile on test digits "
+                f"500-999 (in distribution), false alarms on test digits 0-{args.images - 1}, detection = share of "
+                f"the shifted images (14 shifts x {args.images}) where DAVI is below lift(y) that are flagged.")
+        publish(RESULTS / "ood_statistic.json", {"command": command_line("ood.py"), "head": head,
+                                                 "rows": list(rows.values())}, render_ood_statistic)
+        return
+    from davi.inference import REFINE, REFINE_STEPS
+
+    results = run(args)
+    head = (f"Held-out test digits 0-{args.images - 1} per shift (thresholds calibrated on test digits 500-999), "
+            f"sigma_y = 0.05, one sample per image, the same measurements and seeds for every method. RED-Diff-100 "
+            f"on the first {args.red_diff_images} digits only (lr/lambda per task as tuned by compare.py); the "
+            f"'(subset)' columns are the other methods on those same digits. Refinement: {REFINE_STEPS} RED-Diff "
+            f"steps warm-started from the DAVI sample ({', '.join(f'{k} {v}' for k, v in REFINE.items())}), "
+            f"20 network evaluations per refined image; auto refines only flagged images.")
+    # "<task>/<shift>" rows at the top level, beside the run's description and summary
+    data = {**results, "command": command_line("ood.py"), "head": head, "summary": summarise(results),
+            "refine": {"steps": REFINE_STEPS, **REFINE}}
+    publish(args.out, data, render_ood)
+    if args.figure:
+        figure(args, args.figure)
+
+
+if __name__ == "__main__":
+    main()
