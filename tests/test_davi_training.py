@@ -37,6 +37,7 @@ def trained_run(tiny_prior_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the 60-step trained_run fixture: ~30 s
 def test_trained_mapper_beats_the_lifted_measurement(trained_run):
     from davi.data import load_split
     from davi.evaluation import run_method
@@ -53,6 +54,7 @@ def test_trained_mapper_beats_the_lifted_measurement(trained_run):
     assert restored > lift + 1.5, (float(lift), float(restored))
 
 
+@pytest.mark.slow  # the 60-step trained_run fixture: ~30 s
 def test_training_logs_curves_grids_and_phase_timings(trained_run):
     summary = json.loads((trained_run / "train_summary.json").read_text())
     assert set(summary["phase_seconds_per_step"]) == {"score", "mapper"}
@@ -69,6 +71,7 @@ def test_training_logs_curves_grids_and_phase_timings(trained_run):
     assert "val/grid" in events.Tags()["images"]
 
 
+@pytest.mark.slow  # the 60-step trained_run fixture: ~30 s
 def test_export_of_a_checkpoint_equals_the_final_export(trained_run, tmp_path):
     from davi.export import export_checkpoint
 

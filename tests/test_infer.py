@@ -53,6 +53,7 @@ def infer(capsys):
     return run
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~8 s
 def test_cli_process_exits_non_zero_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "infer.py"), "restore", "--export", str(tmp_path / "nope"),
                            "--input", "mnist32:test", "--out", str(tmp_path / "o")],
