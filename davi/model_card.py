@@ -42,7 +42,8 @@ def describe_task(op: dict[str, Any]) -> str:
 
 
 def objective(card: dict[str, Any]) -> str:
-    return card.get("config", {}).get("davi", {}).get("objective", DEFAULT_OBJECTIVE)
+    """The training objective: the card's own key, else the training config's, else the original one."""
+    return card.get("objective") or card.get("config", {}).get("davi", {}).get("objective") or DEFAULT_OBJECTIVE
 
 
 def model_name(card: dict[str, Any]) -> str:
