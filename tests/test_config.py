@@ -169,6 +169,7 @@ def test_to_yaml_round_trips(tmp_path, path):
     assert back != Config()  # the comparison can fail
 
 
+@pytest.mark.slow  # launches a Python process
 def test_train_py_bad_override_is_one_error_line():
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "prior_mnist.yaml"),
                            "train.max_steps=abc"], capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -178,6 +179,7 @@ def test_train_py_bad_override_is_one_error_line():
     assert lines[0].startswith("error:") and "train.max_steps" in lines[0]
 
 
+@pytest.mark.slow  # launches a Python process
 def test_train_py_unknown_key_is_one_error_line():
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "prior_mnist.yaml"),
                            "train.lrr=1"], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -194,6 +194,7 @@ def test_cli_converts(tmp_path, capsys):
     assert DiffusionPrior.from_pretrained(str(tmp_path / "out")).unet.config.out_channels == 6
 
 
+@pytest.mark.slow  # launches a Python process
 def test_module_entry_point_missing_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "davi.convert", "guided", str(tmp_path / "nope.pt"),
                            str(tmp_path / "out"), "--preset", "ffhq256"], capture_output=True, text=True,

@@ -11,12 +11,14 @@ def run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # launches a Python process
 def test_imports_work_in_a_fresh_interpreter():
     proc = run("import lpips, torchmetrics, diffusers; from diffusers import UNet2DModel; "
                "import torchvision; torchvision.models.vgg16(); print('ok')")
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
 
 
+@pytest.mark.slow  # launches a Python process
 def test_shim_is_needed_and_sufficient():
     """Without the shim (hook removed before torch loads) a CUDA torchvision fails the way we fixed."""
     code = ("import sys; import davi._torchvision_compat as c; c.uninstall_import_hook(); "
