@@ -2,8 +2,9 @@
 
 A :class:`Recipe` names its trainable networks (each gets its own AdamW), the network whose EMA
 is kept, and an ``iteration``: a generator that receives the prepared (possibly DDP-wrapped)
-networks and one batch and yields one :class:`Update` per optimiser step, EDM style (the loop
-knows no loss; a loss gets its network as an argument)::
+networks and one batch (a dict of tensors, already on the device) and yields one
+:class:`Update` per optimiser step, EDM style (the loop knows no loss; a loss gets its network
+as an argument)::
 
     def iteration(nets, batch):
         x_hat = nets["mapper"](...)                       # locals carry state between updates
@@ -52,3 +53,6 @@ class Recipe:
     iteration: Iteration
     validate: Validate | None = None
     finish: Finish | None = None
+    # What the iteration's batches come from; None: the configured data's train split (clean
+    # images under "image"). A measurement-only recipe brings its own (measurements, anchors).
+    train_set: Any = None

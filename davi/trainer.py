@@ -164,7 +164,7 @@ def run_iteration(accelerator, recipe: Recipe, nets: dict, opts: dict, batches, 
             g["lr"] = recipe.lrs[k] * lr_scale
     logs: dict[str, float] = {}
     for _ in range(tc.grad_accum):
-        batch = {"image": next(batches)["image"].to(accelerator.device, non_blocking=True)}
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items() if torch.is_tensor(v)}
         with accelerator.accumulate(*nets.values()):
             updates = recipe.iteration(nets, batch)
             while True:
@@ -268,7 +268,10 @@ def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | No
     ckpt = resolve_resume(out, resume)
     state = read_state(ckpt) if ckpt is not None else {}
     start_step = int(state.get("step", 0))
-    train_set = TensorImages(train_images) if train_images is not None else load_split(cfg.data, "train")
+    if train_images is not None:
+        train_set = TensorImages(train_images)
+    else:
+        train_set = recipe.train_set if recipe.train_set is not None else load_split(cfg.data, "train")
     sampler = StepBatchSampler(len(train_set), tc.batch_size, tc.seed, start_step * tc.grad_accum,
                                accelerator.process_index, accelerator.num_processes)
     batches = iter(torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers))
