@@ -264,15 +264,19 @@ def render(name: str, results: Path = RESULTS) -> str:
 
 def update(readme_text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
     """(README text with every registered table re-rendered, names of the tables that changed).
-    A registered table without markers in the README is an error (it would never be checked)."""
-    changed = []
+    A registered table without markers in the README is an error (it would never be checked), as is a
+    missing or unusable JSON; every such table is named, in one line."""
+    changed, errors = [], []
     for name in TABLES:
-        pattern = _region(name)
-        match = pattern.search(readme_text)
+        match = _region(name).search(readme_text)
         if match is None:
-            raise SystemExit(f"error: table {name!r} has no <!-- table:{name} --> ... <!-- /table:{name} --> "
-                             "markers in the README")
-        new = render(name, results)
+            errors.append(f"table {name!r} has no <!-- table:{name} --> ... <!-- /table:{name} --> markers in the README")
+            continue
+        try:
+            new = render(name, results)
+        except SystemExit as e:
+            errors.append(str(e).removeprefix("error: "))
+            continue
         if match.group(2) != new:
             changed.append(name)
             readme_text = readme_text[:match.start(2)] + new + readme_text[match.end(2):]
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.readme.is_file():
         raise SystemExit(f"error: {args.readme} does not exist")
+    if errors:
+        raise SystemExit("error: " + "; ".join(errors))
     text, changed = update(args.readme.read_text(), args.results)
     if args.check:
         for name in changed:
