@@ -280,6 +280,8 @@ def update(readme_text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
         if match.group(2) != new:
             changed.append(name)
             readme_text = readme_text[:match.start(2)] + new + readme_text[match.end(2):]
+    if errors:
+        raise SystemExit("error: " + "; ".join(errors))
     return readme_text, changed
 
 
@@ -296,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.readme.is_file():
         raise SystemExit(f"error: {args.readme} does not exist")
-    if errors:
-        raise SystemExit("error: " + "; ".join(errors))
     text, changed = update(args.readme.read_text(), args.results)
     if args.check:
         for name in changed:
