@@ -110,6 +110,15 @@ def render_tasks_fd_drop(data: dict) -> str:
     return f"{min(drops):.1f}x to {max(drops):.0f}x"
 
 
+@table("tasks_ikl_vs_regression", "tasks.json", inline=True)
+def render_tasks_ikl_vs_regression(data: dict) -> str:
+    """Classifier FD of full DAVI vs regression only, per task (the realism the IKL term buys)."""
+    fd = {(r["task"], r["method"]): r["classifier_fd"] for r in data["rows"]}
+    names = {"sr4": "SR x4", "box": "box", "deblur": "deblur"}
+    return ", ".join(f"{fd[t, 'davi']:.3g} vs {fd[t, 'regression only (no IKL)']:.3g} for {names.get(t, t)}"
+                     for t in names if (t, "davi") in fd)
+
+
 COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
                    ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
                    ("nfe", "network evals / image", "{}"), ("s_per_image", "s / image (CPU)", "{:.4f}"),
@@ -119,6 +128,20 @@ COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", 
 @table("compare", "compare_deblur.json", "compare_sr4.json", "compare_box.json")
 def render_compare(*runs: dict) -> str:
     return markdown_table([r for run in runs for r in run["rows"]], COMPARE_COLUMNS)
+
+
+def _speedups(runs: tuple, steps: int) -> list[float]:
+    return [r["time_vs_davi"] for run in runs for r in run["rows"] if r["method"].startswith(f"RED-Diff-{steps} ")]
+
+
+@table("compare_speedup_1000", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
+def render_compare_speedup_1000(*runs: dict) -> str:
+    return _span(_speedups(runs, 1000), "{:.0f}x")
+
+
+@table("compare_speedup_100", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
+def render_compare_speedup_100(*runs: dict) -> str:
+    return _span(_speedups(runs, 100), "{:.0f}x")
 
 
 TRAIN_COST_COLUMNS = [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),
