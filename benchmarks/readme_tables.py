@@ -154,6 +154,20 @@ def render_train_cost(data: dict) -> str:
     return markdown_table(data["rows"], TRAIN_COST_COLUMNS)
 
 
+def _davi_iteration(data: dict) -> dict:
+    return next(r for r in data["rows"] if r["what"].startswith("DAVI iteration"))
+
+
+@table("train_cost_overhead", "train_cost.json", inline=True)
+def render_train_cost_overhead(data: dict) -> str:
+    return f"{_davi_iteration(data)['ratio']:.2f}x"
+
+
+@table("train_cost_vs_regression", "train_cost.json", inline=True)
+def render_train_cost_vs_regression(data: dict) -> str:
+    return f"{_davi_iteration(data)['vs_reg']:.1f}x"
+
+
 @table("prior", "prior_mnist.json")
 def render_prior(data: dict) -> str:
     """Mean classifier confidence and class shares of the prior's samples (bars: >= 0.8, 5-15%)."""
