@@ -211,6 +211,9 @@ def cmd_restore(args) -> None:
         "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
         "std_png_scale": std_scale,
     }
+    if args.method == "davi":
+        # exports written before davi.objective existed were all trained with the paired objective
+        settings["objective"] = card.get("objective", card.get("config", {}).get("davi", {}).get("objective", "paired"))
     nfe = settings["network_evaluations_per_image"]
     if args.method == "davi" and stat is not None:
         if refine is None:
@@ -235,6 +238,10 @@ def cmd_restore(args) -> None:
               f"{threshold:.3g} (||A x - y||^2 / (M sigma_y^2)): likely unlike the training data, do not trust "
               f"the one-step answer" + ("; refined" if refine is not None else "; try --refine auto")
               + f" (see {out / 'consistency.csv'})", file=sys.stderr)
+    if settings.get("objective") == "paired" and samples > 1:
+        print(f"note: {args.export} was trained with the paired objective: point estimate: the spread is not a "
+              f"posterior std (std/ shows sample spread only; davi.objective=sampler trains a posterior sampler)",
+              file=sys.stderr)
     print(f"restored {len(names)} image(s) with {method.name} into {out} "
           f"({timing.seconds_per_image * 1000:.1f} ms/image at batch {timing.batch_size})")
 

@@ -8,7 +8,14 @@
 """
 
 from davi.analytic.check import mapper_samples, posterior_figures
-from davi.analytic.distances import gaussian_w2, mode_coverage, sliced_wasserstein, variance_ratios
+from davi.analytic.distances import (
+    COVERAGE_LEVELS,
+    gaussian_w2,
+    interval_coverage,
+    mode_coverage,
+    sliced_wasserstein,
+    variance_ratios,
+)
 from davi.analytic.posterior import (
     Posterior,
     calibrate_lambda_con,
@@ -51,6 +58,8 @@ __all__ = [
     "sliced_wasserstein",
     "variance_ratios",
     "mode_coverage",
+    "interval_coverage",
+    "COVERAGE_LEVELS",
     "mapper_samples",
     "posterior_figures",
 ]

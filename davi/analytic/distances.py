@@ -15,7 +15,7 @@ import torch
 
 from davi.analytic._common import LOG_2PI, f64
 
-__all__ = ["gaussian_w2", "sliced_wasserstein", "variance_ratios", "mode_coverage"]
+__all__ = ["gaussian_w2", "sliced_wasserstein", "variance_ratios", "mode_coverage", "interval_coverage", "COVERAGE_LEVELS"]
 
 
 def _sqrt_psd(S: np.ndarray) -> np.ndarray:
@@ -126,3 +126,30 @@ def mode_coverage(samples, posterior_weights, means, covs) -> dict:
     assign = score.argmax(1)
     fractions = torch.bincount(assign, minlength=K).double() / X.shape[0]
     return {"fractions": fractions, "exact": w / w.sum(), "tv": float(0.5 * (fractions - w / w.sum()).abs().sum())}
+
+COVERAGE_LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+def interval_coverage(samples, truth, levels=COVERAGE_LEVELS, mask=None) -> dict[float, float]:
+    """How often the truth falls in the samples' central per-pixel credible intervals.
+
+    ``samples`` (K, N, ...): K samples for each of N measurements; ``truth`` (N, ...) or (R, N, ...)
+    (R truths per measurement, e.g. R exact posterior draws). For each level l the interval of a pixel
+    is the [(1 - l) / 2, (1 + l) / 2] quantile range of its K samples (linear interpolation); the result
+    is the fraction of (truth, pixel) pairs inside it, over the pixels where ``mask`` (broadcast to
+    ``truth``'s last dims) is true. A calibrated sampler gives l (up to the finite-K bias of empirical
+    quantiles, about 1 / K); a point estimate (no spread) gives about 0.
+    """
+    S = f64(samples)
+    T = f64(truth)
+    if T.ndim == S.ndim - 1:
+        T = T[None]
+    if T.shape[1:] != S.shape[1:]:
+        raise ValueError(f"truth {tuple(T.shape)} does not match samples {tuple(S.shape)} (K, N, ...)")
+    keep = torch.ones(T.shape[1:], dtype=torch.bool) if mask is None else torch.as_tensor(mask).bool().expand(T.shape[1:])
+    out = {}
+    for level in levels:
+        q = torch.quantile(S, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64), dim=0)
+        inside = (T >= q[0]) & (T <= q[1])
+        out[float(level)] = float(inside[:, keep].double().mean())
+    return out

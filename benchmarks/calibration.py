@@ -1,0 +1,217 @@
+"""Are the samplers' uncertainties calibrated? Coverage of central per-pixel credible intervals.
+
+For each measurement, K samples give every pixel a central 50/80/90/95% interval (empirical
+quantiles); coverage is how often the truth falls inside. Perfect calibration is the diagonal
+(coverage = nominal level); a point estimate covers almost nothing.
+
+* ``gauss`` / ``gmm`` (8x8 analytic priors, benchmarks/posterior.py): the truth is an exact posterior
+  draw (32 per y), so the diagonal is exactly what a correct sampler gives; K = 256 samples per y.
+  Read from ``benchmarks/results/posterior.json`` (run that first).
+* ``digits`` (the embedded default, 32x32 held-out test digits, sigma_y = 0.05): the truth is the test
+  image. Methods: ``sampler`` (davi/assets/mappers/<task>_sampler), ``paired`` (davi/assets/mappers/<task>),
+  ``red_diff`` (K seeds of RED-Diff-100 at compare.py's tuned lr / lambda; ~1 s per image and seed here,
+  hence few images). Over all pixels (``digits/<task>/<method>``) and, for box inpainting, over the
+  hidden box only (``digits/box_hidden/<method>``), where the measurement says nothing.
+
+Results: ``benchmarks/results/calibration.json`` ({"<setting>/<task>/<method>": {"cov50", "cov80",
+"cov90", "cov95"}}) and the plot ``docs/calibration.png`` (nominal vs observed, one line per method).
+Each (task, method) on digits is cached in ``--work-dir`` so an interrupted run resumes.
+
+    python benchmarks/calibration.py                         # 16 images, K = 32
+    python benchmarks/calibration.py --red-diff-images 8     # fewer RED-Diff images (the slow part)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from readme_tables import command_line, publish
+
+from davi.analytic import COVERAGE_LEVELS, interval_coverage
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MAPPERS = ROOT / "davi" / "assets" / "mappers"
+torch.set_num_threads(1)
+
+DIGIT_TASKS = ("box", "sr4", "deblur")
+METHODS = ("sampler", "paired", "red_diff")
+
+
+def _cov_dict(cov: dict) -> dict:
+    return {f"cov{round(100 * float(k))}": round(float(v), 4) for k, v in cov.items()}
+
+
+def analytic_rows(posterior_json: Path) -> dict:
+    """gauss/gmm coverage of the sampler and paired rows of benchmarks/posterior.py."""
+    data = json.loads(posterior_json.read_text())
+    out = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or "coverage" not in entry or "/" not in key:
+            continue
+        name, _, variant = key.partition(":")
+        method = {"": "sampler", "paired": "paired", "exact": "exact"}.get(variant)
+        if method is None:
+            continue
+        prior, task = name.split("/")
+        out[f"{prior}/{task}/{method}"] = {f"cov{k}": round(v, 4) for k, v in entry["coverage"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# digits
+# ----------------------------------------------------------------------------------------------
+def test_problem(task: str, images: int):
+    """(x0 (N, 1, 32, 32), y, operator) for the first ``images`` test digits, measured with a fixed seed."""
+    from davi.config import load_config
+    from davi.data import load_split
+    from davi.operators import build_operator
+
+    cfg = load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml")
+    op = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    x0 = load_split(cfg.data, "test").tensor(limit=images)
+    y = op.measure(x0, generator=torch.Generator().manual_seed(2024))
+    return x0, y, op
+
+
+@torch.no_grad()
+def mapper_draws(export: Path, y: torch.Tensor, op, k: int) -> torch.Tensor:
+    """(K, N, 1, H, W) one-step samples, clamped to the image range [-1, 1] as infer.py writes them."""
+    from davi.export import load_export
+
+    mapper, _, _ = load_export(export)
+    g = torch.Generator().manual_seed(0)
+    lifted = op.lift(y)
+    return torch.stack([mapper.restore(lifted, generator=g).clamp(-1, 1) for _ in range(k)])
+
+
+def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.Tensor:
+    """(K, N, ...) RED-Diff estimates from K seeds per image, at compare.py's tuned lr / lambda."""
+    from davi.config import RedDiffConfig
+    from davi.prior import load_prior
+    from davi.red_diff import RedDiff
+
+    tuning = json.loads((RESULTS / f"compare_{task}.json").read_text())["tuning"][task]
+    from davi.config import load_config
+
+    prior = load_prior(load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml").prior)
+    solver = RedDiff(prior, op, RedDiffConfig(num_steps=steps, lr=tuning["lr"], lam=tuning["lam"]))
+    N = y.shape[0]
+    out = []
+    for seed in range(k):
+        out.append(solver(y, seeds=[seed * 1000 + i for i in range(N)]).clamp(-1, 1))
+    return torch.stack(out)
+
+
+def digit_coverage(task: str, method: str, args, work: Path) -> dict:
+    cache = work / f"{task}_{method}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    n = args.red_diff_images if method == "red_diff" else args.images
+    x0, y, op = test_problem(task, n)
+    if method == "red_diff":
+        draws = red_diff_draws(task, y, op, args.samples, args.red_diff_steps)
+    else:
+        draws = mapper_draws(MAPPERS / (f"{task}_sampler" if method == "sampler" else task), y, op, args.samples)
+    out = {"all": _cov_dict(interval_coverage(draws, x0)), "images": n}
+    if task == "box":
+        hidden = op.lift(torch.ones_like(y[:1]))[0] == 0  # the box: pixels the measurement does not see
+        out["hidden"] = _cov_dict(interval_coverage(draws, x0, mask=hidden))
+    from davi.atomic import write_text
+
+    write_text(cache, json.dumps(out))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# plot and table
+# ----------------------------------------------------------------------------------------------
+def plot(results: dict, path: Path) -> None:
+    """Nominal vs observed coverage: one panel per setting (analytic ones averaged over tasks), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("gauss", "Gaussian prior (8x8, exact truth)"), ("gmm", "mixture prior (8x8, exact truth)"),
+              ("digits", "digits 32x32, all pixels"), ("digits_hidden", "digits, box inpainting: hidden box")]
+    levels = [round(100 * v) for v in COVERAGE_LEVELS]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), sharey=True)
+    for ax, (setting, title) in zip(axes, panels):
+        ax.plot([0, 100], [0, 100], color="0.6", ls="--", lw=1, label="calibrated")
+        for method, color in (("sampler", "tab:blue"), ("paired", "tab:orange"), ("red_diff", "tab:green"),
+                              ("exact", "0.3")):
+            if setting == "digits_hidden":
+                keys = [f"digits/box_hidden/{method}"]
+            else:
+                keys = [k for k in results if k.startswith(f"{setting}/") and k.endswith(f"/{method}")
+                        and "/box_hidden/" not in k]
+            keys = [k for k in keys if k in results]
+            if not keys:
+                continue
+            obs = [100 * sum(results[k][f"cov{lv}"] for k in keys) / len(keys) for lv in levels]
+            ax.plot(levels, obs, marker="o", color=color, label=method.replace("_", "-"))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("nominal coverage (%)")
+        ax.set_xlim(0, 100), ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("observed coverage (%)")
+    axes[-1].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    from davi.atomic import write_file
+
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+COLUMNS = [("key", "setting / task / method", "{}"), ("cov50", "50%", "{:.3f}"), ("cov80", "80%", "{:.3f}"),
+           ("cov90", "90%", "{:.3f}"), ("cov95", "95%", "{:.3f}")]
+
+
+def render_calibration(data: dict) -> str:
+    from davi.evaluation import markdown_table
+
+    rows = [{"key": k, **v} for k, v in data.items() if isinstance(v, dict) and "cov90" in v]
+    return markdown_table(rows, COLUMNS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="*", default=list(DIGIT_TASKS), choices=DIGIT_TASKS)
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    p.add_argument("--images", type=int, default=16, help="held-out digits per task (mappers)")
+    p.add_argument("--red-diff-images", type=int, default=16, help="held-out digits per task (RED-Diff)")
+    p.add_argument("--samples", type=int, default=32, help="K: samples (seeds for RED-Diff) per image")
+    p.add_argument("--red-diff-steps", type=int, default=100)
+    p.add_argument("--posterior-json", default=str(RESULTS / "posterior.json"))
+    p.add_argument("--work-dir", default="runs/calibration")
+    p.add_argument("--out", default=str(RESULTS / "calibration.json"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "calibration.png"))
+    args = p.parse_args()
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+
+    results = analytic_rows(Path(args.posterior_json)) if Path(args.posterior_json).is_file() else {}
+    for task in args.tasks:
+        for method in args.methods:
+            c = digit_coverage(task, method, args, work)
+            results[f"digits/{task}/{method}"] = c["all"]
+            if "hidden" in c:
+                results[f"digits/box_hidden/{method}"] = c["hidden"]
+            print(f"digits/{task}/{method} ({c['images']} images): {c['all']}", flush=True)
+    head = (f"Central per-pixel credible intervals from K = {args.samples} samples per measurement (RED-Diff: "
+            f"K seeds of RED-Diff-{args.red_diff_steps}). gauss / gmm: 8x8 analytic priors of benchmarks/posterior.py, "
+            f"truth = exact posterior draws, K = 256. digits: {args.images} held-out test digits per task "
+            f"({args.red_diff_images} for RED-Diff, ~1 s per image and seed here), truth = the test image; "
+            "box_hidden = the box inpainting task's hidden box only. Perfect calibration: coverage = the level.")
+    data = {"command": command_line("calibration.py"), "head": head, **results}
+    publish(Path(args.out), data, render_calibration)
+    plot(results, Path(args.plot))
+    print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

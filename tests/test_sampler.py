@@ -1,0 +1,79 @@
+"""The sampler objective (davi.objective: sampler): its optimum is the posterior, the config refuses what
+it cannot do, and a short run spreads its samples where the paired objective collapses them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from davi.analytic import davi_fixed_point, digit_images, exact_posterior, fit_gaussian
+from davi.config import ConfigError, load_config
+from davi.losses import sampler_consistency_weight
+from davi.operators import build_operator
+
+PRESETS = ("box", "sr4", "deblur")
+
+
+@pytest.fixture(scope="module")
+def gauss32():
+    """A Gaussian fitted to the bundled 32x32 digits (rank 16): the presets' image size."""
+    x, _ = digit_images(tuple(range(10)), resolution=32)
+    return fit_gaussian(x, rank=16)
+
+
+def _closed_form(prior, cfg, y, paired: bool = False):
+    """(mean err, var ratio) of the objective's closed-form optimum against the exact posterior."""
+    op = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    if paired:
+        mu, C = davi_fixed_point(prior, op, y, cfg.davi.lambda_con, cfg.davi.t_ikl, cfg.davi.lambda_reg)
+    else:
+        M = math.prod(op.measurement_shape((1, *prior.shape))[1:])
+        lam = sampler_consistency_weight(prior.schedule.alphas_cumprod, cfg.davi.t_ikl, op.sigma_y, prior.dim, M)
+        mu, C = davi_fixed_point(prior, op, y, lam, cfg.davi.t_ikl)
+    m, C_ex = exact_posterior(prior, op, y.double())
+    m = m.reshape(y.shape[0], -1)
+    return float(((mu - m).norm(dim=1) / m.norm(dim=1)).max()), float(C.trace() / C_ex.trace())
+
+
+@pytest.mark.parametrize("task", PRESETS)
+def test_sampler_optimum_is_within_2_percent_of_the_posterior_at_the_preset_settings(gauss32, task):
+    """At configs/<task>_mnist_sampler.yaml's operator, sigma_y, t_ikl and derived weight, the minimiser of the
+    sampler objective over Gaussians (closed form) has the exact posterior's mean and total variance within 2%;
+    the paired preset's optimum (configs/<task>_mnist.yaml) under-disperses (measured: box and sr4 below 0.1,
+    deblur, whose lambda_reg is 0.25, 0.32)."""
+    cfg = load_config(f"configs/{task}_mnist_sampler.yaml")
+    op = build_operator(cfg.operator, 32, 1)
+    g = torch.Generator().manual_seed(1)
+    y = op.measure(gauss32.sample(4, generator=g).float(), generator=g)
+    err, var = _closed_form(gauss32, cfg, y)
+    assert err <= 0.02 and abs(var - 1) <= 0.02, (err, var)
+    _, var_paired = _closed_form(gauss32, load_config(f"configs/{task}_mnist.yaml"), y, paired=True)
+    assert var_paired < (0.5 if task == "deblur" else 0.1), var_paired
+
+
+def test_consistency_weight_is_the_likelihood_in_the_iklss_normalisation():
+    """lambda = w_bar M / (2 D sigma_y^2): at t_ikl = 1, w_0 = sqrt(beta_0 / (1 - beta_0)) of the default schedule."""
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    w0 = math.sqrt(1e-4 / (1 - 1e-4))
+    assert sampler_consistency_weight(ab, 1, 0.05, 64, 64) == pytest.approx(w0 / (2 * 0.05**2))
+    assert sampler_consistency_weight(ab, 1, 0.05, 64, 4) == pytest.approx(w0 * 4 / 64 / (2 * 0.05**2))
+    assert sampler_consistency_weight(ab, 20, 0.05, 64, 64) > sampler_consistency_weight(ab, 1, 0.05, 64, 64)
+
+
+def test_sigma_y_zero_with_the_sampler_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="operator.sigma_y") as e:
+        load_config("configs/box_mnist_sampler.yaml", ["operator.sigma_y=0"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="davi.lambda_reg=0"):
+        load_config("configs/box_mnist.yaml", ["davi.objective=sampler"])
+    load_config("configs/box_mnist.yaml", ["operator.sigma_y=0"])  # the paired objective needs no noise
+
+
+def test_sigma_y_zero_stops_train_py_with_one_line(capsys):
+    import train
+
+    assert train.main(["--config", "configs/box_mnist_sampler.yaml", "operator.sigma_y=0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "operator.sigma_y" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
