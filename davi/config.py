@@ -166,8 +166,30 @@ class RedDiffConfig:
 
 
 @dataclass
+class UnpairedConfig:
+    """Measurement-only training (job ``unpaired``): no clean image reaches the recipe.
+
+    ``measurements``: a folder of measurements of ``operator`` (``.npy`` arrays or image files, one
+    measurement each, shape ``(C, h, w)`` / ``(h, w)`` as the operator produces them), or
+    ``simulate``: measure the train split of ``data`` (noise seed ``seed``, the first ``limit``
+    images) and keep only the measurements, to compare with paired training.
+    ``anchors``: a folder written by ``python -m davi.anchors`` (RED-Diff solutions of exactly these
+    measurements); with anchors the Perturbed Posterior Bridge starts at them, without it is off.
+    """
+
+    measurements: str = ""
+    limit: int = 0  # 0 = every measurement
+    seed: int = 0
+    anchors: str = ""
+    # Weight of the optional anchor regression mse(anchor, x_hat) (0 = the anchor only anchors the bridge).
+    lambda_anchor: float = 0.0
+    # RED-Diff batch of the anchor job (one shard per batch).
+    anchor_batch_size: int = 64
+
+
+@dataclass
 class Config:
-    # prior: train a diffusion prior with the DDPM loss; davi: train a mapper.
+    # prior: train a diffusion prior with the DDPM loss; davi: train a mapper; unpaired: a mapper from measurements alone.
     job: str = "davi"
     data: DataConfig = field(default_factory=DataConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
@@ -177,6 +199,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     red_diff: RedDiffConfig = field(default_factory=RedDiffConfig)
+    unpaired: UnpairedConfig = field(default_factory=UnpairedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,14 +209,14 @@ class Config:
 
 
 _CHOICES = {
-    "job": ("prior", "davi"),
+    "job": ("prior", "davi", "unpaired"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "red_diff.init": ("pinv", "lift"),
     "davi.objective": ("paired", "sampler"),
 }
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
-                 "train.checkpoint_every", "log.every")
+                 "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
 
 
 def _check_operator_name(name: str) -> None:

@@ -14,10 +14,11 @@ from davi.config import Config, ConfigError
 from davi.recipe import Recipe
 from davi.recipes.davi import davi_recipe
 from davi.recipes.prior import prior_recipe
+from davi.recipes.unpaired import unpaired_recipe
 
 RecipeBuilder = Callable[..., Recipe]
 
-RECIPES: dict[str, RecipeBuilder] = {"prior": prior_recipe, "davi": davi_recipe}
+RECIPES: dict[str, RecipeBuilder] = {"prior": prior_recipe, "davi": davi_recipe, "unpaired": unpaired_recipe}
 
 
 def register_recipe(name: str, build: RecipeBuilder) -> None:
