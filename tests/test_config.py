@@ -22,7 +22,7 @@ def test_the_configs_folder_is_not_empty():
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
-    assert cfg.job in ("prior", "davi")
+    assert cfg.job in ("prior", "davi", "unpaired")
     assert cfg != Config()  # the file's values were applied, not just the defaults
 
 
