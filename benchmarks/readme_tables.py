@@ -119,6 +119,11 @@ def render_tasks_ikl_vs_regression(data: dict) -> str:
                      for t in names if (t, "davi") in fd)
 
 
+@table("tasks_davi_seconds_per_step", "tasks.json", inline=True)
+def render_tasks_davi_seconds_per_step(data: dict) -> str:
+    return _span([r["s_per_step"] for r in data["rows"] if r["method"] == "davi"], "{:.1f}") + " s"
+
+
 COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
                    ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
                    ("nfe", "network evals / image", "{}"), ("s_per_image", "s / image (CPU)", "{:.4f}"),
@@ -132,6 +137,12 @@ def render_compare(*runs: dict) -> str:
 
 def _speedups(runs: tuple, steps: int) -> list[float]:
     return [r["time_vs_davi"] for run in runs for r in run["rows"] if r["method"].startswith(f"RED-Diff-{steps} ")]
+
+
+@table("compare_red_diff_1000_seconds", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
+def render_compare_red_diff_1000_seconds(*runs: dict) -> str:
+    return _span([r["s_per_image"] for run in runs for r in run["rows"] if r["method"].startswith("RED-Diff-1000 ")],
+                 "{:.1f}") + " s"
 
 
 @table("compare_speedup_1000", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
