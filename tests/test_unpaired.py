@@ -127,7 +127,7 @@ def test_nan_anchors_are_refused(tmp_path, monkeypatch):
 
 def test_config_fields():
     cfg = load_config(CONFIG)
-    assert cfg.job == "unpaired" and cfg.unpaired.measurements == "simulate" and cfg.unpaired.limit == 512
+    assert cfg.job == "unpaired" and cfg.unpaired.measurements == "simulate" and cfg.unpaired.limit == 256
     with pytest.raises(ConfigError, match="unpaired.anchor_batch_size"):
         load_config(CONFIG, ["unpaired.anchor_batch_size=0"])
     with pytest.raises(ConfigError, match="unpaired.measurements: empty"):

@@ -1,0 +1,185 @@
+"""Measurement-only training against paired DAVI and RED-Diff on the embedded default (issue 13).
+
+For SR x4, deblur and box inpainting:
+
+* ``paired``: the paired DAVI mapper (default: the shipped one, davi/assets/mappers/<task>, 250
+  steps at batch 16 on the bundled train digits; ``--paired train`` retrains it on the same
+  ``--train`` digits the measurement-only runs see);
+* ``unpaired``: job ``unpaired`` on measurements of the first ``--train`` train digits (noise
+  seed 0, the digits dropped), no anchors, so the bridge is off;
+* ``unpaired_anchors``: the same with RED-Diff-100 anchors of those measurements (PPB on);
+* ``red_diff_100``: RED-Diff-100 on the test measurements (per-image optimisation).
+
+Every method restores the same ``--images`` held-out test digits (measurement noise seed 0).
+Columns: PSNR, SSIM, classifier FD, the mapper's training CPU minutes and the anchors' precompute
+CPU minutes (process CPU time, so sharing the machine changes them little). Each (task, variant)
+is cached in ``--runs``/<task>-<variant>/result.json and a killed run resumes there (trainings
+from their last checkpoint, RED-Diff from its last shard); the table is written after each.
+
+    python benchmarks/unpaired.py --steps 250 --train 256 --images 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("sr4", "deblur", "box")
+VARIANTS = ("paired", "unpaired", "unpaired_anchors", "red_diff_100")
+SHIPPED = ROOT / "davi" / "assets" / "mappers"
+
+
+def unpaired_config(task: str, args, extra: list[str]):
+    from davi.config import load_config
+
+    runs = Path(args.runs)
+    return load_config(ROOT / "configs" / f"{task}_mnist_unpaired.yaml", [
+        f"unpaired.limit={args.train}", f"unpaired.anchors={ROOT / 'runs' / 'anchors' / f'{task}_mnist_{args.train}'}",
+        f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.checkpoint_every=50",
+        "log.image_every=0", "log.progress=false", *extra])
+
+
+def train_mapper(cfg, recipe_kwargs=None) -> tuple[Path, float]:
+    """Train (resuming a killed run) and return (export folder, CPU minutes for the full run).
+
+    A resumed run measures only its last segment: its CPU time per step is scaled to every step."""
+    from davi.checkpoints import list_checkpoints
+    from davi.recipes import get_recipe
+    from davi.trainer import train
+
+    out = Path(cfg.train.output_dir)
+    done = (out / "export" / "card.json").is_file()
+    if not done:
+        resume = "latest" if out.is_dir() and list_checkpoints(out) else None
+        start = max((int(p.name.split("-")[1]) for p in list_checkpoints(out)), default=0) if resume else 0
+        t0 = time.process_time()
+        train(cfg, get_recipe(cfg.job), resume=resume, **(recipe_kwargs or {}))
+        per_step = (time.process_time() - t0) / max(1, cfg.train.max_steps - start)
+        (out / "cpu.json").write_text(json.dumps({"cpu_seconds_per_step": per_step}))
+    per_step = json.loads((out / "cpu.json").read_text())["cpu_seconds_per_step"]
+    return out / "export", per_step * cfg.train.max_steps / 60
+
+
+def restore_with_mapper(export: Path, y):
+    from davi.evaluation import run_method
+    from davi.export import load_export
+    from davi.inference import DaviMethod
+
+    mapper, _, operator = load_export(export)
+    return run_method(DaviMethod(mapper, operator), y, 100)[0]
+
+
+def run_variant(task: str, variant: str, args, y, x0) -> dict:
+    from davi.anchors import anchor_cpu_seconds, compute_anchors
+    from davi.config import load_config
+    from davi.measurements import MeasurementDataset
+
+    runs = Path(args.runs)
+    if variant == "paired" and args.paired == "shipped":
+        card = json.loads((SHIPPED / task / "card.json").read_text())
+        return {"restored": restore_with_mapper(SHIPPED / task, y), "train_steps": card["steps"],
+                "train_batch": card["config"]["train"]["batch_size"], "train_images": "4,000 (all)",
+                "train_cpu_minutes": None}
+    if variant == "paired":
+        from davi.data import load_split
+
+        cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml", [
+            f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.checkpoint_every=50",
+            "log.image_every=0", "log.progress=false", f"train.output_dir={runs / f'{task}-paired'}"])
+        images = load_split(cfg.data, "train").tensor(limit=args.train)
+        export, cpu = train_mapper(cfg, {"train_images": images, "val_images": images[:4]})
+        return {"restored": restore_with_mapper(export, y), "train_steps": args.steps, "train_batch": args.batch_size,
+                "train_images": args.train, "train_cpu_minutes": cpu}
+    if variant == "red_diff_100":
+        cfg = unpaired_config(task, args, [])
+        data = MeasurementDataset(y, cfg_operator_params(cfg), f"{cfg.data.source}:test[:{len(y)}] measured (seed 0)")
+        folder = compute_anchors(cfg, runs / "red_diff_test" / f"{task}-{len(y)}", data=data, progress=False)
+        from davi.anchors import load_anchors
+
+        return {"restored": load_anchors(folder, data).clamp(-1, 1), "nfe": cfg.red_diff.num_steps,
+                "cpu_minutes": anchor_cpu_seconds(folder) / 60,
+                "red_diff": f"lr={cfg.red_diff.lr}, lam={cfg.red_diff.lam}"}
+    anchored = variant == "unpaired_anchors"
+    cfg = unpaired_config(task, args, [f"train.output_dir={runs / f'{task}-{variant}'}"]
+                          + ([] if anchored else ["unpaired.anchors="]))
+    anchor_minutes = None
+    if anchored:
+        compute_anchors(cfg, device="cpu", progress=False)  # resumes (or checks) the anchor shards
+        anchor_minutes = anchor_cpu_seconds(cfg.unpaired.anchors) / 60
+    export, cpu = train_mapper(cfg)
+    return {"restored": restore_with_mapper(export, y), "train_steps": args.steps, "train_batch": args.batch_size,
+            "train_images": args.train, "train_cpu_minutes": cpu, "anchor_cpu_minutes": anchor_minutes}
+
+
+def cfg_operator_params(cfg) -> dict:
+    from davi.operators import build_operator
+
+    return build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).params()
+
+
+def collect(args) -> dict:
+    """{task: {variant: metrics}} from every cached result."""
+    out: dict = {}
+    for task in TASKS:
+        for variant in VARIANTS:
+            f = Path(args.runs) / f"{task}-{variant}" / "result.json"
+            if f.is_file():
+                out.setdefault(task, {})[variant] = json.loads(f.read_text())
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--train", type=int, default=256, help="training measurements (first N train digits)")
+    p.add_argument("--images", type=int, default=200, help="held-out test digits")
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--paired", choices=("shipped", "train"), default="shipped")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "bench_unpaired"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "unpaired.json"))
+    args = p.parse_args()
+
+    import torch
+
+    from davi.atomic import write_json
+    from davi.data import load_split
+    from davi.metrics import score_restorations
+    from davi.operators import build_operator
+    from readme_tables import command_line, publish, render_unpaired
+
+    for task in args.tasks:
+        cfg = unpaired_config(task, args, [])
+        x0 = load_split(cfg.data, "test").tensor(limit=args.images)
+        operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
+        y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+        for variant in args.variants:
+            cache = Path(args.runs) / f"{task}-{variant}" / "result.json"
+            if cache.is_file():
+                continue
+            result = run_variant(task, variant, args, y, x0)
+            metrics = score_restorations(result.pop("restored"), x0, explain_absent=False)
+            write_json(cache, {**metrics, **result, "images": len(x0)})
+            print(task, variant, json.dumps({**metrics, **result}))
+            head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test digits (noise seed "
+                    f"0), one sample per image. Measurement-only runs: {args.train} measurements of the first "
+                    f"{args.train} bundled train digits (seed 0, digits dropped), {args.steps} mapper steps at batch "
+                    f"{args.batch_size}; anchors = RED-Diff-{cfg.red_diff.num_steps} of those measurements. paired = "
+                    + ("the shipped mappers (same step budget, but all 4,000 train digits)." if args.paired == "shipped"
+                       else f"paired DAVI on the same {args.train} digits.")
+                    + " CPU minutes = process CPU time, one thread. classifier FD = Frechet distance in the digit "
+                      "classifier's features (not FID; lower is more realistic).")
+            publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **collect(args)},
+                    render_unpaired)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
