@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="start training from scratch instead of resuming")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.batch_size=8")
     args = p.parse_args(argv)
+    args.command = " ".join(["python", "demo.py", *(sys.argv[1:] if argv is None else argv)])  # for the results file
     return run_cli(lambda: demo(args))
 
 
@@ -93,7 +94,7 @@ def demo(args) -> None:
               "classifier FD: Frechet distance in the project's digit-classifier feature space (not FID).\n\n")
     write_text(out / f"metrics_{args.task}.md", header + table + "\n")
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    results = {"command": " ".join(["python", "demo.py", *sys.argv[1:]]), "task": args.task, "images": args.images,
+    results = {"command": args.command, "task": args.task, "images": args.images,
                "steps": summary["steps"], "steps_this_process": summary["steps"] - summary["start_step"],
                "train_seconds": t_train, "seconds": time.time() - t0, "rows": rows}
     write_text(out / f"results_{args.task}.json", json.dumps(results, indent=2) + "\n")
