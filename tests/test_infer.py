@@ -86,7 +86,7 @@ def test_restore_simulated_digits_writes_samples_mean_std_and_settings(sr_export
         samples = np.stack([_png(out / "samples" / f"{f.stem}_{k}.png") for k in range(3)])
         inside = ((samples > 0) & (samples < 255)).all(0)
         checked += inside.sum()
-        assert np.abs(samples.mean(0) - _png(f))[inside].max() <= 1.0, f.name
+        assert np.abs(samples.mean(0) - _png(f))[inside].max() <= 1.0 + 1e-9, f.name  # two roundings of <= 0.5
         assert samples.std(0)[inside].mean() > 0.5  # the samples differ: the check is not trivial
     assert checked > 0.2 * 5 * 32 * 32
     # the saved .npy measurements restore to the same mean as the simulation did
