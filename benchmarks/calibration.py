@@ -14,7 +14,8 @@ quantiles); coverage is how often the truth falls inside. Perfect calibration is
   hidden box only (``digits/box_hidden/<method>``), where the measurement says nothing.
 
 Results: ``benchmarks/results/calibration.json`` ({"<setting>/<task>/<method>": {"cov50", "cov80",
-"cov90", "cov95"}}) and the plot ``docs/calibration.png`` (nominal vs observed, one line per method).
+"cov90", "cov95"}}), the plot ``docs/calibration.png`` (nominal vs observed, one line per method) and
+the README figure ``docs/box_sampler_grid.png`` (box inpainting: measurement, 8 samples, mean, std, truth).
 Each (task, method) on digits is cached in ``--work-dir`` so an interrupted run resumes.
 
     python benchmarks/calibration.py                         # 16 images, K = 32
@@ -126,6 +127,22 @@ def digit_coverage(task: str, method: str, args, work: Path) -> dict:
     return out
 
 
+@torch.no_grad()
+def box_grid(path: Path, images: int = 8, samples: int = 8) -> None:
+    """README figure: per test digit (one row each) the measurement, ``samples`` sampler samples, their mean, their
+    per-pixel std (scaled to the figure's max) and the truth, for box inpainting."""
+    from davi.imageio import display_measurement, make_grid, save_grid_png
+
+    x0, y, op = test_problem("box", images)
+    draws = mapper_draws(MAPPERS / "box_sampler", y, op, samples)  # (K, N, 1, H, W)
+    std = draws.std(0)
+    rows = []
+    for i in range(images):
+        rows += [display_measurement(y[i:i + 1], x0[i:i + 1])[0], *draws[:, i], draws[:, i].mean(0),
+                 std[i] / std.amax().clamp_min(1e-8) * 2 - 1, x0[i]]
+    save_grid_png(make_grid(torch.stack(rows), nrow=samples + 4), path, upscale=3)
+
+
 # ----------------------------------------------------------------------------------------------
 # plot and table
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +176,11 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlim(0, 100), ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("observed coverage (%)")
-    axes[-1].legend(loc="upper left", fontsize=8)
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[0].legend(handles.values(), handles.keys(), loc="upper left", fontsize=8)
     fig.tight_layout()
     from davi.atomic import write_file
 
@@ -190,6 +211,8 @@ def main() -> None:
     p.add_argument("--work-dir", default="runs/calibration")
     p.add_argument("--out", default=str(RESULTS / "calibration.json"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "calibration.png"))
+    p.add_argument("--grid", default=str(ROOT / "docs" / "box_sampler_grid.png"),
+                   help="box inpainting figure of the shipped box sampler ('' = none)")
     args = p.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -211,6 +234,9 @@ def main() -> None:
     publish(Path(args.out), data, render_calibration)
     plot(results, Path(args.plot))
     print(f"wrote {args.plot}")
+    if args.grid and (MAPPERS / "box_sampler").is_dir():
+        box_grid(Path(args.grid))
+        print(f"wrote {args.grid}")
 
 
 if __name__ == "__main__":

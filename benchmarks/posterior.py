@@ -26,7 +26,8 @@ Methods per task (keys of ``benchmarks/results/posterior.json``: ``"<prior>/<tas
   lambda_con 0.5, lambda_reg 1): a point estimator; it is also the sampler's warm start;
 * ``exact``: exact posterior samples through the same estimators (the Monte-Carlo floor);
 * ``target`` (Gaussian prior): samples of the closed-form optimum of the sampler objective at its
-  t_ikl (davi.analytic.davi_fixed_point): what an ideal mapper and score network converge to.
+  t_ikl (davi.analytic.davi_fixed_point): what an ideal mapper and score network converge to;
+* ``red-diff-1000``: RED-Diff's point estimates from 8 seeds per y (their spread is optimiser noise).
 
 Each (prior, task) is cached in ``--work-dir`` as it finishes, so an interrupted run resumes where it
 stopped; every run rewrites the results from all cached tasks.
@@ -201,11 +202,27 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
     add("sampler", mapper_samples(sampler, op, y, args.samples), paired_s + sampler_s,
         f"{args.paired_steps} paired + {args.steps} sampler steps, t_ikl={args.t_ikl}")
-    if args.red_diff_seeds:
-        t0 = time.process_time()
-        red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)
-        add(f"red-diff-{args.red_diff_steps}", red, time.process_time() - t0,
-            f"point estimates of {args.red_diff_seeds} seeds (their spread is optimiser noise)")
+    from davi.atomic import write_text
+
+    write_text(cache, json.dumps(rows, indent=1))
+    return rows
+
+
+def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
+    """RED-Diff's rows for one (prior, task) (cached apart from the training: a few CPU seconds here)."""
+    cache = work / f"{prior_name}_{task}.red_diff.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    prior = make_prior(prior_name)
+    op = make_operator(task)
+    _, y = held_out_measurements(prior, op, args.measurements, seed=1, ambiguous=prior_name == "gmm")
+    posts = exact_posteriors(prior, op, y)
+    truths = torch.stack([p.sample(NUM_TRUTHS, torch.Generator().manual_seed(7)) for p in posts], 1)
+    t0 = time.process_time()
+    red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)
+    rows = [{"prior": prior_name, "task": task, "method": f"red-diff-{args.red_diff_steps}",
+             **figures(red, posts, truths), "seconds": time.process_time() - t0,
+             "notes": f"point estimates of {args.red_diff_seeds} seeds (their spread is optimiser noise)"}]
     from davi.atomic import write_text
 
     write_text(cache, json.dumps(rows, indent=1))
@@ -298,9 +315,10 @@ def main() -> None:
     p.add_argument("--measurements", type=int, default=None, help="test measurements y per task (default 6)")
     p.add_argument("--samples", type=int, default=None, help="samples per y (default 256)")
     p.add_argument("--red-diff-steps", type=int, default=1000)
-    p.add_argument("--red-diff-seeds", type=int, default=0, help="RED-Diff seeds per y (0: no RED-Diff rows)")
+    p.add_argument("--red-diff-seeds", type=int, default=8, help="RED-Diff seeds per y (0: no RED-Diff rows)")
     p.add_argument("--work-dir", default="runs/posterior", help="per-task cache and training runs (resumable)")
     p.add_argument("--out", default=str(RESULTS / "posterior.json"))
+    p.add_argument("--collect", action="store_true", help="train nothing: write the results of the cached tasks")
     args = p.parse_args()
     args.steps = args.steps or (40 if args.quick else 1200)
     args.paired_steps = args.paired_steps or (20 if args.quick else 400)
@@ -310,13 +328,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     rows = []
-    for prior_name in args.priors:
+    for prior_name in args.priors if not args.collect else []:
         for task in args.tasks:
             rows += run_task(prior_name, task, args, work)
+            if args.red_diff_seeds:
+                rows += run_red_diff(prior_name, task, args, work)
             print(f"{prior_name}/{task} done", flush=True)
     # every task cached so far (another process may run the other prior)
-    rows = [r for prior_name in PRIORS for task in TASKS if (work / f"{prior_name}_{task}.json").is_file()
-            for r in json.loads((work / f"{prior_name}_{task}.json").read_text())]
+    rows = [r for prior_name in PRIORS for task in TASKS for suffix in (".json", ".red_diff.json")
+            if (work / f"{prior_name}_{task}{suffix}").is_file()
+            for r in json.loads((work / f"{prior_name}_{task}{suffix}").read_text())]
     head = (f"8x8 digits, sigma_y={SIGMA_Y}; Gaussian prior: fit_gaussian(classes 0-9, rank {RANK}); mixture: "
             f"fit_gmm(classes {GMM_CLASSES}, rank {RANK}). Mapper and score net: fresh UNet [16,32], no attention, "
             f"h=0.1, batch {args.batch_size}, lr {args.lr}, EMA 0.995, PPB on. paired: {args.paired_steps} steps, "
@@ -325,7 +346,8 @@ def main() -> None:
             f"{args.score_steps} score update(s) per mapper update. {args.measurements} test measurements per task "
             f"(mixture: the most ambiguous of {32 * args.measurements}), {args.samples} samples per y; coverage "
             f"against {NUM_TRUTHS} exact posterior draws per y. seconds = CPU seconds of training, one thread "
-            f"(the sampler's include its paired warm start).")
+            f"(the sampler's include its paired warm start). RED-Diff: {args.red_diff_steps} steps, lr 0.25, lambda 0.25, "
+            f"{args.red_diff_seeds} seeds per y (point estimates).")
     data = {"command": command_line("posterior.py"), "head": head, "rows": table_rows(rows), **keyed(rows)}
     publish(Path(args.out), data, render_results)
 

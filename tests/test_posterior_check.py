@@ -37,6 +37,15 @@ NUM_Y, NUM_SAMPLES = 8, 512
 # mapper's 1.87 (and a collapsed sampler, whose ratio goes to 0).
 MEAN_TOL = 0.18
 VAR_BAND = (0.45, 1.5)
+# Top-5 eigen-direction variance ratios (v_i^T C_hat v_i / lambda_i): measured 0.118-1.124 (seed 0); a sampler
+# collapsed along any of the posterior's main directions goes below 0.06, one blown up past 2.
+TOP5_BAND = (0.06, 2.0)
+
+# The sampler objective (davi.objective=sampler, t_ikl 20, derived weight 2.23) at the same budget, from scratch:
+# measured mean err 0.107, var ratio 0.328, top-5 0.116-0.566 (seed 0). Its optimum is the posterior (closed form
+# 0.01 / 1.0), but 150 steps are far from it: the spread converges slowly (docs/sampler.md). This guards the
+# objective's wiring, not a calibrated sampler: a variance floor of 0.5 would fail here today.
+SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND = 0.15, (0.2, 1.5)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +138,23 @@ def test_trained_mapper_is_close_to_the_exact_posterior(problem, tmp_path):
     err, var, ok = _check(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
     assert err <= MEAN_TOL, f"sample mean {err:.3f} from the exact posterior mean (tolerance {MEAN_TOL})"
     assert VAR_BAND[0] <= var <= VAR_BAND[1], f"variance ratio {var:.3f} outside {VAR_BAND}"
+    f = posterior_figures(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
+    assert TOP5_BAND[0] <= f["var_top_min"] and f["var_top_max"] <= TOP5_BAND[1], (f["var_top_min"], f["var_top_max"])
+
+
+@pytest.mark.slow
+def test_sampler_objective_trains_towards_the_exact_posterior(problem, tmp_path):
+    from davi.export import load_export
+    from davi.recipes import davi_recipe
+    from davi.trainer import train
+
+    prior, op, y, posts = problem
+    images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()
+    cfg = _config(tmp_path / "run", "davi.objective=sampler", "davi.t_ikl=20")
+    out = train(cfg, davi_recipe, prior=prior, train_images=images, val_images=images[:4])
+    mapper, card, _ = load_export(out / "export")
+    assert card["objective"] == "sampler" and card["consistency_weight"] == pytest.approx(2.23, abs=0.01)
+    f = posterior_figures(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
+    assert f["mean_err"] <= SAMPLER_MEAN_TOL, f["mean_err"]
+    assert SAMPLER_VAR_BAND[0] <= f["var_tr"] <= SAMPLER_VAR_BAND[1], f["var_tr"]
+    assert TOP5_BAND[0] <= f["var_top_min"] and f["var_top_max"] <= TOP5_BAND[1], (f["var_top_min"], f["var_top_max"])
