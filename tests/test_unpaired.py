@@ -188,3 +188,61 @@ def test_anchor_cli_bad_folder_is_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "x.npy: measurement of shape (1, 32, 32)" in r.stderr
     assert not (tmp_path / "a").exists()
+
+
+class _CpuAccelerator:
+    """What the recipe asks of an Accelerator, on the CPU."""
+
+    device = torch.device("cpu")
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def unwrap_model(self, model):
+        return model
+
+
+def _bridge_inputs(cfg, batch):
+    """(x_a, a) the unpaired iteration feeds the mapper for ``batch`` (a spy mapper, no score network)."""
+    from davi.recipes.unpaired import unpaired_recipe
+
+    recipe = unpaired_recipe(cfg, _CpuAccelerator())
+    real, seen = recipe.networks["mapper"], {}
+
+    class Spy(torch.nn.Module):
+        num_timesteps = real.num_timesteps
+
+        def inference_input(self, lifted, z):
+            return real.inference_input(lifted, z)
+
+        def forward(self, x_a, a):
+            seen.update(x_a=x_a, a=a)
+            return x_a
+
+    updates = list(recipe.iteration({"mapper": Spy()}, batch))
+    assert [u.network for u in updates] == ["mapper"]
+    return seen["x_a"], seen["a"], recipe
+
+
+@pytest.mark.slow
+def test_bridge_starts_at_the_anchor_and_is_off_without_one(tmp_path):
+    torch.manual_seed(0)
+    cfg = small_config(tmp_path, "davi.lambda_ikl=0", "davi.ppb_alpha=1", "davi.ppb_beta=1000")
+    compute_anchors(cfg, progress=False)
+    op = operator_of(cfg)
+    data = load_measurements(cfg, op)
+    anchors = load_anchors(cfg.unpaired.anchors, data)
+    y, lifted = data.y, op.lift(data.y)
+
+    # anchors, bridge times near a = 0 (Beta(1, 1000)): the input is (almost) the anchor itself
+    x_a, a, recipe = _bridge_inputs(cfg, {"y": y, "anchor": anchors, "index": torch.arange(4)})
+    assert recipe.train_set.anchors is not None and int(a.max()) < 50
+    assert (x_a - anchors).abs().max() < 0.05 < (lifted - anchors).abs().max()
+
+    # no anchors: the inference input lift(y) + h z at a = T - 1, whatever the bridge settings
+    cfg_off = small_config(tmp_path, "davi.lambda_ikl=0", "davi.ppb_alpha=1", "davi.ppb_beta=1000", "unpaired.anchors=")
+    x_a, a, recipe = _bridge_inputs(cfg_off, {"y": y, "index": torch.arange(4)})
+    assert recipe.train_set.anchors is None and bool((a == 999).all())
+    assert abs(float((x_a - lifted).std()) - cfg.mapper.h) < 0.02
