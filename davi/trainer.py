@@ -87,6 +87,9 @@ def make_accelerator(tc: TrainConfig, out: Path):
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
+    if tc.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        accelerator.print("warning: train.mixed_precision=fp16 has no effect on CPU (Accelerate trains in float32 "
+                          "there); use bf16 for reduced precision on CPU")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > accelerator.num_processes:
         # e.g. `accelerate launch --cpu --num_processes 2`: each process trains alone

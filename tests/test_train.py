@@ -345,3 +345,11 @@ def test_bf16_mixed_precision_autocasts_the_forward_on_cpu(tmp_path):
     seen = []
     train(toy_cfg(tmp_path / "fp32", max_steps=1), toy_recipe, train_images=TOY_IMAGES, seen=seen)
     assert {s["dtype"] for s in seen} == {torch.float32}  # ... and only when asked to
+
+
+def test_fp16_on_cpu_warns_that_it_trains_in_float32(tmp_path, capsys):
+    seen = []
+    train(toy_cfg(tmp_path / "fp16", max_steps=1, mixed_precision="fp16"), toy_recipe, train_images=TOY_IMAGES,
+          seen=seen)
+    assert "mixed_precision=fp16 has no effect on CPU" in capsys.readouterr().out
+    assert {s["dtype"] for s in seen} == {torch.float32}
