@@ -34,7 +34,9 @@ network being stepped).
     python benchmarks/memory.py --arch imagenet256 --batch-sizes 1 2 4
     python benchmarks/memory.py --device cpu --arch small              # CPU estimate: batch 1, 2 run, 3..8 extrapolated
 
-Prints a Markdown table and writes benchmarks/results/memory_<device>.md (``--out``).
+Prints a Markdown table and writes the numbers to benchmarks/results/memory_<device>.json (``--out``)
+with the table rendered beside it (``.md``), by ``readme_tables.publish``; the README's 256 x 256
+peak-memory figures are rendered from ``memory_cpu_ffhq256.json`` (``render_memory_256_peak``).
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def parse_args(argv=None):
                         "warm-up iteration first (iteration); CUDA always runs a full warm-up iteration")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/memory_<device>.md)")
+    p.add_argument("--out", default=None,
+                   help="results JSON, the .md written beside it (default benchmarks/results/memory_<device>.json)")
     p.add_argument("--worker-points", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch_sizes and min(args.batch_sizes) < 1:
@@ -297,7 +300,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from davi.evaluation import markdown_table, publish_table
+    from readme_tables import publish, render_memory
 
     args.device = resolve_device(args.device).type
     cuda = args.device == "cuda"
@@ -343,13 +346,6 @@ def main(argv=None) -> None:
                     row["reserved"] = m["reserved"] / GIB
             rows.append(row)
 
-    columns = [("batch", "batch / GPU", "{}"), ("ckpt", "grad ckpt", "{}"), ("precision", "precision", "{}"),
-               ("resident", "resident before (GiB)", "{:.3f}"), ("peak", "peak (GiB)", "{:.3f}"),
-               ("act", "peak - resident (GiB)", "{:.3f}")]
-    if cuda:
-        columns.append(("reserved", "max reserved (GiB)", "{:.3f}"))
-    columns += [("seconds", "s / iteration", "{:.3f}"), ("how", "how", "{}")]
-    table = markdown_table(rows, columns)
     static = 32 * n_params
     dev = torch.device(args.device)
     kind = ("MEASURED on the GPU" if cuda else
@@ -360,10 +356,11 @@ def main(argv=None) -> None:
             f"One full iteration: mapper fwd (graph kept), score-net DSM fwd+bwd+AdamW, teacher fwd + score fwd "
             f"(IKL), mapper bwd+AdamW, EMA. Exact static state between iterations (fp32 weights x3, AdamW moments "
             f"x2 for 2 nets, EMA): {static / GIB:.3f} GiB; +{4 * n_params / GIB:.3f} GiB of gradients while a "
-            f"network is stepped. torch {torch.__version__}.\n\n"
-            f"Command: `python benchmarks/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"memory_{dev.type}.md"
-    publish_table(out, head, table)
+            f"network is stepped. torch {torch.__version__}.")
+    command = " ".join(["python", "benchmarks/memory.py", *(sys.argv[1:] if argv is None else argv)])
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"memory_{dev.type}.json"
+    publish(out.with_suffix(".json"), {"command": command, "head": head, "device": device_description(dev),
+                                       "arch": args.arch, "params": n_params, "rows": rows}, render_memory)
 
 
 if __name__ == "__main__":

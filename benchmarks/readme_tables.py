@@ -205,6 +205,52 @@ def render_classifier(data: dict) -> str:
     return markdown_table(data["rows"], CLASSIFIER_COLUMNS)
 
 
+SPEED_COLUMNS = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "batch", "{}"),
+                 ("layout", "layout", "{}"), ("compiled", "compiled", "{}"),
+                 ("davi", "DAVI s/img (1 NFE)", "{:.4g}"), ("davi_ips", "DAVI img/s", "{:.4g}"),
+                 ("step", "RED-Diff s/img per step", "{:.4g}"), ("step_over_davi", "step / DAVI", "{:.2f}"),
+                 ("rd100", "RED-Diff-100 s/img", "{:.4g}"), ("rd1000", "RED-Diff-1000 s/img", "{:.4g}"),
+                 ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}")]
+
+
+def render_speed(data: dict) -> str:
+    """benchmarks/speed.py: seconds per image of DAVI and per RED-Diff step, per dtype and batch size."""
+    return markdown_table(data["rows"], SPEED_COLUMNS)
+
+
+@table("speed_256", "speed_cpu_ffhq256.json")
+def render_speed_256(data: dict) -> str:
+    """The README's 256 x 256 speed table: the batch-1 rows of benchmarks/speed.py at the prior's size."""
+    rows = [{**r, "dtype": r["dtype"] + ("" if r["dtype"].startswith("fp32") else " (autocast)")}
+            for r in data["rows"] if r["batch"] == 1]
+    where = f"{data['resolution']}x{data['resolution']}, {data['device']}"
+    return markdown_table(rows, [("dtype", where, "{}"), ("davi", "DAVI s/image (1 NFE)", "{:.4g}"),
+                                 ("step", "RED-Diff s/step", "{:.4g}"), ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}x")])
+
+
+@table("speed_256_params", "speed_cpu_ffhq256.json", inline=True)
+def render_speed_256_params(data: dict) -> str:
+    return f"{data['params'] / 1e6:.1f}M"
+
+
+def render_memory(data: dict) -> str:
+    """benchmarks/memory.py: peak memory of one training iteration per batch size and checkpointing;
+    the allocator's reserved memory where it was measured (CUDA)."""
+    reserved = [("reserved", "max reserved (GiB)", "{:.3f}")] if any("reserved" in r for r in data["rows"]) else []
+    return markdown_table(data["rows"], [
+        ("batch", "batch / GPU", "{}"), ("ckpt", "grad ckpt", "{}"), ("precision", "precision", "{}"),
+        ("resident", "resident before (GiB)", "{:.3f}"), ("peak", "peak (GiB)", "{:.3f}"),
+        ("act", "peak - resident (GiB)", "{:.3f}"), *reserved, ("seconds", "s / iteration", "{:.3f}"),
+        ("how", "how", "{}")])
+
+
+@table("memory_256_peak", "memory_cpu_ffhq256.json", inline=True)
+def render_memory_256_peak(data: dict) -> str:
+    """Batch-1 peak of benchmarks/memory.py at the prior's size, without and with gradient checkpointing."""
+    peak = {r["ckpt"]: r["peak"] for r in data["rows"] if r["batch"] == 1}
+    return f"{peak['off']:.1f} GiB, {peak['on']:.1f} GiB with gradient checkpointing"
+
+
 def _span(values: list[float], fmt: str) -> str:
     lo, hi = min(values), max(values)
     return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"

@@ -27,7 +27,9 @@ quick CPU runs: its numbers say nothing about the real scale).
     python benchmarks/speed.py --arch imagenet256 --dtypes bf16 --batch-sizes 1 8 32
     python benchmarks/speed.py --device cpu --arch small --batch-sizes 1 8   # < 1 min on a CPU
 
-Prints a Markdown table and writes it to benchmarks/results/speed_<device>.md (``--out``).
+Prints a Markdown table and writes the numbers to benchmarks/results/speed_<device>.json (``--out``)
+with the table rendered beside it (``.md``), by ``readme_tables.publish``; the README's 256 x 256
+speed table is rendered from ``speed_cpu_ffhq256.json`` (``render_speed_256``).
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed runs, median reported (default 10 CUDA, 5 CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="Markdown output (default benchmarks/results/speed_<device>.md)")
+    p.add_argument("--out", default=None,
+                   help="results JSON, the .md written beside it (default benchmarks/results/speed_<device>.json)")
     args = p.parse_args(argv)
     if min(args.batch_sizes) < 1:
         p.error("--batch-sizes must be >= 1")
@@ -105,9 +108,9 @@ def main(argv=None) -> None:
     import torch
 
     from davi.config import OperatorConfig
-    from davi.evaluation import markdown_table, publish_table
     from davi.mapper import Mapper
     from davi.operators import build_operator
+    from readme_tables import publish, render_speed
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,23 +185,18 @@ def main(argv=None) -> None:
                   f"ms/img -> RED-Diff-1000 {1000 * step_img:.2f} s/img, x{1000 * step_img / davi_img:.0f}",
                   flush=True)
 
-    columns = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "batch", "{}"),
-               ("layout", "layout", "{}"), ("compiled", "compiled", "{}"),
-               ("davi", "DAVI s/img (1 NFE)", "{:.4g}"), ("davi_ips", "DAVI img/s", "{:.4g}"),
-               ("step", "RED-Diff s/img per step", "{:.4g}"), ("step_over_davi", "step / DAVI", "{:.2f}"),
-               ("rd100", "RED-Diff-100 s/img", "{:.4g}"), ("rd1000", "RED-Diff-1000 s/img", "{:.4g}"),
-               ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}")]
-    table = markdown_table(rows, columns)
     head = (f"# Restoration speed, {res}x{res}, {device_description(device)}\n\n"
             f"Network: `{args.arch}` UNet2DModel, {n_params / 1e6:.1f}M parameters, random weights "
             f"({'a quick-check size, not the real scale' if args.arch == 'small' else 'the published prior size'}). "
             f"Task `{args.task}`. torch {torch.__version__}.\n"
             f"Median of {repeats} timed runs after {warmup} warm-up run(s); RED-Diff timed over {rd_steps} "
             f"consecutive step(s) per run and divided: RED-Diff-N = N x (seconds per step). "
-            f"bf16/fp16 = torch.autocast with fp32 weights.\n\n"
-            f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n")
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speed_{device.type}.md"
-    publish_table(out, head, table)
+            f"bf16/fp16 = torch.autocast with fp32 weights.")
+    command = " ".join(["python", "benchmarks/speed.py", *(sys.argv[1:] if argv is None else argv)])
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speed_{device.type}.json"
+    publish(out.with_suffix(".json"), {"command": command, "head": head, "device": device_description(device),
+                                       "resolution": res, "arch": args.arch, "params": n_params, "rows": rows},
+            render_speed)
 
 
 if __name__ == "__main__":

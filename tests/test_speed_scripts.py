@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -14,16 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _table_rows(text: str) -> list[list[str]]:
-    """Data rows of the first Markdown table in ``text`` (header and separator dropped)."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    assert len(lines) >= 3, text
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+def _load_readme_tables():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["readme_tables"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def _header(text: str) -> list[str]:
-    line = next(ln for ln in text.splitlines() if ln.startswith("|"))
-    return [c.strip() for c in line.strip("|").split("|")]
+rt = _load_readme_tables()
 
 
 def _run(args: list[str], timeout: int) -> None:
@@ -34,17 +35,18 @@ def _run(args: list[str], timeout: int) -> None:
 
 @pytest.mark.slow
 def test_speed_script_cpu(tmp_path):
-    out = tmp_path / "speed.md"
+    out = tmp_path / "speed.json"
     _run([str(ROOT / "benchmarks" / "speed.py"), "--device", "cpu", "--arch", "small", "--batch-sizes", "1",
           "--repeats", "1", "--threads", "1", "--out", str(out)], timeout=120)
-    text = out.read_text()
-    head = _header(text)
-    rows = _table_rows(text)
-    assert {r[head.index("dtype")] for r in rows} == {"fp32", "bf16"}
+    data = json.loads(out.read_text())
+    # the .md beside the JSON is the JSON rendered (what the README's tables are made from)
+    assert out.with_suffix(".md").read_text() == rt.results_markdown(data, rt.render_speed)
+    assert data["command"].endswith(f"--out {out}") and data["params"] > 0
+    rows = data["rows"]
+    assert {r["dtype"] for r in rows} == {"fp32", "bf16"}
     for r in rows:
-        assert r[head.index("batch")] == "1"
-        davi = float(r[head.index("DAVI s/img (1 NFE)")])
-        step = float(r[head.index("RED-Diff s/img per step")])
+        assert r["batch"] == 1
+        davi, step = r["davi"], r["step"]
         assert davi > 0 and step > 0
         # Two independent timings: one network evaluation (DAVI) against one network evaluation plus an
         # Adam step (a RED-Diff step). Same order: timing the wrong thing (a no-op, the whole run, a
@@ -55,23 +57,28 @@ def test_speed_script_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_memory_script_cpu(tmp_path):
-    out = tmp_path / "memory.md"
+    out = tmp_path / "memory.json"
     _run([str(ROOT / "benchmarks" / "memory.py"), "--device", "cpu", "--arch", "small", "--batch-sizes", "1",
           "--threads", "1", "--out", str(out)], timeout=150)
-    text = out.read_text()
+    data = json.loads(out.read_text())
+    text = out.with_suffix(".md").read_text()
+    assert text == rt.results_markdown(data, rt.render_memory)
     assert "ESTIMATE" in text  # a CPU figure never passes for a GPU measurement
-    head = _header(text)
-    rows = {r[head.index("grad ckpt")]: r for r in _table_rows(text)}
-    assert set(rows) == {"off", "on"}
-    peak = {k: float(r[head.index("peak (GiB)")]) for k, r in rows.items()}
+    rows = {r["ckpt"]: r for r in data["rows"]}
+    assert len(data["rows"]) == 2 and set(rows) == {"off", "on"}  # one batch size: nothing to extrapolate
     for r in rows.values():
-        assert r[head.index("batch / GPU")] == "1"
-        assert float(r[head.index("resident before (GiB)")]) > 0
-        assert float(r[head.index("s / iteration")]) > 0
-        assert "ESTIMATE" in r[head.index("how")]
-    assert 0 < peak["on"] < peak["off"]  # checkpointing trades activations for recomputation
+        assert r["batch"] == 1 and r["resident"] > 0 and r["seconds"] > 0
+        assert r["how"].startswith("ESTIMATE")
+    assert 0 < rows["on"]["peak"] < rows["off"]["peak"]  # checkpointing trades activations for recomputation
     # The static part is stated from the parameter count.
     assert re.search(r"static state .*: \d+\.\d+ GiB", text)
+
+
+@pytest.mark.parametrize("name, render", [("speed_cpu", rt.render_speed), ("speed_cpu_ffhq256", rt.render_speed),
+                                          ("memory_cpu", rt.render_memory), ("memory_cpu_ffhq256", rt.render_memory)])
+def test_results_markdown_is_rendered_from_its_json(name, render):
+    data = json.loads((rt.RESULTS / f"{name}.json").read_text())
+    assert rt.results_markdown(data, render) == (rt.RESULTS / f"{name}.md").read_text()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*256.yaml")), ids=lambda p: p.name)
