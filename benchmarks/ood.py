@@ -15,7 +15,6 @@ independent of their batch (tests/test_red_diff.py), so it is computed that way,
 Results are cached per (task, shift) in --cache-dir as they come, so a killed run resumes.
 
     OMP_NUM_THREADS=1 python benchmarks/ood.py --images 100 --red-diff-images 32 --figure docs/ood.png
-    python benchmarks/ood.py --statistics    # compare candidate statistics (ood_statistic.json/.md)
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import json
 from pathlib import Path
 
 import torch
-from readme_tables import RESULTS, command_line, publish, render_ood, render_ood_statistic
+from readme_tables import RESULTS, command_line, publish, render_ood
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 
@@ -175,60 +174,6 @@ def figure(args, out_path: str) -> None:
     print(f"wrote {out_path}")
 
 
-# ---- candidate statistics ----------------------------------------------------------------------------
-
-
-def statistics(args) -> dict:
-    """Each candidate's detection (of images where DAVI is below lift(y)) and false-alarm rate at its
-    99th percentile on test digits 500-999, evaluated on test digits 0..images-1."""
-    from davi.config import DataConfig
-    from davi.consistency import residual_statistic
-    from davi.data import load_split
-    from davi.inference import DaviMethod, per_image_noise
-    from davi.metrics import psnr
-    from davi.shifts import apply_shift, shift_names
-
-    test = load_split(DataConfig(source="mnist32", resolution=32, channels=1), "test")
-    calib, x0 = test.tensor(limit=500, start=500), test.tensor(limit=args.images)
-    out = {}
-    for task in args.tasks:
-        mapper, card, op, prior, _ = _load(task)
-        method = DaviMethod(mapper, op)
-
-        def candidates(x, seed):
-            y = op.measure(x, generator=torch.Generator().manual_seed(seed))
-            seeds = [seed * 100003 + i for i in range(x.shape[0])]
-            s = _batched(lambda yb, sb: method(yb, sb, 2).transpose(0, 1), y, seeds, args.batch_size).transpose(0, 1)
-            c = {"residual (1 sample)": residual_statistic(op, s[0], y),
-                 "residual of the 2-sample mean": residual_statistic(op, s.mean(0), y),
-                 "sample spread (2 samples)": (s[0] - s[1]).pow(2).flatten(1).mean(1).double()}
-            for t in (50, 200):
-                tt = torch.full((x.shape[0],), t)
-                xt = prior.q_sample(s[0], tt, per_image_noise(tuple(x.shape), seeds, salt=99))
-                c[f"prior denoising residual, t={t}"] = (prior.x0(xt, tt) - s[0]).pow(2).flatten(1).mean(1).double()
-            return c, psnr(s[0], x) < psnr(op.lift(y), x)
-
-        cal, _ = candidates(calib, 7)
-        thr = {k: torch.quantile(v, 0.99) for k, v in cal.items()}
-        flags, below, ind = {k: [] for k in thr}, [], None
-        for shift in ["none", *shift_names()]:
-            c, b = candidates(apply_shift(x0, shift), args.seed)
-            if shift == "none":
-                ind = {k: float((c[k] > thr[k]).float().mean()) for k in thr}
-                continue
-            below.append(b)
-            for k in thr:
-                flags[k].append(c[k] > thr[k])
-        below = torch.cat(below)
-        for k in thr:
-            f = torch.cat(flags[k])
-            out[f"{task}/{k}"] = {"task": task, "statistic": k, "false_alarm_rate": ind[k],
-                                  "detection_rate": float((f & below).sum() / below.sum()),
-                                  "flag_rate_shifted": float(f.float().mean()), "davi_below_lift": int(below.sum())}
-        print({k: v for k, v in out.items() if k.startswith(task)}, flush=True)
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
@@ -240,19 +185,10 @@ def main() -> None:
     p.add_argument("--reverse", action="store_true",
                    help="shifts last to first: a second process sharing --cache-dir meets the first halfway")
     p.add_argument("--figure", default=None, help="also write the figure (e.g. docs/ood.png)")
-    p.add_argument("--statistics", action="store_true", help="compare candidate statistics instead")
     p.add_argument("--out", default=str(RESULTS / "ood.json"))
     args = p.parse_args()
     torch.set_grad_enabled(False)  # RED-Diff turns autograd on for itself
 
-    if args.statistics:
-        rows = statistics(args)
-        head = (f"Candidate consistency statistics of the shipped mappers: threshold = 99th percentile on test digits "
-                f"500-999 (in distribution), false alarms on test digits 0-{args.images - 1}, detection = share of "
-                f"the shifted images (14 shifts x {args.images}) where DAVI is below lift(y) that are flagged.")
-        publish(RESULTS / "ood_statistic.json", {"command": command_line("ood.py"), "head": head,
-                                                 "rows": list(rows.values())}, render_ood_statistic)
-        return
     from davi.inference import REFINE, REFINE_STEPS
 
     results = run(args)

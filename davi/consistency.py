@@ -13,10 +13,10 @@ measurement about as well as the truth; a mapper that is out of its depth (a mea
 unlike its training data) returns images whose A x_hat misses y, and r grows. The statistic is
 computed on the first DAVI sample (noise salt 0), one mapper evaluation, no extra network.
 
-Why this one: on the out-of-distribution benchmark (benchmarks/ood.py) it separated shifted
-from in-distribution digits better than the mapper's sample spread (two samples), the residual
-of the two-sample mean, or the prior's denoising residual of the sample at t = 50 or 200, alone
-or OR-ed with r (benchmarks/results/ood_statistic.md). What it cannot see: a wrong answer that
+Why this one: on shifted test digits it caught more of the images where DAVI is worse than
+lift(y) than the mapper's sample spread (two samples), the residual of the two-sample mean, or
+the prior's denoising residual of the sample at t = 50 or 200, alone or OR-ed with r, at one
+network evaluation (benchmarks/results/ood_statistic_exploration.md). What it cannot see: a wrong answer that
 is still consistent with y (for SR x4, thin strokes whose 4x4 block means DAVI reproduces with
 thicker ones) -- no function of the residual can.
 
