@@ -320,6 +320,29 @@ def render_ood(data: dict) -> str:
         ("refine", "shifts with refine auto >= max(lift, DAVI)", "{}")]))
 
 
+UNPAIRED_VARIANTS = {"paired": "paired DAVI", "unpaired": "measurement-only, no anchors (PPB off)",
+                     "unpaired_anchors": "measurement-only + RED-Diff anchors", "red_diff_100": "RED-Diff-100"}
+UNPAIRED_COLUMNS = [("task", "task", "{}"), ("variant", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                    ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
+                    ("train_images", "clean train images", "{}"), ("train_cpu_minutes", "training CPU min", "{:.1f}"),
+                    ("precompute_cpu_minutes", "RED-Diff CPU min", "{:.1f}")]
+
+
+def render_unpaired(data: dict) -> str:
+    """benchmarks/unpaired.py: {task: {variant: metrics}}; RED-Diff minutes are anchors or test-time solves."""
+    rows = []
+    for task in ("sr4", "deblur", "box"):
+        for key, name in UNPAIRED_VARIANTS.items():
+            r = data.get(task, {}).get(key)
+            if r is not None:
+                minutes = r.get("anchor_cpu_minutes") if key != "red_diff_100" else r.get("cpu_minutes")
+                row = {**r, "task": task, "variant": name, "precompute_cpu_minutes": minutes}
+                if key.startswith("unpaired"):
+                    row["train_images"] = 0  # measurements only
+                rows.append({k: "" if v is None else v for k, v in row.items()})
+    return markdown_table(rows, UNPAIRED_COLUMNS)
+
+
 # ----------------------------------------------------------------------------------------------
 # the README
 # ----------------------------------------------------------------------------------------------
