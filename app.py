@@ -5,9 +5,10 @@
 
 Pick a task (the mappers in davi/assets/mappers), then a held-out test digit, a drawing, or an
 uploaded image (a clean 32x32 digit, degraded here with the task's operator, or a measurement of
-the operator's shape). The page shows the measurement, K posterior samples of the one-step
-sampler x = I_phi(lift(y) + h z, T - 1) (Lee et al. 2024), their mean and per-pixel standard
-deviation, the measurement-consistency statistic when the library and card provide one, the time
+the operator's shape). The page shows the measurement, K samples of the one-step mapper
+x = I_phi(lift(y) + h z, T - 1) (Lee et al. 2024), their mean and per-pixel standard deviation
+(a posterior std only for mappers trained with the sampler objective; the page says which), the
+measurement-consistency statistic when the library and card provide one, the time
 per image, and on request RED-Diff with 100 prior evaluations (Mardani et al. 2023) for comparison.
 Mappers, digits and the prior load on first use, so the page is up as soon as Gradio is.
 """
@@ -193,6 +194,16 @@ def show(image):
     return Image.fromarray(to_uint8(image)).resize((DISPLAY_PX, DISPLAY_PX), Image.NEAREST)
 
 
+def spread_note(card) -> str:
+    """What the samples' spread means for this export's training objective."""
+    from davi.model_card import objective
+
+    if objective(card) == "paired":
+        return ("Objective *paired* (the paper's recipe): a point estimator, so the samples' spread is "
+                "not a posterior std.")
+    return f"Objective *{objective(card)}*: the spread estimates the posterior std."
+
+
 def consistency_line(operator, card, sample, y) -> str:
     """The per-image consistency statistic and the card's threshold, when the library has them."""
     try:
@@ -232,7 +243,7 @@ def restore(task, source, index, drawing, upload, as_measurement, seed, samples)
     if x is not None:
         lines.append(f"PSNR of the mean vs the clean digit: {float(psnr(mean[None], x)[0]):.2f} dB "
                      f"(lift(y): {float(psnr(lifted[None], x)[0]):.2f} dB)")
-    lines.append(f"std map scaled to its maximum, {scale:.3f}")
+    lines.append(f"std map scaled to its maximum, {scale:.3f}. " + spread_note(card))
     consistency = consistency_line(operator, card, restored[0][None], y)
     if consistency:
         lines.append(consistency)
@@ -287,11 +298,11 @@ def build_page():
     with gr.Blocks(title="DAVI: one-step restoration") as page:
         gr.Markdown("# DAVI: one-step image restoration\n"
                     "A mapper trained against a diffusion prior restores a measurement in one network "
-                    "evaluation; different noise draws give different posterior samples.")
+                    "evaluation; different noise draws z give different samples.")
         source = gr.State("test digit")
         with gr.Row():
             task = gr.Dropdown(choices, value=choices[0][1], label="Task", elem_id="task")
-            samples = gr.Slider(1, 16, value=8, step=1, label="Posterior samples K", elem_id="samples")
+            samples = gr.Slider(1, 16, value=8, step=1, label="Samples K (noise draws z)", elem_id="samples")
             seed = gr.Number(0, precision=0, label="Seed (measurement noise and samples)", elem_id="seed")
         with gr.Tabs():
             with gr.Tab("Test digit", elem_id="tab-test") as tab_test:
@@ -318,9 +329,9 @@ def build_page():
             images = {name: gr.Image(label=label, elem_id=elem_id, interactive=False, height=IMAGE_PX)
                       for name, label, elem_id in (
                           ("y", "Measurement y", "measurement"), ("lift", "lift(y)", "lift"),
-                          ("mean", "Posterior mean", "mean"), ("std", "Posterior std", "std"),
+                          ("mean", "Mean of the samples", "mean"), ("std", "Std of the samples", "std"),
                           ("truth", "Clean digit", "truth"), ("red", f"RED-Diff-{RED_DIFF_STEPS}", "red-diff-out"))}
-        gallery = gr.Gallery(label="Posterior samples", columns=8, rows=1, height=IMAGE_PX + 10, elem_id="gallery")
+        gallery = gr.Gallery(label="Samples I_phi(lift(y) + h z)", columns=8, rows=1, height=IMAGE_PX + 10, elem_id="gallery")
         inputs = [task, source, index, drawing, upload, as_measurement, seed]
         run_davi.click(on_page(restore, 8), [*inputs, samples],
                        [images["y"], images["lift"], gallery, images["mean"], images["std"], images["truth"],

@@ -107,11 +107,10 @@ def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> s
         f"# {model_name(card)}",
         "",
         f"A DAVI mapper (Lee et al. 2024) for **{describe_task(op)}** of {c}x{r}x{r} images, measurement noise "
-        f"sigma_y = {card.get('sigma_y', op.get('sigma_y'))}: a one-step posterior sampler "
+        f"sigma_y = {card.get('sigma_y', op.get('sigma_y'))}: a one-step restorer "
         f"x_hat = I_phi(lift(y) + h z, T - 1) with h = {card['h']}, trained for {card.get('steps')} steps "
         f"(objective: {objective(card)}) against the frozen diffusion prior `{prior.get('identity')}` "
-        f"(digest `{prior.get('digest')}`). Different noise draws z give different posterior samples; their "
-        "mean and standard deviation give a restoration and a per-pixel uncertainty map.",
+        f"(digest `{prior.get('digest')}`). " + _spread(card),
         "",
         "## Use",
         "",
@@ -150,6 +149,16 @@ def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> s
     lines += ["Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
               "`card.json` (operator, prior, training config)" + (", `mapper.onnx`" if onnx else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _spread(card: dict[str, Any]) -> str:
+    """What different noise draws z mean for this objective."""
+    if objective(card) == "paired":
+        return ("The paired objective (the paper's recipe, with the regression term) makes it a point "
+                "estimator: different noise draws z give slightly different restorations, but their spread "
+                "is not a posterior standard deviation.")
+    return ("Different noise draws z give samples of the approximate posterior; their mean and standard "
+            "deviation give a restoration and a per-pixel uncertainty map.")
 
 
 def _measured(card: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ def test_shipped_cards_have_hub_front_matter_and_measured_metrics(task):
     # the hub's model-index repeats the same numbers
     hub = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
     assert hub == metrics["values"]
+    assert "not a posterior standard deviation" in (SHIPPED / task / "README.md").read_text()  # paired mappers
     if card.get("consistency"):
         assert front["davi"]["consistency"]["threshold"] == card["consistency"]["threshold"]
     # the committed card is exactly what the code writes today (no stale or hand-edited cards)
@@ -68,11 +69,12 @@ def _export_copy(tmp_path, objective=None) -> Path:
 
 
 def test_objective_comes_from_the_config_and_metrics_survive_a_rewrite(tmp_path):
-    out = _export_copy(tmp_path, objective="unpaired")
+    out = _export_copy(tmp_path, objective="sampler")
     write_model_card(out, read_card(out))
     front = read_front_matter(out / "README.md")
     _check_required(front, read_card(out))
-    assert front["davi"]["training"]["objective"] == "unpaired"
+    assert front["davi"]["training"]["objective"] == "sampler"
+    assert "samples of the approximate posterior" in (out / "README.md").read_text()
     assert "metrics" not in front["davi"] and "model-index" not in front  # absent, not invented
 
     metrics = {"values": {"psnr": 21.5}, "images": 10, "split": "test", "command": "python x.py --images 10"}
