@@ -179,6 +179,23 @@ def render_train_cost_vs_regression(data: dict) -> str:
     return f"{_davi_iteration(data)['vs_reg']:.1f}x"
 
 
+ONNX_SPEED_COLUMNS = [("threads", "threads", "{}"), ("batch", "batch", "{}"),
+                      ("torch_ms", "PyTorch eager (ms)", "{:.1f}"), ("onnx_ms", "ONNX Runtime (ms)", "{:.1f}"),
+                      ("speedup", "speed-up", "{:.2f}x"), ("verdict", "goal", "{}"),
+                      ("max_abs_diff", "max abs difference", "{:.1e}")]
+
+
+@table("onnx_speed", "onnx_speed.json")
+def render_onnx_speed(data: dict) -> str:
+    """benchmarks/onnx_speed.py: the same restore in both runtimes, with the speed-up goals."""
+    def verdict(r: dict) -> str:
+        if not r.get("goal"):
+            return ""
+        return f">= {r['goal']}x: " + ("met" if r["speedup"] >= r["goal"] else "**not met**")
+
+    return markdown_table([{**r, "verdict": verdict(r)} for r in data["rows"]], ONNX_SPEED_COLUMNS)
+
+
 @table("prior", "prior_mnist.json")
 def render_prior(data: dict) -> str:
     """Mean classifier confidence and class shares of the prior's samples (bars: >= 0.8, 5-15%)."""

@@ -109,12 +109,15 @@ def export_onnx(export_dir: str | Path, tolerance: float = 1e-4) -> Path:
     return path
 
 
-def make_session(model: str | Path | bytes, threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` intra-op threads (default: torch's thread count)."""
+def make_session(model: str | Path | bytes, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime CPU session; ``threads`` intra-op threads (default: torch's thread count).
+    ``spin=False`` makes idle worker threads sleep instead of busy-waiting (kinder to a shared CPU)."""
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
