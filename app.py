@@ -329,7 +329,7 @@ def build_page():
             images = {name: gr.Image(label=label, elem_id=elem_id, interactive=False, height=IMAGE_PX)
                       for name, label, elem_id in (
                           ("y", "Measurement y", "measurement"), ("lift", "lift(y)", "lift"),
-                          ("mean", "Mean of the samples", "mean"), ("std", "Std of the samples", "std"),
+                          ("mean", "Mean", "mean"), ("std", "Std", "std"),
                           ("truth", "Clean digit", "truth"), ("red", f"RED-Diff-{RED_DIFF_STEPS}", "red-diff-out"))}
         gallery = gr.Gallery(label="Samples I_phi(lift(y) + h z)", columns=8, rows=1, height=IMAGE_PX + 10, elem_id="gallery")
         inputs = [task, source, index, drawing, upload, as_measurement, seed]
