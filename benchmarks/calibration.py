@@ -54,7 +54,7 @@ def analytic_rows(posterior_json: Path) -> dict:
         if not isinstance(entry, dict) or "coverage" not in entry or "/" not in key:
             continue
         name, _, variant = key.partition(":")
-        method = {"": "sampler", "paired": "paired", "exact": "exact"}.get(variant)
+        method = {"": "sampler", "paired": "paired", "exact": "exact", "red-diff-1000": "red_diff"}.get(variant)
         if method is None:
             continue
         prior, task = name.split("/")
