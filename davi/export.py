@@ -41,6 +41,7 @@ def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
         "channels": cfg.data.channels,
         "prior": {"identity": prior.identity, "digest": prior.digest},
         "steps": step,
+        "objective": cfg.davi.objective,  # paired: a point estimator; sampler: posterior samples
         "config": cfg.to_dict(),
     }
 

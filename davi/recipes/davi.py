@@ -98,7 +98,7 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         iteration = _paired_objective(cfg, accelerator, operator, ppb, dsm, ikl, teacher_eps)
 
     def finish(ema_mapper, out, step):
-        card = {**make_card(cfg, prior, operator, step), "objective": dc.objective}
+        card = make_card(cfg, prior, operator, step)
         if dc.objective == "sampler":
             card["consistency_weight"] = consistency_weight(cfg, prior, operator)
         if val_images is None:  # trained on the config's data: its held-out test images set the flag's threshold
