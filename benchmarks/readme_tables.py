@@ -360,6 +360,7 @@ UNPAIRED_COLUMNS = [("task", "task", "{}"), ("variant", "method", "{}"), ("psnr"
                     ("precompute_cpu_minutes", "RED-Diff CPU min", "{:.1f}")]
 
 
+@table("unpaired", "unpaired.json")
 def render_unpaired(data: dict) -> str:
     """benchmarks/unpaired.py: {task: {variant: metrics}}; RED-Diff minutes are anchors or test-time solves."""
     rows = []
@@ -373,6 +374,25 @@ def render_unpaired(data: dict) -> str:
                     row["train_images"] = 0  # measurements only
                 rows.append({k: "" if v is None else v for k, v in row.items()})
     return markdown_table(rows, UNPAIRED_COLUMNS)
+
+
+@table("unpaired_goals", "unpaired.json", inline=True)
+def render_unpaired_goals(data: dict) -> str:
+    """Issue 13's goal per task: measurement-only + anchors within 1 dB PSNR of paired DAVI and a lower
+    classifier FD than RED-Diff-100 (a task missing a row is named, not counted)."""
+    parts, met, measured = [], 0, 0
+    for task in ("sr4", "deblur", "box"):
+        r = data.get(task, {})
+        if not all(k in r for k in ("paired", "unpaired_anchors", "red_diff_100")):
+            parts.append(f"{task}: not measured")
+            continue
+        gap = r["unpaired_anchors"]["psnr"] - r["paired"]["psnr"]
+        fd, fd_rd = r["unpaired_anchors"]["classifier_fd"], r["red_diff_100"]["classifier_fd"]
+        ok = gap >= -1 and fd < fd_rd
+        measured, met = measured + 1, met + ok
+        parts.append(f"{task}: {gap:+.2f} dB vs paired, classifier FD {fd:.3g} vs RED-Diff-100's {fd_rd:.3g}"
+                     f" ({'met' if ok else 'not met'})")
+    return f"goal met on {met} of {measured} measured tasks (needed: 2 of 3); " + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
