@@ -22,7 +22,7 @@ Methods per task (keys of ``benchmarks/results/posterior.json``: ``"<prior>/<tas
 * ``sampler`` (``davi.objective=sampler``): warm-started from the paired mapper below
   (``davi.init_mapper``), then trained with lambda_reg = 0 and the derived consistency weight at a
   small t_ikl (davi.recipes.sampler);
-* ``paired`` (``davi.objective=paired``, the paper's recipe at the SPEC's box settings t_ikl 1000,
+* ``paired`` (``davi.objective=paired``, the paper's recipe at the paper's box settings (DAVI, Lee et al. 2024) t_ikl 1000,
   lambda_con 0.5, lambda_reg 1): a point estimator; it is also the sampler's warm start;
 * ``exact``: exact posterior samples through the same estimators (the Monte-Carlo floor);
 * ``target`` (Gaussian prior): samples of the closed-form optimum of the sampler objective at its
@@ -85,7 +85,7 @@ NUM_TRUTHS = 32  # exact posterior draws per y, as the truths of the coverage ch
 # The mapper: a small fresh UNet (the analytic prior has no network to copy).
 NET = ["prior.block_out_channels=[16,32]", "prior.attention_levels=[]", "prior.norm_num_groups=8",
        "prior.layers_per_block=1"]
-# The paired objective at the SPEC's box settings (the paper's recipe).
+# The paired objective at the paper's box settings (DAVI, Lee et al. 2024).
 PAIRED = ["davi.objective=paired", "davi.t_ikl=1000", "davi.lambda_con=0.5", "davi.lambda_reg=1.0"]
 
 
