@@ -30,6 +30,7 @@ from davi.evaluation import markdown_table
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+RESULTS_PAGE = ROOT / "docs" / "results.md"  # long tables the README summarises and links to
 
 
 @dataclass(frozen=True)
@@ -422,50 +423,62 @@ def render(name: str, results: Path = RESULTS) -> str:
     return text if entry.inline else f"\n{text}\n"
 
 
-def update(readme_text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
-    """(README text with every registered table re-rendered, names of the tables that changed).
-    A registered table without markers in the README is an error (it would never be checked), as is a
-    missing or unusable JSON; every such table is named, in one line."""
-    changed, errors = [], []
+def update(texts: dict[Path, str], results: Path = RESULTS) -> tuple[dict[Path, str], list[str]]:
+    """(each document's text with every registered table re-rendered, names of the tables that changed).
+
+    ``texts`` maps a document (the README, docs/results.md) to its text; a table sits in one of them.
+    A registered table without markers in any document is an error (it would never be checked), as
+    is a missing or unusable JSON; every such table is named, in one line."""
+    texts, changed, errors = dict(texts), [], []
     for name in TABLES:
-        match = _region(name).search(readme_text)
-        if match is None:
-            errors.append(f"table {name!r} has no <!-- table:{name} --> ... <!-- /table:{name} --> markers in the README")
+        found = [(doc, m) for doc, text in texts.items() if (m := _region(name).search(text))]
+        if not found:
+            errors.append(f"table {name!r} has no <!-- table:{name} --> ... <!-- /table:{name} --> markers in "
+                          + " or ".join(str(d.name) for d in texts))
             continue
         try:
             new = render(name, results)
         except SystemExit as e:
             errors.append(str(e).removeprefix("error: "))
             continue
+        doc, match = found[0]
         if match.group(2) != new:
             changed.append(name)
-            readme_text = readme_text[:match.start(2)] + new + readme_text[match.end(2):]
+            texts[doc] = texts[doc][:match.start(2)] + new + texts[doc][match.end(2):]
     if errors:
         raise SystemExit("error: " + "; ".join(errors))
-    return readme_text, changed
+    return texts, changed
+
+
+def documents(readme: Path = README) -> dict[Path, str]:
+    """The README and the long results page it links to (docs/results.md), as texts."""
+    docs = [Path(readme), RESULTS_PAGE]
+    return {d: d.read_text() for d in docs if d.is_file()}
 
 
 def check(readme: Path = README, results: Path = RESULTS) -> list[str]:
-    """Names of the README tables that differ from what their JSONs render to."""
-    return update(Path(readme).read_text(), results)[1]
+    """Names of the tables (README, docs/results.md) that differ from what their JSONs render to."""
+    return update(documents(readme), results)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a README table differs")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs")
     p.add_argument("--readme", type=Path, default=README)
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if not args.readme.is_file():
         raise SystemExit(f"error: {args.readme} does not exist")
-    text, changed = update(args.readme.read_text(), args.results)
+    before = documents(args.readme)
+    after, changed = update(before, args.results)
     if args.check:
         for name in changed:
-            print(f"README table {name!r} differs from {', '.join(TABLES[name].sources)} "
+            print(f"table {name!r} differs from {', '.join(TABLES[name].sources)} "
                   f"(run python benchmarks/readme_tables.py)", file=sys.stderr)
         return 1 if changed else 0
-    if changed:
-        write_text(args.readme, text)
+    for doc, text in after.items():
+        if text != before[doc]:
+            write_text(doc, text)
     print(f"{args.readme}: {'rewrote ' + ', '.join(changed) if changed else 'all tables up to date'}")
     return 0
 

@@ -85,10 +85,14 @@ def test_publish_writes_json_and_markdown_that_agree(tmp_path, capsys):
 
 
 def test_posterior_goals_are_counted_from_the_rows():
-    rows = [{"prior": "gauss", "task": t, "method": "davi", "mean_err": e, "var_tr": v}
-            for t, e, v in (("a", 0.04, 0.4), ("b", 0.2, 1.0), ("c", 0.05, 2.5))]
+    rows = [{"prior": "gauss", "task": t, "method": m, "mean_err": e, "var_tr": v, "var_top5": [lo, hi],
+             "seconds": 60.0}
+            for m, t, e, v, lo, hi in (("sampler", "a", 0.04, 0.4, 0.3, 0.9), ("sampler", "b", 0.2, 1.0, 0.6, 1.5),
+                                       ("sampler", "c", 0.05, 2.5, 0.7, 2.1), ("paired", "a", 0.3, 0.1, 0.01, 0.2))]
     rows.append({"prior": "gauss", "task": "a", "method": "exact", "mean_err": 0.01, "var_tr": 1.0})
     text = rt.render_posterior({"rows": rows})
-    assert "| posterior mean within 5% | met on 2 of 3 prior/task pairs (4.0%-20.0%; Monte-Carlo floor 1.0%) |" in text
-    assert "| variance ratio in [0.5, 2] | met on 1 of 3 (0.40-2.50) |" in text
-    assert "mixture" not in text
+    assert "| Gaussian: posterior mean within 5% | met on 2 of 3 (4.0%-20.0%) | **not met** on any of 1 (30.0%) |" in text
+    assert "| Gaussian: trace variance ratio in [0.5, 2] | met on 1 of 3 (0.40-2.50) |" in text
+    assert "| Gaussian: top-5 eigen-direction variance ratios in [0.5, 2] (smallest ratio shown) | met on 1 of 3" in text
+    assert "Monte-Carlo floor) | 1.0% |" in text
+    assert "mixture: mode weights within 0.1 |  |  |" in text  # no mixture rows: nothing claimed
