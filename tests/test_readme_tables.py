@@ -96,3 +96,15 @@ def test_posterior_goals_are_counted_from_the_rows():
     assert "| Gaussian: top-5 eigen-direction variance ratios in [0.5, 2] (smallest ratio shown) | met on 1 of 3" in text
     assert "Monte-Carlo floor) | 1.0% |" in text
     assert "mixture: mode weights within 0.1 |  |  |" in text  # no mixture rows: nothing claimed
+
+def test_tables_in_the_results_page_are_checked_too(tmp_path, monkeypatch):
+    page = tmp_path / "results.md"
+    text = rt.RESULTS_PAGE.read_text()
+    assert "ood_shifts" not in rt.check()
+    row = next(line for line in text.splitlines() if line.startswith("| sr4/none |"))
+    page.write_text(text.replace(row, row.replace("| sr4/none |", "| sr4/none | 0.00 |", 1)))
+    monkeypatch.setattr(rt, "RESULTS_PAGE", page)
+    assert rt.check() == ["ood_shifts"]
+    page.write_text(text.replace("<!-- /table:ood_shifts -->", ""))
+    with pytest.raises(SystemExit, match="'ood_shifts' has no .*markers"):
+        rt.check()
