@@ -2,8 +2,9 @@
 
 For each export: its DAVI samples' measurement-consistency statistic on held-out test images
 500-999 of the data set it was trained on (test images 0-499 stay unseen, for the false-alarm
-rate of benchmarks/ood.py), the 99th percentile as the threshold. Only card.json is rewritten
-(atomically); the weights are not touched, and their hash is checked before and after.
+rate of benchmarks/ood.py), the 99th percentile as the threshold. card.json is rewritten
+(atomically) and the model card README.md with it; the weights are not touched, and their hash
+is checked before and after.
 
     python scripts/calibrate_consistency.py davi/assets/mappers/sr4 davi/assets/mappers/deblur davi/assets/mappers/box
 """
@@ -29,6 +30,7 @@ def calibrate(export: Path, quantile: float, seed: int) -> dict:
     from davi.consistency import calibrate_consistency, calibration_images
     from davi.export import ExportError, load_export
     from davi.inference import DaviMethod
+    from davi.model_card import write_model_card
 
     before = _digest(export)
     mapper, card, operator = load_export(export)
@@ -38,6 +40,7 @@ def calibrate(export: Path, quantile: float, seed: int) -> dict:
     raw = json.loads((export / "card.json").read_text())  # the file as written, not load_export's view
     raw["consistency"] = entry
     write_json(export / "card.json", raw)
+    write_model_card(export, raw)  # the hub card shows the threshold too (its measured metrics are kept)
     if _digest(export) != before:
         raise ExportError(f"{export}: weights changed while calibrating")
     return entry
