@@ -154,7 +154,6 @@ def main() -> None:
     from davi.data import load_split
     from davi.metrics import score_restorations
     from davi.operators import build_operator
-    from readme_tables import command_line, publish, render_unpaired
 
     for task in args.tasks:
         cfg = unpaired_config(task, args, [])
@@ -169,16 +168,22 @@ def main() -> None:
             metrics = score_restorations(result.pop("restored"), x0, explain_absent=False)
             write_json(cache, {**metrics, **result, "images": len(x0)})
             print(task, variant, json.dumps({**metrics, **result}))
-            head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test digits (noise seed "
-                    f"0), one sample per image. Measurement-only runs: {args.train} measurements of the first "
-                    f"{args.train} bundled train digits (seed 0, digits dropped), {args.steps} mapper steps at batch "
-                    f"{args.batch_size}; anchors = RED-Diff-{cfg.red_diff.num_steps} of those measurements. paired = "
-                    + ("the shipped mappers (same step budget, but all 4,000 train digits)." if args.paired == "shipped"
-                       else f"paired DAVI on the same {args.train} digits.")
-                    + " CPU minutes = process CPU time, one thread. classifier FD = Frechet distance in the digit "
-                      "classifier's features (not FID; lower is more realistic).")
-            publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **collect(args)},
-                    render_unpaired)
+            publish_all(args, cfg)
+    publish_all(args, cfg)  # also when every (task, variant) was cached: the table of what is there
+
+
+def publish_all(args, cfg) -> None:
+    from readme_tables import command_line, publish, render_unpaired
+
+    head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test digits (noise seed "
+            f"0), one sample per image. Measurement-only runs: {args.train} measurements of the first "
+            f"{args.train} bundled train digits (seed 0, digits dropped), {args.steps} mapper steps at batch "
+            f"{args.batch_size}; anchors = RED-Diff-{cfg.red_diff.num_steps} of those measurements. paired = "
+            + ("the shipped mappers (same step budget, but all 4,000 train digits)." if args.paired == "shipped"
+               else f"paired DAVI on the same {args.train} digits.")
+            + " CPU minutes = process CPU time, one thread. classifier FD = Frechet distance in the digit "
+              "classifier's features (not FID; lower is more realistic).")
+    publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **collect(args)}, render_unpaired)
 
 
 if __name__ == "__main__":
