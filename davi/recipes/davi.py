@@ -37,6 +37,7 @@ from davi.metrics import psnr
 from davi.operators import build_operator
 from davi.prior import PriorError, load_prior
 from davi.recipe import Recipe, Update
+from davi.recipes.parts import ikl_term, score_updates
 from davi.recipes.sampler import consistency_weight, sampler_iteration
 
 
@@ -132,27 +133,13 @@ def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher
 
         # 2. s_psi learns the score of the mapper's current samples
         if "score" in nets:
-            score = nets["score"]
-
-            def score_eps(x_t, t):
-                with accelerator.autocast():
-                    return score(x_t, t).sample[:, :c]
-
-            for _ in range(dc.score_steps):  # fresh t and noise each, same samples
-                yield Update("score", "score", dsm(score_eps, x_hat.detach()))
+            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
 
         # 3. the mapper: integral KL against the frozen prior, consistency, regression
         logs, loss = {}, x_hat.new_zeros(()).float()
         if "score" in nets:
-            frozen_score = accelerator.unwrap_model(nets["score"])
-
-            def frozen_score_eps(x_t, t):
-                with torch.no_grad(), accelerator.autocast():
-                    return frozen_score(x_t, t).sample[:, :c]
-
-            l_ikl, ikl_logs = ikl(x_hat, teacher_eps, frozen_score_eps)
+            l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
             loss = loss + dc.lambda_ikl * l_ikl
-            logs.update(ikl_logs, **{"loss/ikl": l_ikl.item()})
         if dc.lambda_con != 0:
             l_con = consistency_loss(operator, y, x_hat)
             loss = loss + dc.lambda_con * l_con

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from davi.losses import DDPMLoss, IKLLoss, consistency_loss, sampler_consistency_weight
 from davi.recipe import Update
+from davi.recipes.parts import ikl_term, score_updates
 
 
 def consistency_weight(cfg, prior, operator) -> float:
@@ -49,25 +48,12 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
         x_a, a = ppb(x0, operator.lift(y))
         x_hat = nets["mapper"](x_a, a)
 
-        score = nets["score"]
+        yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
 
-        def score_eps(x_t, t):
-            with accelerator.autocast():
-                return score(x_t, t).sample[:, :c]
-
-        for _ in range(dc.score_steps):
-            yield Update("score", "score", dsm(score_eps, x_hat.detach()))
-
-        frozen_score = accelerator.unwrap_model(score)
-
-        def frozen_score_eps(x_t, t):
-            with torch.no_grad(), accelerator.autocast():
-                return frozen_score(x_t, t).sample[:, :c]
-
-        l_ikl, logs = ikl(x_hat, teacher_eps, frozen_score_eps)
+        l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
         l_con = consistency_loss(operator, y, x_hat)
         loss = dc.lambda_ikl * l_ikl + lam * l_con
-        logs.update({"loss/ikl": l_ikl.item(), "loss/consistency": l_con.item(), "sampler/lambda": lam})
+        logs.update({"loss/consistency": l_con.item(), "sampler/lambda": lam})
         yield Update("mapper", "mapper", loss, logs)
 
     return iteration

@@ -36,6 +36,7 @@ from davi.operators import build_operator
 from davi.prior import load_prior
 from davi.recipe import Recipe, Update
 from davi.recipes.davi import build_networks, check_prior_fits_data
+from davi.recipes.parts import ikl_term, score_updates
 
 
 def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
@@ -89,25 +90,11 @@ def _measurement_objective(cfg: Config, accelerator, prior, operator, ppb, teach
         # 2. s_psi learns the score of the mapper's current samples
         logs, loss = {}, x_hat.new_zeros(()).float()
         if "score" in nets:
-            score = nets["score"]
-
-            def score_eps(x_t, t):
-                with accelerator.autocast():
-                    return score(x_t, t).sample[:, :c]
-
-            for _ in range(dc.score_steps):
-                yield Update("score", "score", dsm(score_eps, x_hat.detach()))
-
-            frozen_score = accelerator.unwrap_model(score)
-
-            def frozen_score_eps(x_t, t):
-                with torch.no_grad(), accelerator.autocast():
-                    return frozen_score(x_t, t).sample[:, :c]
+            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
 
             # 3. the mapper: integral KL to the frozen prior, consistency, optional anchor regression
-            l_ikl, ikl_logs = ikl(x_hat, teacher_eps, frozen_score_eps)
+            l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
             loss = loss + dc.lambda_ikl * l_ikl
-            logs.update(ikl_logs, **{"loss/ikl": l_ikl.item()})
         if dc.lambda_con != 0:
             l_con = consistency_loss(operator, y, x_hat)
             loss = loss + dc.lambda_con * l_con
