@@ -38,7 +38,7 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, t
 
     from davi.config import DataConfig
     from davi.data import DataError, load_split
-    from davi.imageio import list_images, read_image
+    from davi.imageio import list_images
 
     if ":" in spec and not Path(spec).exists():
         source, split = spec.rsplit(":", 1)
@@ -212,8 +212,9 @@ def cmd_restore(args) -> None:
         "std_png_scale": std_scale,
     }
     if args.method == "davi":
-        # exports written before davi.objective existed were all trained with the paired objective
-        settings["objective"] = card.get("objective", card.get("config", {}).get("davi", {}).get("objective", "paired"))
+        from davi.model_card import objective
+
+        settings["objective"] = objective(card)
     nfe = settings["network_evaluations_per_image"]
     if args.method == "davi" and stat is not None:
         if refine is None:
