@@ -48,7 +48,6 @@ import torch
 from readme_tables import command_line, publish
 
 from davi.analytic import (
-    COVERAGE_LEVELS,
     davi_fixed_point,
     digit_images,
     exact_posteriors,
@@ -161,16 +160,21 @@ def figures(samples, posts, truths) -> dict:
     return f
 
 
+def problem(prior_name: str, task: str, args):
+    """(prior, operator, held-out measurements y, their exact posteriors) of one (prior, task)."""
+    prior = make_prior(prior_name)
+    op = make_operator(task)
+    _, y = held_out_measurements(prior, op, args.measurements, seed=1, ambiguous=prior_name == "gmm")
+    return prior, op, y, exact_posteriors(prior, op, y)
+
+
 def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     from davi.losses import sampler_consistency_weight
 
-    prior = make_prior(prior_name)
-    op = make_operator(task)
-    _, y = held_out_measurements(prior, op, args.measurements, seed=1, ambiguous=prior_name == "gmm")
-    posts = exact_posteriors(prior, op, y)
+    prior, op, y, posts = problem(prior_name, task, args)
     g = torch.Generator().manual_seed(7)
     truths = torch.stack([p.sample(NUM_TRUTHS, g) for p in posts], 1)
     rows = []
@@ -213,10 +217,7 @@ def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.red_diff.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    prior = make_prior(prior_name)
-    op = make_operator(task)
-    _, y = held_out_measurements(prior, op, args.measurements, seed=1, ambiguous=prior_name == "gmm")
-    posts = exact_posteriors(prior, op, y)
+    prior, op, y, posts = problem(prior_name, task, args)
     truths = torch.stack([p.sample(NUM_TRUTHS, torch.Generator().manual_seed(7)) for p in posts], 1)
     t0 = time.process_time()
     red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)
