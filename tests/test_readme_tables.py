@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+import readme_tables as rt
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_readme_tables():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_tables"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rt = _load_readme_tables()
 
 
 def test_readme_tables_match_their_results():

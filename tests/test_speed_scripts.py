@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -11,20 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import readme_tables as rt
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
-def _load_readme_tables():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_tables"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rt = _load_readme_tables()
 
 
 def _run(args: list[str], timeout: int) -> None:
