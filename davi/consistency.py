@@ -50,10 +50,10 @@ class ConsistencyError(ConfigError):
 def measured_mask(operator, y: torch.Tensor) -> torch.Tensor:
     """1 on measured entries of ``y``, 0 on unobserved ones, broadcastable to ``y``.
 
-    The operator's own noise mask is the definition of "measured": ``measure`` adds noise
+    The operator's ``measured_mask`` is the definition of "measured": ``measure`` adds noise
     exactly there (inpainting operators leave the unobserved pixels at exactly 0).
     """
-    mask = operator._noise_mask(y)
+    mask = operator.measured_mask(y)
     return torch.ones_like(y[:1]) if mask is None else mask.to(y)
 
 

@@ -173,7 +173,8 @@ class Operator(nn.Module):
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{self.name}: no cheap pseudo-inverse (has_pinv is False)")
 
-    def _noise_mask(self, y: torch.Tensor) -> torch.Tensor | None:
+    def measured_mask(self, y: torch.Tensor) -> torch.Tensor | None:
+        """1 on the measured entries of ``y``, 0 on unobserved ones (no noise there); None: all measured."""
         return None
 
     def measure(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -184,7 +185,7 @@ class Operator(nn.Module):
         else:
             dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
             n = torch.randn(y.shape, generator=generator, device=generator.device, dtype=dtype).to(y)
-        mask = self._noise_mask(y)
+        mask = self.measured_mask(y)
         if mask is not None:
             n = n * mask
         return y + self.sigma_y * n
@@ -635,7 +636,7 @@ class _MaskOperator(Operator):
     def lift(self, y: torch.Tensor) -> torch.Tensor:
         return self._masked(y, "measurement")
 
-    def _noise_mask(self, y: torch.Tensor) -> torch.Tensor:
+    def measured_mask(self, y: torch.Tensor) -> torch.Tensor:
         return self.mask.to(y)
 
 
