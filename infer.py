@@ -88,6 +88,13 @@ def _read_input(path: Path, channels: int, converted: list) -> "torch.Tensor":
     return image.expand(3, -1, -1).clone()
 
 
+def _prior_of(args, card: dict, device):
+    """The diffusion prior RED-Diff and refinement use: --prior, else the one the export was trained against."""
+    from davi.prior import DiffusionPrior
+
+    return DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
+
+
 def cmd_restore(args) -> None:
     import torch
 
@@ -153,19 +160,14 @@ def cmd_restore(args) -> None:
     elif args.method == "lift":
         method = LiftMethod(operator)
     else:
-        from davi.prior import DiffusionPrior
-
-        prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
+        prior = _prior_of(args, card, device)
         overrides = {k: v for k, v in (("num_steps", args.red_diff_steps), ("lr", args.red_diff_lr),
                                           ("lam", args.red_diff_lam)) if v is not None}
         rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **overrides})
         method = RedDiffMethod(prior, operator, rd, progress=False)
 
     if refine is not None:
-        from davi.prior import DiffusionPrior
-
-        prior = DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
-        refiner = Refiner(prior, operator, steps=REFINE_STEPS if refine == "auto" else refine)
+        refiner = Refiner(_prior_of(args, card, device), operator, steps=REFINE_STEPS if refine == "auto" else refine)
         method = RefinedDaviMethod(method, refiner, threshold if refine == "auto" else None)
 
     from tqdm.auto import tqdm
