@@ -156,7 +156,7 @@ def cmd_restore(args) -> None:
 
         method = OnnxDaviMethod(args.export, operator)
     elif args.method == "davi":
-        method = DaviMethod(mapper, operator, dtype)
+        method = DaviMethod(mapper, operator, dtype, noise_on_device=args.device_noise)
     elif args.method == "lift":
         method = LiftMethod(operator)
     else:
@@ -208,7 +208,7 @@ def cmd_restore(args) -> None:
     settings = {
         "export": str(args.export), "input": args.input, "method": method.name, "task": card["task"],
         "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),
-        "device": str(device), "dtype": args.dtype, "runtime": args.runtime, "batch_size": args.batch_size,
+        "device": str(device), "dtype": args.dtype, "device_noise": args.device_noise, "runtime": args.runtime, "batch_size": args.batch_size,
         "network_evaluations_per_image": method.nfe_per_sample * samples,
         "wall_seconds": wall, "seconds_per_image_after_warmup": timing.seconds_per_image,
         "std_png_scale": std_scale,
@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 on GPU only")
+    r.add_argument("--device-noise", action="store_true",
+                   help="draw each image's noise on --device (faster on a GPU; a seed's samples then depend "
+                        "on the device type), not on the CPU")
     r.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                    help="onnx: the export's mapper.onnx through ONNX Runtime (CPU; pip install 'davi[onnx]')")
     e = sub.add_parser("evaluate", help="PSNR/SSIM (+LPIPS/FID when their weights are on disk) vs references")

@@ -224,7 +224,7 @@ def render_classifier(data: dict) -> str:
 
 
 SPEED_COLUMNS = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "batch", "{}"),
-                 ("layout", "layout", "{}"), ("compiled", "compiled", "{}"),
+                 ("layout", "layout", "{}"), ("compiled", "compiled", "{}"), ("noise", "DAVI noise drawn on", "{}"),
                  ("davi", "DAVI s/img (1 NFE)", "{:.4g}"), ("davi_ips", "DAVI img/s", "{:.4g}"),
                  ("step", "RED-Diff s/img per step", "{:.4g}"), ("step_over_davi", "step / DAVI", "{:.2f}"),
                  ("rd100", "RED-Diff-100 s/img", "{:.4g}"), ("rd1000", "RED-Diff-1000 s/img", "{:.4g}"),
@@ -233,7 +233,7 @@ SPEED_COLUMNS = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "ba
 
 def render_speed(data: dict) -> str:
     """benchmarks/speed.py: seconds per image of DAVI and per RED-Diff step, per dtype and batch size."""
-    return markdown_table(data["rows"], SPEED_COLUMNS)
+    return markdown_table([{"noise": "cpu", **r} for r in data["rows"]], SPEED_COLUMNS)
 
 
 @table("speed_256", "speed_cpu_ffhq256.json")
@@ -267,6 +267,56 @@ def render_memory_256_peak(data: dict) -> str:
     """Batch-1 peak of benchmarks/memory.py at the prior's size, without and with gradient checkpointing."""
     peak = {r["ckpt"]: r["peak"] for r in data["rows"] if r["batch"] == 1}
     return f"{peak['off']:.1f} GiB, {peak['on']:.1f} GiB with gradient checkpointing"
+
+
+SPEED_GPU_FILES = ("speed_gpu_eager.json", "speed_gpu_channels_last.json", "speed_gpu_compile.json",
+                   "speed_gpu_compile_ro.json", "speed_gpu_devnoise.json", "speed_gpu_devnoise_compile.json",
+                   "speed_gpu_devnoise_compile_ro.json")
+
+
+def _gpu_setting(row: dict) -> str:
+    compiled = "eager" if row["compiled"] == "no" else f"compile {row['compiled']}"
+    layout = ", channels_last" if row["layout"] == "channels_last" else ""
+    return f"{row['dtype']}, {compiled}{layout}, noise on {'GPU' if row.get('noise') == 'device' else 'CPU'}"
+
+
+@table("speed_gpu_all", *SPEED_GPU_FILES)
+def render_speed_gpu_all(*runs: dict) -> str:
+    """Every GPU speed row (benchmarks/speed.py), one line per setting and batch size."""
+    rows = [{**r, "setting": _gpu_setting(r), "lease": run["machine"].split("(")[1].split(":")[0],
+             "davi_ms": 1e3 * r["davi"], "step_ms": 1e3 * r["step"], "speedup100": r["speedup"] / 10}
+            for run in runs for r in run["rows"]]
+    return markdown_table(rows, [("setting", "setting", "{}"), ("lease", "machine", "{}"), ("batch", "batch", "{}"),
+                                 ("davi_ms", "DAVI ms/image", "{:.2f}"), ("step_ms", "RED-Diff ms/step/image", "{:.2f}"),
+                                 ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}x"),
+                                 ("speedup100", "RED-Diff-100 / DAVI", "{:.0f}x")])
+
+
+@table("speed_gpu", "speed_gpu_eager.json", "speed_gpu_devnoise.json", "speed_gpu_devnoise_compile_ro.json")
+def render_speed_gpu(default: dict, device_noise: dict, fastest: dict) -> str:
+    """The README's GPU speed table: infer.py's default, the eager half-precision path and the fastest."""
+    picks = [(default, "fp32"), (device_noise, "bf16"), (fastest, "bf16")]
+    rows = []
+    for run, dtype in picks:
+        by_batch = {r["batch"]: r for r in run["rows"] if r["dtype"] == dtype}
+        b1, b32 = by_batch[1], by_batch[32]
+        rows.append({"setting": _gpu_setting(b1), "b1": 1e3 * b1["davi"], "b32": 1e3 * b32["davi"],
+                     "rd1000": b1["rd1000"], "x1000": b1["speedup"], "x100": b1["speedup"] / 10})
+    return markdown_table(rows, [("setting", "setting (both methods)", "{}"), ("b1", "DAVI ms/image, batch 1", "{:.1f}"),
+                                 ("b32", "DAVI ms/image, batch 32", "{:.1f}"),
+                                 ("rd1000", "RED-Diff-1000 s/image, batch 1", "{:.1f}"),
+                                 ("x1000", "RED-Diff-1000 / DAVI", "{:.0f}x"), ("x100", "RED-Diff-100 / DAVI", "{:.0f}x")])
+
+
+@table("memory_gpu", "memory_gpu_fp16.json", "memory_gpu_bf16.json")
+def render_memory_gpu(fp16: dict, bf16: dict) -> str:
+    """Peak GPU memory of one DAVI training iteration (benchmarks/memory.py on CUDA), per batch size."""
+    peak = {(run["rows"][0]["precision"], r["ckpt"], r["batch"]): r["peak"] for run in (fp16, bf16) for r in run["rows"]}
+    rows = [{"batch": b, **{f"{p}_{c}": peak[p, c, b] for p in ("fp16", "bf16") for c in ("off", "on")}}
+            for b in sorted({k[2] for k in peak})]
+    return markdown_table(rows, [("batch", "batch / GPU", "{}"), ("fp16_off", "fp16 (GiB)", "{:.2f}"),
+                                 ("fp16_on", "fp16 + grad ckpt (GiB)", "{:.2f}"), ("bf16_off", "bf16 (GiB)", "{:.2f}"),
+                                 ("bf16_on", "bf16 + grad ckpt (GiB)", "{:.2f}")])
 
 
 def _span(values: list[float], fmt: str) -> str:

@@ -48,11 +48,11 @@ DTYPES = ("fp32", "bf16", "fp16")
 TASKS = ("sr", "box_inpaint", "deblur", "random_inpaint", "denoise")
 
 
-def make_davi_fn(mapper, operator, y, dtype_name: str):
+def make_davi_fn(mapper, operator, y, dtype_name: str, noise_on_device: bool = False):
     """One DAVI restoration of the batch y (one sample per image), as infer.py runs it."""
     from davi.inference import DaviMethod
 
-    method = DaviMethod(mapper, operator, resolve_dtype(dtype_name))
+    method = DaviMethod(mapper, operator, resolve_dtype(dtype_name), noise_on_device)
     seeds = list(range(y.shape[0]))
     return lambda: method(y, seeds)
 
@@ -87,6 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the mapper's and the prior's UNet")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default | max-autotune | ...)")
     p.add_argument("--tf32", action="store_true", help="CUDA: let fp32 convolutions/matmuls use TF32 (Ampere+)")
+    p.add_argument("--device-noise", action="store_true",
+                   help="draw DAVI's per-image noise on the device (infer.py --device-noise), not the CPU")
     p.add_argument("--task", default="sr", choices=TASKS, help="operator of the measurement (SR x4 by default)")
     p.add_argument("--red-diff-steps", type=int, default=None,
                    help="RED-Diff steps per timed run (seconds per step = run / steps); default 5 on CUDA, 1 on CPU")
@@ -164,9 +166,10 @@ def main(argv=None) -> None:
                 y = y.contiguous(memory_format=torch.channels_last)
             label = "fp32 (tf32)" if dtype_name == "fp32" and cuda and args.tf32 else dtype_name
             row = {"arch": args.arch, "dtype": label, "batch": bs, "layout": layout,
-                   "compiled": "yes" if args.compile else "no"}
+                   "compiled": args.compile_mode if args.compile else "no",
+                   "noise": "device" if args.device_noise else "cpu"}
             try:
-                t_davi = median_time(make_davi_fn(mapper, operator, y, dtype_name), device, warmup, repeats)
+                t_davi = median_time(make_davi_fn(mapper, operator, y, dtype_name, args.device_noise), device, warmup, repeats)
                 t_run = median_time(make_red_diff_fn(prior, operator, y, device, dtype_name, rd_steps),
                                     device, warmup, repeats)
             except torch.cuda.OutOfMemoryError:

@@ -125,11 +125,12 @@ def test_baselines_run_through_the_same_cli(sr_export, tiny_prior_dir, tmp_path,
             assert residual(restored) < 0.8 * residual(lifted), (residual(restored), residual(lifted))
 
 
-def test_restoration_does_not_depend_on_the_batch(sr_export):
+@pytest.mark.parametrize("noise_on_device", [False, True], ids=["cpu-noise", "device-noise"])
+def test_restoration_does_not_depend_on_the_batch(sr_export, noise_on_device):
     mapper, _, op = load_export(sr_export)
     torch.manual_seed(0)
     y = op.measure(torch.rand(4, 1, 32, 32) * 2 - 1)
-    method = DaviMethod(mapper, op)
+    method = DaviMethod(mapper, op, noise_on_device=noise_on_device)
     together = method(y, [10, 11, 12, 13], 2)
     alone = torch.cat([method(y[i:i + 1], [10 + i], 2) for i in range(4)], dim=1)
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
