@@ -79,7 +79,8 @@ def score_restorations(restored: torch.Tensor, reference: torch.Tensor, classifi
     """Every metric that can be computed honestly here, averaged over the images (N, C, H, W).
 
     ``psnr``, ``ssim``; ``lpips_<net>`` when its backbone weights are on disk; ``classifier_fd``
-    (Frechet distance in the digit classifier's features, not FID) for 1x32x32 digits when
+    (Frechet distance in the digit classifier's features, not FID) and ``kid``/``kid_std`` (the
+    kernel distance in the same features, davi.classifier.classifier_kid) for 1x32x32 digits when
     ``classifier``. A metric that cannot be computed is absent, or, with ``explain_absent``, a
     string saying why (``fid`` always is: it is computed by an external tool).
     """
@@ -102,9 +103,12 @@ def score_restorations(restored: torch.Tensor, reference: torch.Tensor, classifi
                      "(docs/paper_setting.md)") if ok else reason
     if classifier:
         if tuple(restored.shape[1:]) == (1, 32, 32):
-            from davi.classifier import classifier_frechet, load_classifier
+            from davi.classifier import classifier_frechet, classifier_kid, load_classifier
 
-            out["classifier_fd"] = float(classifier_frechet(load_classifier(), restored, reference))
+            classifier = load_classifier()
+            out["classifier_fd"] = float(classifier_frechet(classifier, restored, reference))
+            if len(restored) >= 2:
+                out["kid"], out["kid_std"] = classifier_kid(classifier, restored, reference)
         else:
             absent["classifier_fd"] = "only defined for 1x32x32 digits (the embedded default)"
     return {**out, **absent} if explain_absent else out

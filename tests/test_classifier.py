@@ -11,6 +11,7 @@ from davi.classifier import (
     DigitClassifier,
     classifier_features,
     classifier_frechet,
+    classifier_kid,
     frechet_distance,
     load_classifier,
     random_shift,
@@ -104,6 +105,19 @@ def test_classifier_frechet_grows_with_noise(classifier, test_digits):
     d_small = classifier_frechet(classifier, x, x + 0.2 * noise)
     d_large = classifier_frechet(classifier, x, x + 0.6 * noise)
     assert 0 < d_small < d_large  # (each call is ~1 s: a 128x128 sqrtm)
+
+
+def test_classifier_kid_separates_noisy_digits_and_repeats(classifier, test_digits):
+    x, _ = test_digits
+    a, b = x[:100], x[100:]  # two disjoint halves of held-out digits: the same distribution
+    noisy = (a + 0.3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    same_mean, same_std = classifier_kid(classifier, a, b, subsets=20, subset_size=50)
+    noisy_mean, _ = classifier_kid(classifier, noisy, b, subsets=20, subset_size=50)
+    assert abs(same_mean) < 2 * same_std + 1e-3  # unbiased: about 0 between sets of one distribution
+    assert noisy_mean > same_mean + 3 * same_std
+    assert classifier_kid(classifier, a, b, subsets=20, subset_size=50) == (same_mean, same_std)  # seeded subsets
+    with pytest.raises(ValueError, match="at least 2"):
+        classifier_kid(classifier, a[:1], b)
 
 
 def test_missing_or_corrupt_weights(tmp_path):
