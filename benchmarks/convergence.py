@@ -1,0 +1,112 @@
+"""Has a DAVI run converged? Held-out PSNR and realism of every checkpoint's EMA mapper.
+
+For each ``checkpoint-N`` of a run (its ``ema/`` mapper and its config), restore the same
+``--images`` held-out test digits (measurement noise seed 0, one sample per image, seed 0) and
+score PSNR, SSIM, the classifier Fréchet distance and the kernel distance (KID) against them.
+A run has converged when these curves are flat. Each checkpoint's scores are cached beside it
+(``checkpoint-N/heldout_<images>.json``), so re-running after more training scores only the new
+checkpoints. Writes ``benchmarks/results/convergence_<task>.json`` (+ ``.md``) and the curves
+``docs/convergence_<task>.png``.
+
+    python benchmarks/convergence.py --task sr4 --run runs/long/sr4 --images 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = [("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+           ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("kid_std", "KID std", "{:.3f}")]
+
+
+def score_checkpoint(checkpoint: Path, images: int) -> dict:
+    """Scores of one checkpoint's EMA mapper on the first ``images`` test digits (cached beside it)."""
+    import torch
+
+    from davi.atomic import write_json
+    from davi.config import load_config
+    from davi.data import load_split
+    from davi.evaluation import run_method
+    from davi.inference import DaviMethod
+    from davi.mapper import Mapper
+    from davi.metrics import score_restorations
+    from davi.operators import build_operator
+
+    cache = checkpoint / f"heldout_{images}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    cfg = load_config(checkpoint / "config.yaml")
+    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    mapper = Mapper.from_pretrained(str(checkpoint / "ema"), use_safetensors=True).eval()
+    x0 = load_split(cfg.data, "test").tensor(limit=images)
+    y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+    restored, _ = run_method(DaviMethod(mapper, operator), y, 100, desc=checkpoint.name)
+    step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
+    row = {"step": step, **score_restorations(restored, x0, explain_absent=False)}
+    write_json(cache, row)
+    return row
+
+
+def plot(rows: list[dict], task: str, path: Path) -> None:
+    """PSNR and the two realism figures against the training step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from davi.atomic import write_file
+
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, (key, label) in zip(axes, (("psnr", "PSNR (dB), higher is better"),
+                                       ("classifier_fd", "classifier FD, lower is better"),
+                                       ("kid", "KID (+- std over subsets), lower is better"))):
+        ax.plot(steps, [r[key] for r in rows], marker="o")
+        if key == "kid":
+            ax.fill_between(steps, [r["kid"] - r["kid_std"] for r in rows],
+                            [r["kid"] + r["kid_std"] for r in rows], alpha=0.2)
+        ax.set_title(f"{task}: {label}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def render_convergence(data: dict) -> str:
+    from davi.evaluation import markdown_table
+
+    return markdown_table(data["rows"], COLUMNS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, help="name used in the output files, e.g. sr4")
+    p.add_argument("--run", required=True, help="a DAVI training run folder holding checkpoint-N folders")
+    p.add_argument("--images", type=int, default=200)
+    args = p.parse_args()
+
+    from davi.checkpoints import list_checkpoints
+    from readme_tables import command_line, publish
+
+    checkpoints = list_checkpoints(Path(args.run))
+    if not checkpoints:
+        raise SystemExit(f"error: {args.run}: no checkpoint-N folders")
+    rows = [score_checkpoint(folder, args.images) for _, folder in checkpoints]
+    rows.sort(key=lambda r: r["step"])
+    plot(rows, args.task, ROOT / "docs" / f"convergence_{args.task}.png")
+    head = (f"Held-out scores of every checkpoint's EMA mapper of `{args.run}` ({args.task}), "
+            f"{args.images} test digits, one sample per image (seed 0).")
+    publish(ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json",
+            {"command": command_line("convergence.py"), "head": head, "rows": rows}, render_convergence)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
