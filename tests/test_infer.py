@@ -218,3 +218,25 @@ def test_corrupt_export_is_named(sr_export, tmp_path, infer):
     proc = infer("restore", "--export", broken, "--input", "mnist32:test", "--out", tmp_path / "o")
     assert_one_line_error(proc, "card.json", "JSON")
     assert not (tmp_path / "o").exists()
+
+
+def test_restore_timing_reuses_the_restore_and_never_reruns_an_expensive_method():
+    from infer import restore_timing
+
+    class Counting:
+        calls = 0
+
+        def __init__(self, nfe):
+            self.nfe_per_sample = nfe
+
+        def __call__(self, y, seeds, num_samples=1):
+            Counting.calls += 1
+            return y.unsqueeze(0)
+
+    y = torch.zeros(8, 1, 4, 4)
+    timing, how = restore_timing(Counting(1000), y, 4, [(9.0, 4), (2.0, 4), (4.0, 4)], samples=2)
+    assert (timing.seconds_per_image, timing.batch_size) == (3.0 / 4 / 2, 4) and "later" in how
+    timing, how = restore_timing(Counting(1000), y, 8, [(8.0, 8)], samples=1)
+    assert timing.seconds_per_image == 1.0 and "warm-up included" in how and Counting.calls == 0
+    timing, how = restore_timing(Counting(1), y, 8, [(8.0, 8)], samples=1)
+    assert Counting.calls == 4 and timing.seconds_per_image < 1.0  # cheap: warm-up + best of 3
