@@ -116,6 +116,10 @@ class DaviConfig:
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
     init_mapper: str = ""
+    # The export's consistency threshold (davi.consistency) is calibrated on this many held-out test
+    # images at the end of training, one restoration each; 0 exports without one (then
+    # scripts/calibrate_consistency.py can add it later, e.g. on a GPU for a 256x256 mapper).
+    calibration_images: int = 500
 
 
 @dataclass

@@ -189,16 +189,16 @@ def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[
     return split.tensor(limit=stop - start, start=start), f"{cfg.source}:test[{start}:{stop}]"
 
 
-def with_consistency(card: dict, method, operator, device=None) -> dict:
-    """``card`` with its ``consistency`` entry (calibrated on ``calibration_images``), for an export at
-    the end of training; unchanged, with a one-line note, when it cannot be calibrated."""
+def with_consistency(card: dict, method, operator, device=None, images: int = 500) -> dict:
+    """``card`` with its ``consistency`` entry (calibrated on ``images`` of ``calibration_images``), for
+    an export at the end of training; unchanged, with a one-line note, when it cannot be calibrated."""
     from davi.data import DataError
 
     if operator.sigma_y <= 0:
         return card
     try:
-        images, source = calibration_images(card)
-        return {**card, "consistency": calibrate_consistency(method, operator, images, source=source,
+        held_out, source = calibration_images(card, stop=500 + images)
+        return {**card, "consistency": calibrate_consistency(method, operator, held_out, source=source,
                                                                       device=device)}
     except (ConsistencyError, DataError) as e:
         print(f"note: export without a consistency threshold ({e})")

@@ -119,6 +119,13 @@ def test_training_export_carries_the_threshold_from_held_out_test_images(tiny_pr
     recipe.finish(mapper, tmp_path, 0)
     entry = read_card(tmp_path / "export")["consistency"]
     assert entry["source"] == "mnist32:test[500:1000]" and entry["n"] == 500 and entry["threshold"] > 0
+    # fewer calibration images, or none (davi.calibration_images)
+    for n, expected in ((40, "mnist32:test[500:540]"), (0, None)):
+        cfg.davi.calibration_images = n
+        recipe = davi_recipe(cfg, Accelerator(cpu=True))
+        recipe.finish(recipe.networks["mapper"].eval(), tmp_path / str(n), 0)
+        entry = read_card(tmp_path / str(n) / "export").get("consistency")
+        assert (entry["source"], entry["n"]) == (expected, n) if expected else entry is None
     # data that cannot be loaded: the export is still written, without a threshold (and a note)
     op = build_operator(cfg.operator, RES, 1)
     card = {"config": {"data": {"source": str(tmp_path / "no_such_folder")}}}

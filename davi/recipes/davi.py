@@ -102,8 +102,10 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         card = make_card(cfg, prior, operator, step)
         if dc.objective == "sampler":
             card["consistency_weight"] = consistency_weight(cfg, prior, operator)
-        if val_images is None:  # trained on the config's data: its held-out test images set the flag's threshold
-            card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device)
+        if val_images is None and dc.calibration_images > 0:
+            # trained on the config's data: its held-out test images set the flag's threshold
+            card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device,
+                                    images=dc.calibration_images)
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
