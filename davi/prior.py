@@ -176,7 +176,8 @@ class DiffusionPrior(ScorePrior):
         return cls(unet, scheduler, identity, digest)
 
 
-def _weights_digest(folder: Path) -> str:
+def safetensors_digest(folder: Path) -> str:
+    """sha256 (16 hex digits) of every .safetensors file under ``folder``: which weights these are."""
     files = sorted(folder.rglob("*.safetensors"))
     h = hashlib.sha256()
     for f in files:
@@ -238,7 +239,7 @@ def load_unet_and_scheduler(path: str):
                 scheduler = DDPMScheduler.from_pretrained(str(sched_dir))
             else:  # a bare UNet folder: the published priors' schedule
                 scheduler = build_scheduler(PriorConfig())
-            return unet, scheduler, path, _weights_digest(unet_dir)
+            return unet, scheduler, path, safetensors_digest(unet_dir)
         unet = _own_memory(UNet2DModel.from_pretrained(resolved, subfolder="unet", use_safetensors=True))
         scheduler = DDPMScheduler.from_pretrained(resolved, subfolder="scheduler")
         return unet, scheduler, path, ""

@@ -12,7 +12,6 @@ is checked before and after.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -21,18 +20,15 @@ import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.cli import run_cli
 
 
-def _digest(folder: Path) -> str:
-    return hashlib.sha256((folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
-
-
 def calibrate(export: Path, quantile: float, seed: int) -> dict:
     from davi.atomic import write_json
     from davi.consistency import calibrate_consistency, calibration_images
     from davi.export import ExportError, load_export
     from davi.inference import DaviMethod
+    from davi.prior import safetensors_digest
     from davi.model_card import write_model_card
 
-    before = _digest(export)
+    before = safetensors_digest(export)
     mapper, card, operator = load_export(export)
     images, source = calibration_images(card)
     entry = calibrate_consistency(DaviMethod(mapper, operator), operator, images, source=source, seed=seed,
@@ -41,7 +37,7 @@ def calibrate(export: Path, quantile: float, seed: int) -> dict:
     raw["consistency"] = entry
     write_json(export / "card.json", raw)
     write_model_card(export, raw)  # the hub card shows the threshold too (its measured metrics are kept)
-    if _digest(export) != before:
+    if safetensors_digest(export) != before:
         raise ExportError(f"{export}: weights changed while calibrating")
     return entry
 
