@@ -87,11 +87,12 @@ def demo(args) -> None:
 
     print("[3/3] writing the grid and the table")
     cols = [("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
-            ("classifier_fd", "classifier FD (lower = more realistic)", "{:.2f}"),
+            ("classifier_fd", "classifier FD (lower = more realistic)", "{:.2f}"), ("kid", "KID", "{:.3f}"),
             ("nfe", "network evals / image", "{}"), ("ms", "ms / image (CPU)", "{:.2f}")]
     table = markdown_table(rows, cols)
     header = (f"# DAVI demo: {args.task} on {args.images} held-out 32x32 digits (sigma_y = {operator.sigma_y})\n\n"
-              "classifier FD: Frechet distance in the project's digit-classifier feature space (not FID).\n\n")
+              "classifier FD: Frechet distance in the project's digit-classifier feature space (not FID); KID: the "
+              "kernel distance in the same features (unbiased; lower = more realistic).\n\n")
     write_text(out / f"metrics_{args.task}.md", header + table + "\n")
     summary = json.loads((run_dir / "train_summary.json").read_text())
     results = {"command": args.command, "task": args.task, "images": args.images,
