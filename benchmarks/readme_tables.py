@@ -125,35 +125,171 @@ def render_tasks_davi_seconds_per_step(data: dict) -> str:
     return _span([r["s_per_step"] for r in data["rows"] if r["method"] == "davi"], "{:.1f}") + " s"
 
 
-COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
-                   ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
-                   ("nfe", "network evals / image", "{}"), ("s_per_image", "s / image (CPU)", "{:.4f}"),
-                   ("time_vs_davi", "time / DAVI's", "{:.0f}x")]
+COMPARE_TASKS = ("sr4", "deblur", "box")
+COMPARE_METHODS = {"lift": "lift(y)", "davi": "DAVI", "red_diff_1000": "RED-Diff-1000", "red_diff_100": "RED-Diff-100",
+                   "prior_ddim50": "prior's own samples (DDIM-50)"}
+COMPARE_RED_DIFF = ("red_diff_1000", "red_diff_100")
+COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("seeds", "seeds", "{}"),
+                   ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                   ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID (± std over subsets)", "{}"),
+                   ("confidence", "confidence", "{:.3f}"), ("nfe", "network evals / image", "{}"),
+                   ("s_per_image", "s / image (CPU)", "{:.4g}"), ("time_vs_davi", "time / DAVI's", "{:.3g}x")]
 
 
-@table("compare", "compare_deblur.json", "compare_sr4.json", "compare_box.json")
-def render_compare(*runs: dict) -> str:
-    return markdown_table([r for run in runs for r in run["rows"]], COMPARE_COLUMNS)
+def _red_diff_name(data: dict, task: str, key: str) -> str:
+    t = data.get("tuning", {}).get(task)
+    return COMPARE_METHODS[key] + (f" (lr={t['lr']:g}, lam={t['lam']:g})" if t else "")
 
 
-def _speedups(runs: tuple, steps: int) -> list[float]:
-    return [r["time_vs_davi"] for run in runs for r in run["rows"] if r["method"].startswith(f"RED-Diff-{steps} ")]
+@table("compare", "compare.json")
+def render_compare(data: dict) -> str:
+    """benchmarks/compare.py: {task: {method: metrics}}; a tuned RED-Diff without results yet is a
+    'pending' row with its timing, so the speed figures show before the slow runs finish."""
+    rows = []
+    for task in COMPARE_TASKS:
+        timing = data.get("timing", {}).get(task, {})
+        for key in COMPARE_METHODS:
+            r = data.get(task, {}).get(key)
+            name = _red_diff_name(data, task, key) if key in COMPARE_RED_DIFF else COMPARE_METHODS[key]
+            if r is None:
+                if key in COMPARE_RED_DIFF and key in timing:
+                    rows.append({"task": task, "method": name, "seeds": 0, "psnr": "pending",
+                                 "nfe": int(key.rsplit("_", 1)[1]), "s_per_image": timing[key],
+                                 "time_vs_davi": timing[key] / timing["davi"]})
+                continue
+            kid = f"{r['kid']:.3f} ± {r['kid_std']:.3f}" if "kid" in r else ""
+            rows.append({**r, "task": task, "method": name, "kid": kid})
+    return markdown_table(rows, COMPARE_COLUMNS)
 
 
-@table("compare_red_diff_1000_seconds", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
-def render_compare_red_diff_1000_seconds(*runs: dict) -> str:
-    return _span([r["s_per_image"] for run in runs for r in run["rows"] if r["method"].startswith("RED-Diff-1000 ")],
-                 "{:.1f}") + " s"
+def _ci(interval: dict, scale: float = 1.0, fmt: str = "{:+.2f}") -> str:
+    e, lo, hi = (scale * interval[k] for k in ("estimate", "low", "high"))
+    star = "" if lo <= 0 <= hi else "*"
+    return f"{fmt.format(e)} [{fmt.format(lo)}, {fmt.format(hi)}]{star}"
 
 
-@table("compare_speedup_1000", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
-def render_compare_speedup_1000(*runs: dict) -> str:
-    return _span(_speedups(runs, 1000), "{:.0f}x")
+@table("compare_bootstrap", "compare.json")
+def render_compare_bootstrap(data: dict) -> str:
+    """Paired-bootstrap 95% intervals of DAVI minus each RED-Diff (* = the interval excludes 0)."""
+    rows = []
+    for task in COMPARE_TASKS:
+        for key, b in data.get("bootstrap", {}).get(task, {}).items():
+            rows.append({"task": task, "vs": f"DAVI - {COMPARE_METHODS.get(key, key)}", "seeds": f"{b['seeds'][0]} vs {b['seeds'][1]}",
+                         "psnr": _ci(b["psnr"]), "fd": _ci(b["classifier_fd"]), "kid": _ci(b["kid"], fmt="{:+.3f}")})
+    return markdown_table(rows, [("task", "task", "{}"), ("vs", "difference", "{}"), ("seeds", "seeds", "{}"),
+                                 ("psnr", "PSNR (dB)", "{}"), ("fd", "classifier FD", "{}"),
+                                 ("kid", "KID (whole set)", "{}")])
 
 
-@table("compare_speedup_100", "compare_deblur.json", "compare_sr4.json", "compare_box.json", inline=True)
-def render_compare_speedup_100(*runs: dict) -> str:
-    return _span(_speedups(runs, 100), "{:.0f}x")
+def _compare_goals(data: dict, task: str) -> dict:
+    rows, timing = data.get(task, {}), data.get("timing", {}).get(task, {})
+    davi = rows.get("davi")
+    measured = [k for k in COMPARE_RED_DIFF if k in rows]
+    missing = [COMPARE_METHODS[k] for k in COMPARE_RED_DIFF if k not in rows]
+    verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    out = {"task": task}
+    if davi and measured:
+        fd = min(rows[k]["classifier_fd"] for k in measured)
+        kid = min(rows[k]["kid"] for k in measured)
+        best = max(rows[k]["psnr"] for k in measured)
+        # with a RED-Diff row still pending, a miss is final (it must beat every setting), a pass is not
+        partial = lambda ok: ("met so far" if ok else "**not met**") + f" ({', '.join(missing)} pending)"  # noqa: E731
+        judge = partial if missing else verdict
+        out["realism"] = (f"FD {davi['classifier_fd']:.2f} vs {fd:.2f}, KID {davi['kid']:.3f} vs {kid:.3f}: "
+                          + judge(davi["classifier_fd"] < fd and davi["kid"] < kid))
+        out["psnr"] = f"{davi['psnr'] - best:+.2f} dB: " + judge(davi["psnr"] >= best - 1)
+    else:
+        out["realism"] = out["psnr"] = "pending (no RED-Diff result yet)"
+    for key, goal in (("red_diff_1000", 500), ("red_diff_100", 50)):
+        out[key] = (f"{timing[key] / timing['davi']:.0f}x: " + verdict(timing[key] / timing["davi"] >= goal)
+                    if key in timing else "not timed")
+    return out
+
+
+@table("compare_goals", "compare.json")
+def render_compare_goals(data: dict) -> str:
+    """Issue 12's goals per task, from the point estimates (seed means) and the timing pass."""
+    return markdown_table([_compare_goals(data, t) for t in COMPARE_TASKS if t in data], [
+        ("task", "task", "{}"), ("realism", "realism: DAVI's FD and KID below every RED-Diff's", "{}"),
+        ("psnr", "PSNR within 1 dB of the best RED-Diff", "{}"), ("red_diff_1000", ">= 500x faster than RED-Diff-1000", "{}"),
+        ("red_diff_100", ">= 50x faster than RED-Diff-100", "{}")])
+
+
+@table("compare_grid", "compare.json")
+def render_compare_grid(data: dict) -> str:
+    """RED-Diff's tuning per task (the whole grid: benchmarks/results/compare_grid.json)."""
+    rows = [{"task": t, "lrs": ", ".join(f"{v:g}" for v in g["lrs"]), "lams": ", ".join(f"{v:g}" for v in g["lams"]),
+             "choice": f"lr={g['lr']:g}, lam={g['lam']:g}", "interior": "yes" if g["interior"] else "**no**",
+             "widenings": g["widenings"], "train_psnr": g["train_psnr"]}
+            for t, g in data.get("tuning", {}).items()]
+    return markdown_table(rows, [("task", "task", "{}"), ("lrs", "lr grid", "{}"), ("lams", "lambda grid", "{}"),
+                                 ("widenings", "widenings", "{}"), ("choice", "chosen (best PSNR)", "{}"),
+                                 ("interior", "interior", "{}"), ("train_psnr", "train PSNR (dB)", "{:.2f}")])
+
+
+@table("compare_status", "compare.json", inline=True)
+def render_compare_status(data: dict) -> str:
+    """How many seeds each RED-Diff figure averages so far, per task."""
+    parts = []
+    for key in COMPARE_RED_DIFF:
+        done = [f"{data.get(t, {}).get(key, {}).get('seeds', 0)} on {t}" for t in COMPARE_TASKS if t in data]
+        parts.append(f"{COMPARE_METHODS[key]} {', '.join(done)}")
+    return (f"{'; '.join(parts)} (seeds of {len(data['seeds'])}, {data['images']} test images each; DAVI averages "
+            f"{max((data[t]['davi']['seeds'] for t in COMPARE_TASKS if t in data), default=0)} seeds)")
+
+
+@table("compare_head", "compare.json", inline=True)
+def render_compare_head(data: dict) -> str:
+    """The settings paragraph of benchmarks/compare.py's run (images, seeds, timing, bootstrap)."""
+    return data["head"]
+
+
+@table("compare_verdict", "compare.json", inline=True)
+def render_compare_verdict(data: dict) -> str:
+    """One sentence per goal: on how many tasks it is met, missed or still pending."""
+    goals = [_compare_goals(data, t) for t in COMPARE_TASKS if t in data]
+    parts = []
+    for key, what in (("realism", "better realism (FD and KID) than every RED-Diff setting"),
+                      ("psnr", "PSNR within 1 dB of the best RED-Diff"),
+                      ("red_diff_1000", ">= 500x faster than RED-Diff-1000"), ("red_diff_100", ">= 50x faster than RED-Diff-100")):
+        met = [g["task"] for g in goals if g[key].endswith(": met")]
+        missed = [g["task"] for g in goals if "**not met**" in g[key]]
+        pending = [g["task"] for g in goals if g["task"] not in met + missed]
+        text = f"{what}: met on {len(met)} of {len(goals)} tasks" + (f" ({', '.join(met)})" if met else "")
+        text += f", **missed** on {', '.join(missed)}" if missed else ""
+        text += f", pending on {', '.join(pending)} (RED-Diff not finished)" if pending else ""
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def render_compare_md(data: dict) -> str:
+    """benchmarks/compare.py's results .md: the table, the bootstrap intervals, the goals, the tuning."""
+    return "\n\n".join([render_compare(data), render_compare_bootstrap(data), render_compare_goals(data),
+                         render_compare_grid(data)])
+
+
+def _compare_timing(data: dict, key: str, ratio: bool, fmt: str) -> str:
+    """The span over tasks of a RED-Diff's seconds per image (or its ratio to DAVI's), tasks named."""
+    timing = {t: tm for t, tm in data.get("timing", {}).items() if key in tm}
+    if not timing:
+        return "(not timed yet: RED-Diff is not tuned)"
+    values = [tm[key] / tm["davi"] if ratio else tm[key] for tm in timing.values()]
+    return _span(values, fmt) + ("" if len(timing) == len(COMPARE_TASKS) else f" ({', '.join(timing)} only)")
+
+
+@table("compare_red_diff_1000_seconds", "compare.json", inline=True)
+def render_compare_red_diff_1000_seconds(data: dict) -> str:
+    return _compare_timing(data, "red_diff_1000", False, "{:.1f} s")
+
+
+@table("compare_speedup_1000", "compare.json", inline=True)
+def render_compare_speedup_1000(data: dict) -> str:
+    return _compare_timing(data, "red_diff_1000", True, "{:.0f}x")
+
+
+@table("compare_speedup_100", "compare.json", inline=True)
+def render_compare_speedup_100(data: dict) -> str:
+    return _compare_timing(data, "red_diff_100", True, "{:.0f}x")
 
 
 TRAIN_COST_COLUMNS = [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),

@@ -54,7 +54,7 @@ def test_missing_marker_or_results_file_is_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("name, render", [
     ("tasks", rt.render_tasks), ("train_cost", rt.render_train_cost),
-    ("compare_deblur", rt.render_compare), ("compare_sr4", rt.render_compare), ("compare_box", rt.render_compare),
+    ("compare", rt.render_compare_md),
     ("classifier", rt.render_classifier)])
 def test_results_markdown_is_rendered_from_its_json(name, render):
     data = json.loads((rt.RESULTS / f"{name}.json").read_text())
@@ -96,3 +96,27 @@ def test_tables_in_the_results_page_are_checked_too(tmp_path, monkeypatch):
     page.write_text(text.replace("<!-- /table:ood_shifts -->", ""))
     with pytest.raises(SystemExit, match="'ood_shifts' has no .*markers"):
         rt.check()
+
+
+def _compare_data(rd1000: bool):
+    row = lambda psnr, fd, kid, seeds=1: {"psnr": psnr, "ssim": 0.9, "classifier_fd": fd, "kid": kid,  # noqa: E731
+                                          "kid_std": 0.01, "seeds": seeds}
+    sr4 = {"davi": row(20.0, 10.0, 0.10, 3), "red_diff_100": row(19.5, 12.0, 0.20)}
+    if rd1000:
+        sr4["red_diff_1000"] = row(20.5, 8.0, 0.05)
+    return {"seeds": [0, 1, 2], "images": 200, "sr4": sr4,
+            "timing": {"sr4": {"davi": 0.01, "red_diff_1000": 6.0, "red_diff_100": 0.4}}}
+
+
+def test_compare_goals_wait_for_every_red_diff_before_a_pass_but_not_before_a_miss():
+    partial = rt.render_compare_goals(_compare_data(rd1000=False))
+    assert "KID 0.100 vs 0.200: met so far (RED-Diff-1000 pending)" in partial
+    assert "600x: met" in partial and "40x: **not met**" in partial
+    verdict = rt.render_compare_verdict(_compare_data(rd1000=False))
+    assert "better realism (FD and KID) than every RED-Diff setting: met on 0 of 1 tasks, pending on sr4" in verdict
+    full = rt.render_compare_goals(_compare_data(rd1000=True))
+    assert "FD 10.00 vs 8.00, KID 0.100 vs 0.050: **not met**" in full and "-0.50 dB: met" in full
+    status = rt.render_compare_status(_compare_data(rd1000=False))
+    assert status.startswith("RED-Diff-1000 0 on sr4; RED-Diff-100 1 on sr4 (seeds of 3, 200 test images each")
+    table = rt.render_compare(_compare_data(rd1000=False))
+    assert "| sr4 | RED-Diff-1000 | 0 | pending |" in table  # timed, not yet restored
