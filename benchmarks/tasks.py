@@ -38,21 +38,9 @@ SHIPPED = ROOT / "davi" / "assets" / "mappers"
 
 def ship(export_dir: Path, task: str) -> None:
     """Copy an export into the package as float16 weights (half the size; evaluated as shipped)."""
-    from davi.export import export_mapper, load_export, read_card
+    from davi.export import export_float16
 
-    mapper, _, _ = load_export(export_dir)
-    mapper = mapper.half().float()  # the weights as they will be stored
-    card = read_card(export_dir)
-    card.pop("format", None), card.pop("version", None)
-    card["shipped_dtype"] = "float16"
-    out = export_mapper(mapper, SHIPPED / task, card)
-    from safetensors.torch import load_file, save_file
-
-    from davi.atomic import write_file
-
-    f = out / "diffusion_pytorch_model.safetensors"
-    tensors = {k: v.half() for k, v in load_file(str(f)).items()}
-    write_file(f, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    export_float16(export_dir, SHIPPED / task)
 
 
 def main() -> None:

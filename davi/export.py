@@ -46,9 +46,12 @@ def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
     }
 
 
-def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any]) -> Path:
+def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any], half: bool = False) -> Path:
+    """Write the export folder atomically: the weights (float32, or float16 with ``half``) as
+    safetensors, card.json and README.md (the model card)."""
     tmp = temp_folder_for(out_dir)
-    mapper.float().save_pretrained(str(tmp), safe_serialization=True)
+    (mapper.half() if half else mapper.float()).save_pretrained(str(tmp), safe_serialization=True)
+    mapper.float()
     card = {"format": "davi-mapper", "version": CARD_VERSION, **card}
     (tmp / CARD).write_text(json.dumps(card, indent=2))
     write_model_card(tmp, card)  # README.md: the Hugging Face model card, so the folder can be pushed as it is
@@ -123,3 +126,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     prior = load_prior(cfg.prior)  # for the card's prior identity and digest
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))
+
+
+
+def export_float16(export_dir: str | Path, out_dir: str | Path) -> Path:
+    """Copy an export with float16 weights (half the size), for shipping. The card says so; restoring
+    casts back to float32, so an evaluation of the copy measures exactly what is shipped."""
+    mapper, _, _ = load_export(export_dir)
+    card = {k: v for k, v in read_card(export_dir).items() if k not in ("format", "version")}
+    return export_mapper(mapper, out_dir, {**card, "shipped_dtype": "float16"}, half=True)

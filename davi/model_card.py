@@ -24,7 +24,8 @@ README = "README.md"
 LICENSE = "mit"
 DEFAULT_OBJECTIVE = "paired"  # the DAVI recipe with the regression term, before objectives had names
 ONNX_FILE = "mapper.onnx"
-METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier_fd": "classifier FD (digit-classifier features, not FID)"}
+METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier_fd": "classifier FD (digit-classifier features, not FID)",
+                "kid": "KID (digit-classifier features)"}
 
 
 class ModelCardError(ValueError):

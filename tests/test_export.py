@@ -154,3 +154,18 @@ def test_an_export_killed_between_its_two_renames_is_recovered(setup, export):
     assert not export.exists()
     _, card, _ = load_export(export)
     assert card["steps"] == 12 and export.is_dir() and not export.with_name(export.name + ".old").exists()
+
+
+def test_export_float16_stores_half_weights_and_loads_them_as_float32(setup, export, tmp_path):
+    from safetensors.torch import load_file
+
+    from davi.export import export_float16
+
+    out = export_float16(export, tmp_path / "shipped")
+    stored = load_file(str(out / WEIGHTS))
+    assert stored and all(t.dtype == torch.float16 for t in stored.values())
+    mapper, card, _ = load_export(out)
+    original, _, _ = load_export(export)
+    assert card["shipped_dtype"] == "float16" and card["steps"] == read_card(export)["steps"]
+    for (name, p), q in zip(mapper.named_parameters(), original.parameters()):
+        assert p.dtype == torch.float32 and torch.equal(p, q.half().float()), name

@@ -1,0 +1,87 @@
+"""Ship a trained DAVI mapper into the package: float16 weights, consistency threshold, model card with metrics.
+
+From one checkpoint of a training run (its EMA mapper, default: the latest checkpoint):
+
+1. export it (``davi.export.export_checkpoint``) and copy it as float16 safetensors into
+   ``davi/assets/mappers/<name>`` (``davi.export.export_float16``);
+2. calibrate the export's consistency threshold on held-out test digits 500-999
+   (``davi.consistency.with_consistency``), with the weights as shipped;
+3. restore the first ``--images`` held-out test digits with the shipped weights (measurement noise
+   seed 0, one sample each; benchmarks/convergence.py's protocol) and write the scores into the
+   model card (``README.md``), with this command.
+
+    python scripts/ship_mapper.py runs/long/sr4 --name sr4
+    python scripts/ship_mapper.py runs/long/sr4/checkpoint-2000 --name sr4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "davi" / "assets" / "mappers"
+
+
+def held_out_scores(export: Path, images: int) -> dict:
+    """PSNR, SSIM, classifier FD and KID of ``export`` on the first ``images`` test digits."""
+    import torch
+
+    from davi.config import DataConfig
+    from davi.data import load_split
+    from davi.evaluation import run_method
+    from davi.export import load_export
+    from davi.inference import DaviMethod
+    from davi.metrics import score_restorations
+
+    mapper, card, operator = load_export(export)
+    data = card["config"]["data"]
+    x0 = load_split(DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__}),
+                    "test").tensor(limit=images)
+    y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+    restored, _ = run_method(DaviMethod(mapper, operator), y, 100, desc="held-out scores")
+    return score_restorations(restored, x0, explain_absent=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", type=Path, help="a DAVI run folder (its latest checkpoint) or one checkpoint-N folder")
+    p.add_argument("--name", required=True, help="folder name under davi/assets/mappers, e.g. sr4")
+    p.add_argument("--images", type=int, default=200, help="held-out test digits for the card's metrics")
+    args = p.parse_args(argv)
+
+    from davi.atomic import write_json
+    from davi.checkpoints import list_checkpoints
+    from davi.consistency import with_consistency
+    from davi.export import export_checkpoint, export_float16, load_export, read_card
+    from davi.inference import DaviMethod
+    from davi.model_card import METRIC_NAMES, write_model_card
+
+    checkpoint = args.source
+    if not (checkpoint / "trainer_state.json").is_file():
+        found = list_checkpoints(args.source)
+        if not found:
+            raise SystemExit(f"error: {args.source}: neither a checkpoint-N folder nor a run with checkpoints")
+        checkpoint = found[-1][1]
+    out = SHIPPED / args.name
+    with tempfile.TemporaryDirectory() as tmp:
+        export_float16(export_checkpoint(checkpoint, Path(tmp) / "export"), out)
+    mapper, card, operator = load_export(out)
+    card = with_consistency(read_card(out), DaviMethod(mapper, operator), operator)
+    write_json(out / "card.json", card)
+    scores = held_out_scores(out, args.images)
+    command = " ".join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
+    metrics = {"values": {k: round(scores[k], 4) for k in METRIC_NAMES if k in scores}, "images": args.images,
+               "split": "test", "command": command}
+    write_model_card(out, card, metrics)
+    print(f"shipped {checkpoint} ({card['steps']} steps) -> {out}: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in metrics["values"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
