@@ -22,8 +22,6 @@ import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-COLUMNS = [("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
-           ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"), ("kid_std", "KID std", "{:.3f}")]
 
 
 def score_checkpoint(checkpoint: Path, images: int) -> dict:
@@ -80,12 +78,6 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
     plt.close(fig)
 
 
-def render_convergence(data: dict) -> str:
-    from davi.evaluation import markdown_table
-
-    return markdown_table(data["rows"], COLUMNS)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="name used in the output files, e.g. sr4")
@@ -94,7 +86,7 @@ def main() -> None:
     args = p.parse_args()
 
     from davi.checkpoints import list_checkpoints
-    from readme_tables import command_line, publish
+    from readme_tables import command_line, publish, render_convergence
 
     checkpoints = list_checkpoints(Path(args.run))
     if not checkpoints:

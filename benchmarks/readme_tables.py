@@ -593,6 +593,37 @@ def render_unpaired_goals(data: dict) -> str:
     return f"goal met on {met} of {measured} measured tasks (needed: 2 of 3); " + "; ".join(parts)
 
 
+SWEEP_COLUMNS = [("name", "setting", "{}"), ("overrides", "overrides", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                 ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
+                 ("kid_std", "KID std", "{:.3f}"), ("picked", "picked", "{}")]
+
+
+def render_sweep(data: dict) -> str:
+    """benchmarks/sweep.py: one row per setting of the paired objective, the picked one marked."""
+    return markdown_table([{**r, "picked": "yes" if r["name"] == data["picked"] else ""} for r in data["rows"]],
+                          SWEEP_COLUMNS)
+
+
+@table("sweep_sr4", "sweep_sr4.json")
+def render_sweep_sr4(data: dict) -> str:
+    return render_sweep(data)
+
+
+CONVERGENCE_COLUMNS = [("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                       ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
+                       ("kid_std", "KID std", "{:.3f}")]
+
+
+def render_convergence(data: dict) -> str:
+    """benchmarks/convergence.py: held-out scores of every checkpoint of one run."""
+    return markdown_table(data["rows"], CONVERGENCE_COLUMNS)
+
+
+@table("convergence_sr4", "convergence_sr4.json")
+def render_convergence_sr4(data: dict) -> str:
+    return render_convergence(data)
+
+
 # ----------------------------------------------------------------------------------------------
 # the README
 # ----------------------------------------------------------------------------------------------

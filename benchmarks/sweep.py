@@ -30,10 +30,8 @@ DEFAULT_SETTINGS = {
     "reg0.3": ["davi.lambda_reg=0.3"],
     "reg0.1": ["davi.lambda_reg=0.1"],
     "ikl400": ["davi.t_ikl=400"],
+    "noppb": ["davi.ppb=false"],  # at 250 steps from the prior, IKL without PPB beat full DAVI (tasks.json)
 }
-COLUMNS = [("name", "setting", "{}"), ("overrides", "overrides", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
-           ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
-           ("kid_std", "KID std", "{:.3f}"), ("picked", "picked", "{}")]
 
 
 def pick(rows: list[dict], psnr_slack: float) -> str:
@@ -64,13 +62,6 @@ def run_setting(task: str, name: str, overrides: list[str], args) -> dict:
             **score_checkpoint(done[-1], args.images)}
 
 
-def render_sweep(data: dict) -> str:
-    from davi.evaluation import markdown_table
-
-    return markdown_table([{**r, "picked": "yes" if r["name"] == data["picked"] else ""} for r in data["rows"]],
-                          COLUMNS)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=("sr4", "deblur", "box"))
@@ -78,11 +69,11 @@ def main() -> None:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--psnr-slack", type=float, default=0.5)
     p.add_argument("--setting", action="append", default=None, metavar="NAME:key=value,key=value",
-                   help="a setting to try (repeatable); default: baseline, reg0.3, reg0.1, ikl400")
+                   help="a setting to try (repeatable); default: baseline, reg0.3, reg0.1, ikl400, noppb")
     p.add_argument("--runs", default=str(ROOT / "runs" / "sweep"))
     args = p.parse_args()
 
-    from readme_tables import command_line, publish
+    from readme_tables import command_line, publish, render_sweep
 
     settings = DEFAULT_SETTINGS
     if args.setting:
