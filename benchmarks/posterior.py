@@ -168,6 +168,15 @@ def problem(prior_name: str, task: str, args):
     return prior, op, y, exact_posteriors(prior, op, y)
 
 
+TRUTH_SEED = 7
+
+
+def truth_draws(posts, g: torch.Generator) -> torch.Tensor:
+    """(NUM_TRUTHS, B, D) exact posterior draws, one posterior after the other from ``g``: the
+    truths every method's coverage is measured against."""
+    return torch.stack([p.sample(NUM_TRUTHS, g) for p in posts], 1)
+
+
 def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.json"
     if cache.is_file():
@@ -175,8 +184,8 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     from davi.losses import sampler_consistency_weight
 
     prior, op, y, posts = problem(prior_name, task, args)
-    g = torch.Generator().manual_seed(7)
-    truths = torch.stack([p.sample(NUM_TRUTHS, g) for p in posts], 1)
+    g = torch.Generator().manual_seed(TRUTH_SEED)
+    truths = truth_draws(posts, g)  # then g goes on to draw the exact samples
     rows = []
 
     def add(method, samples, seconds, notes=""):
@@ -218,7 +227,7 @@ def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
     if cache.is_file():
         return json.loads(cache.read_text())
     prior, op, y, posts = problem(prior_name, task, args)
-    truths = torch.stack([p.sample(NUM_TRUTHS, torch.Generator().manual_seed(7)) for p in posts], 1)
+    truths = truth_draws(posts, torch.Generator().manual_seed(TRUTH_SEED))  # the same draws as run_task's
     t0 = time.process_time()
     red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)
     rows = [{"prior": prior_name, "task": task, "method": f"red-diff-{args.red_diff_steps}",

@@ -624,6 +624,28 @@ def render_convergence_sr4(data: dict) -> str:
     return render_convergence(data)
 
 
+@table("convergence_sr4_summary", "convergence_sr4.json", inline=True)
+def render_convergence_sr4_summary(data: dict) -> str:
+    """First and last checkpoint of the long SR x4 run, for a sentence."""
+    a, b = data["rows"][0], data["rows"][-1]
+    fig = "{psnr:.2f} dB, classifier FD {classifier_fd:.2f}, KID {kid:.3f}"
+    return f"{fig.format(**a)} at step {a['step']} to {fig.format(**b)} at step {b['step']}"
+
+
+@table("sweep_sr4_summary", "sweep_sr4.json", inline=True)
+def render_sweep_sr4_summary(data: dict) -> str:
+    """The sweep's pick and how the most realistic setting did, for a sentence."""
+    rows = {r["name"]: r for r in data["rows"]}
+    picked, realist = rows[data["picked"]], min(data["rows"], key=lambda r: r["kid"])
+    best = max(r["psnr"] for r in data["rows"])
+    out = (f"`{picked['name']}` ({picked['overrides']}: {picked['psnr']:.2f} dB, KID {picked['kid']:.3f}) of "
+           f"{len(rows)} settings")
+    if realist is not picked:
+        out += (f"; the most realistic, `{realist['name']}` (KID {realist['kid']:.3f}, classifier FD "
+                f"{realist['classifier_fd']:.2f}), is {best - realist['psnr']:.2f} dB below the best PSNR")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # the README
 # ----------------------------------------------------------------------------------------------
