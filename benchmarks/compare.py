@@ -25,7 +25,7 @@ keyed by the chunk's measurements and the setting) and the prior's samples are c
 ``--runs``; a killed run continues where it stopped. DAVI and lift are recomputed on every run,
 so a report after new mappers are shipped costs a few minutes, not hours.
 
-    python benchmarks/compare.py --solve        # background: grid, then RED-Diff seed 0 of every task, then seeds 1, 2
+    python benchmarks/compare.py --solve        # background: grid, RED-Diff-100 (3 seeds), then RED-Diff-1000 seed 0, 1, 2
     python benchmarks/compare.py                # report from what is cached: compare.json, compare_grid.json (+ .md)
     python benchmarks/readme_tables.py          # the README's tables from compare.json
 """
@@ -215,8 +215,10 @@ def solve(args) -> None:
         tunings[name] = tune(task, compute=True)
         log(f"{name}: RED-Diff lr={tunings[name]['lr']}, lam={tunings[name]['lam']} "
             f"(interior: {tunings[name]['interior']})")
-    for seed in args.seeds:
-        for steps in sorted(args.steps):  # RED-Diff-100 (minutes) before RED-Diff-1000 (half an hour)
+    # RED-Diff-100 (minutes per task and seed) for every seed first, then RED-Diff-1000 (half an hour
+    # each) seed 0 of every task, then seeds 1, 2: each finished unit completes a row of the report
+    for steps in sorted(args.steps):
+        for seed in args.seeds:
             for name, task in tasks.items():
                 red_diff(task, steps, seed, tunings[name], compute=True)
     log("solve: everything is computed")
