@@ -397,7 +397,12 @@ def report(args) -> None:
                                        "tuning": {k: {**{x: v[x] for x in ("lr", "lam", "interior", "widenings",
                                                                            "lrs", "lams", "train_images", "steps")},
                                                       "train_psnr": next(g["psnr"] for g in v["grid"] if
-                                                                         (g["lr"], g["lam"]) == (v["lr"], v["lam"]))}
+                                                                         (g["lr"], g["lam"]) == (v["lr"], v["lam"])),
+                                                      # the realism-favouring corner of the same grid, for context
+                                                      "best_fd": min(({x: g[x] for x in ("lr", "lam", "psnr",
+                                                                                         "classifier_fd", "kid")}
+                                                                      for g in v["grid"]),
+                                                                     key=lambda g: g["classifier_fd"])}
                                                   for k, v in tunings.items() if v is not None}},
             render_compare_md)
 

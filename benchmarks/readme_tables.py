@@ -133,7 +133,7 @@ COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("seeds",
                    ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
                    ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID (± std over subsets)", "{}"),
                    ("confidence", "confidence", "{:.3f}"), ("nfe", "network evals / image", "{}"),
-                   ("s_per_image", "s / image (CPU)", "{:.4g}"), ("time_vs_davi", "time / DAVI's", "{:.3g}x")]
+                   ("s_per_image", "s / image (CPU)", "{:.4g}"), ("ratio", "time / DAVI's", "{}")]
 
 
 def _red_diff_name(data: dict, task: str, key: str) -> str:
@@ -159,6 +159,10 @@ def render_compare(data: dict) -> str:
                 continue
             kid = f"{r['kid']:.3f} ± {r['kid_std']:.3f}" if "kid" in r else ""
             rows.append({**r, "task": task, "method": name, "kid": kid})
+    for r in rows:
+        if "time_vs_davi" in r:
+            x = r["time_vs_davi"]
+            r["ratio"] = f"{x:,.0f}x" if x >= 10 else (f"{x:.2g}x" if x >= 0.01 else "< 0.01x")
     return markdown_table(rows, COMPARE_COLUMNS)
 
 
@@ -220,11 +224,14 @@ def render_compare_grid(data: dict) -> str:
     """RED-Diff's tuning per task (the whole grid: benchmarks/results/compare_grid.json)."""
     rows = [{"task": t, "lrs": ", ".join(f"{v:g}" for v in g["lrs"]), "lams": ", ".join(f"{v:g}" for v in g["lams"]),
              "choice": f"lr={g['lr']:g}, lam={g['lam']:g}", "interior": "yes" if g["interior"] else "**no**",
-             "widenings": g["widenings"], "train_psnr": g["train_psnr"]}
+             "widenings": g["widenings"], "train_psnr": g["train_psnr"],
+             "best_fd": (f"lr={g['best_fd']['lr']:g}, lam={g['best_fd']['lam']:g}: FD {g['best_fd']['classifier_fd']:.2f}, "
+                         f"{g['best_fd']['psnr']:.2f} dB" if "best_fd" in g else "")}
             for t, g in data.get("tuning", {}).items()]
     return markdown_table(rows, [("task", "task", "{}"), ("lrs", "lr grid", "{}"), ("lams", "lambda grid", "{}"),
                                  ("widenings", "widenings", "{}"), ("choice", "chosen (best PSNR)", "{}"),
-                                 ("interior", "interior", "{}"), ("train_psnr", "train PSNR (dB)", "{:.2f}")])
+                                 ("interior", "interior", "{}"), ("train_psnr", "train PSNR (dB)", "{:.2f}"),
+                                 ("best_fd", "lowest train classifier FD in the grid (not chosen)", "{}")])
 
 
 @table("compare_status", "compare.json", inline=True)
@@ -274,22 +281,22 @@ def _compare_timing(data: dict, key: str, ratio: bool, fmt: str) -> str:
     if not timing:
         return "(not timed yet: RED-Diff is not tuned)"
     values = [tm[key] / tm["davi"] if ratio else tm[key] for tm in timing.values()]
-    return _span(values, fmt) + ("" if len(timing) == len(COMPARE_TASKS) else f" ({', '.join(timing)} only)")
+    return _span(values, fmt) + ("x" if ratio else " s") + ("" if len(timing) == len(COMPARE_TASKS) else f" ({', '.join(timing)} only)")
 
 
 @table("compare_red_diff_1000_seconds", "compare.json", inline=True)
 def render_compare_red_diff_1000_seconds(data: dict) -> str:
-    return _compare_timing(data, "red_diff_1000", False, "{:.1f} s")
+    return _compare_timing(data, "red_diff_1000", False, "{:.1f}")
 
 
 @table("compare_speedup_1000", "compare.json", inline=True)
 def render_compare_speedup_1000(data: dict) -> str:
-    return _compare_timing(data, "red_diff_1000", True, "{:.0f}x")
+    return _compare_timing(data, "red_diff_1000", True, "{:.0f}")
 
 
 @table("compare_speedup_100", "compare.json", inline=True)
 def render_compare_speedup_100(data: dict) -> str:
-    return _compare_timing(data, "red_diff_100", True, "{:.0f}x")
+    return _compare_timing(data, "red_diff_100", True, "{:.0f}")
 
 
 TRAIN_COST_COLUMNS = [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),
