@@ -9,6 +9,10 @@ checkpoints. Writes ``benchmarks/results/convergence_<task>.json`` (+ ``.md``) a
 ``docs/convergence_<task>.png``.
 
     python benchmarks/convergence.py --task sr4 --run runs/long/sr4 --images 200
+    python benchmarks/convergence.py --task sr4 --run runs/long/sr4 --run runs/long/sr4_decay   # + a continuation
+
+With several ``--run``s (e.g. continuations resumed from one run's checkpoint with other settings)
+each is a line of the plot and its rows carry its folder name.
 """
 
 from __future__ import annotations
@@ -61,18 +65,23 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
 
     from davi.atomic import write_file
 
-    steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
     for ax, (key, label) in zip(axes, (("psnr", "PSNR (dB), higher is better"),
                                        ("classifier_fd", "classifier FD, lower is better"),
                                        ("kid", "KID (+- std over subsets), lower is better"))):
-        ax.plot(steps, [r[key] for r in rows], marker="o")
-        if key == "kid":
-            ax.fill_between(steps, [r["kid"] - r["kid_std"] for r in rows],
-                            [r["kid"] + r["kid_std"] for r in rows], alpha=0.2)
+        for run in runs:
+            mine = [r for r in rows if r["run"] == run]
+            steps = [r["step"] for r in mine]
+            ax.plot(steps, [r[key] for r in mine], marker="o", label=run)
+            if key == "kid":
+                ax.fill_between(steps, [r["kid"] - r["kid_std"] for r in mine],
+                                [r["kid"] + r["kid_std"] for r in mine], alpha=0.2)
         ax.set_title(f"{task}: {label}", fontsize=9)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
@@ -81,20 +90,22 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="name used in the output files, e.g. sr4")
-    p.add_argument("--run", required=True, help="a DAVI training run folder holding checkpoint-N folders")
+    p.add_argument("--run", action="append", required=True,
+                   help="a DAVI training run folder holding checkpoint-N folders (repeatable)")
     p.add_argument("--images", type=int, default=200)
     args = p.parse_args()
 
     from davi.checkpoints import list_checkpoints
     from readme_tables import command_line, publish, render_convergence
 
-    checkpoints = list_checkpoints(Path(args.run))
-    if not checkpoints:
-        raise SystemExit(f"error: {args.run}: no checkpoint-N folders")
-    rows = [score_checkpoint(folder, args.images) for _, folder in checkpoints]
-    rows.sort(key=lambda r: r["step"])
+    rows = []
+    for run in args.run:
+        checkpoints = list_checkpoints(Path(run))
+        if not checkpoints:
+            raise SystemExit(f"error: {run}: no checkpoint-N folders")
+        rows += [{"run": Path(run).name, **score_checkpoint(folder, args.images)} for _, folder in checkpoints]
     plot(rows, args.task, ROOT / "docs" / f"convergence_{args.task}.png")
-    head = (f"Held-out scores of every checkpoint's EMA mapper of `{args.run}` ({args.task}), "
+    head = (f"Held-out scores of every checkpoint's EMA mapper of {', '.join(f'`{r}`' for r in args.run)} ({args.task}), "
             f"{args.images} test digits, one sample per image (seed 0).")
     publish(ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json",
             {"command": command_line("convergence.py"), "head": head, "rows": rows}, render_convergence)

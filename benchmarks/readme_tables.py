@@ -616,7 +616,7 @@ def render_sweep_sr4(data: dict) -> str:
     return render_sweep(data)
 
 
-CONVERGENCE_COLUMNS = [("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+CONVERGENCE_COLUMNS = [("run", "run", "{}"), ("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
                        ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
                        ("kid_std", "KID std", "{:.3f}")]
 
@@ -633,10 +633,16 @@ def render_convergence_sr4(data: dict) -> str:
 
 @table("convergence_sr4_summary", "convergence_sr4.json", inline=True)
 def render_convergence_sr4_summary(data: dict) -> str:
-    """First and last checkpoint of the long SR x4 run, for a sentence."""
-    a, b = data["rows"][0], data["rows"][-1]
+    """First and last checkpoint of the long SR x4 run, then the last of each continuation, for a sentence."""
+    rows = data["rows"]
+    runs = list(dict.fromkeys(r.get("run", "") for r in rows))
+    first = [r for r in rows if r.get("run", "") == runs[0]]
     fig = "{psnr:.2f} dB, classifier FD {classifier_fd:.2f}, KID {kid:.3f}"
-    return f"{fig.format(**a)} at step {a['step']} to {fig.format(**b)} at step {b['step']}"
+    out = f"{fig.format(**first[0])} at step {first[0]['step']} to {fig.format(**first[-1])} at step {first[-1]['step']}"
+    for run in runs[1:]:
+        last = [r for r in rows if r.get("run", "") == run][-1]
+        out += f"; continued as `{run}`: {fig.format(**last)} at step {last['step']}"
+    return out
 
 
 @table("sweep_sr4_summary", "sweep_sr4.json", inline=True)

@@ -11,7 +11,7 @@ From one checkpoint of a training run (its EMA mapper, default: the latest check
    model card (``README.md``), with this command.
 
     python scripts/ship_mapper.py runs/long/sr4 --name sr4
-    python scripts/ship_mapper.py runs/long/sr4/checkpoint-2000 --name sr4
+    python scripts/ship_mapper.py runs/long/sr4/checkpoint-2000 --name sr4 --note "how it was trained"
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("source", type=Path, help="a DAVI run folder (its latest checkpoint) or one checkpoint-N folder")
     p.add_argument("--name", required=True, help="folder name under davi/assets/mappers, e.g. sr4")
     p.add_argument("--images", type=int, default=200, help="held-out test digits for the card's metrics")
+    p.add_argument("--note", default="", help="how it was trained, where the checkpoint's config does not say it all "
+                                             "(e.g. a run resumed with other settings); stored in card.json")
     args = p.parse_args(argv)
 
     from davi.atomic import write_json
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         export_float16(export_checkpoint(checkpoint, Path(tmp) / "export"), out)
     mapper, card, operator = load_export(out)
     card = with_consistency(read_card(out), DaviMethod(mapper, operator), operator)
+    if args.note:
+        card["training_note"] = args.note
     write_json(out / "card.json", card)
     scores = held_out_scores(out, args.images)
     command = " ".join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
