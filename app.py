@@ -86,7 +86,7 @@ def test_digits(data_key: tuple):
 def red_diff_tuning(task: str) -> tuple[dict, str]:
     """RED-Diff's lr and lambda as tuned per task by benchmarks/compare.py, when its results are here
     (the export card's defaults are untuned and make a weak baseline)."""
-    results = ROOT / "benchmarks" / "results" / f"compare_{task}.json"
+    results = ROOT / "benchmarks" / "results" / "compare.json"
     try:
         tuned = json.loads(results.read_text())["tuning"][task]
         return {"lr": float(tuned["lr"]), "lam": float(tuned["lam"])}, f"tuned in {results.relative_to(ROOT)}"

@@ -95,7 +95,9 @@ def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.
     from davi.prior import load_prior
     from davi.red_diff import RedDiff
 
-    tuning = json.loads((RESULTS / f"compare_{task}.json").read_text())["tuning"][task]
+    # calibration.json's RED-Diff rows were measured with an earlier compare.py run's choice (lr 0.05,
+    # lambda 0.05 on box); a re-run takes today's wider grid's choice
+    tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
     from davi.config import load_config
 
     prior = load_prior(load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml").prior)

@@ -7,8 +7,9 @@ From one checkpoint of a training run (its EMA mapper, default: the latest check
 2. calibrate the export's consistency threshold on held-out test digits 500-999
    (``davi.consistency.with_consistency``), with the weights as shipped;
 3. restore the first ``--images`` held-out test digits with the shipped weights (measurement noise
-   seed 0, one sample each; benchmarks/convergence.py's protocol) and write the scores into the
-   model card (``README.md``), with this command.
+   seed 0, one sample each; benchmarks/convergence.py's protocol), write the scores as a results
+   file ``benchmarks/results/shipped_<name>.json`` (row ``davi (shipped, fp16)``, with this command)
+   and put that row into the model card (``README.md``).
 
     python scripts/ship_mapper.py runs/long/sr4 --name sr4
     python scripts/ship_mapper.py runs/long/sr4/checkpoint-2000 --name sr4 --note "how it was trained"
@@ -17,6 +18,7 @@ From one checkpoint of a training run (its EMA mapper, default: the latest check
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from davi.consistency import with_consistency
     from davi.export import export_checkpoint, export_float16, load_export, read_card
     from davi.inference import DaviMethod
-    from davi.model_card import METRIC_NAMES, write_model_card
+    from davi.model_card import metrics_from_results, write_model_card
 
     checkpoint = args.source
     if not (checkpoint / "trainer_state.json").is_file():
@@ -79,9 +81,15 @@ def main(argv: list[str] | None = None) -> None:
         card["training_note"] = args.note
     write_json(out / "card.json", card)
     scores = held_out_scores(out, args.images)
-    command = " ".join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
-    metrics = {"values": {k: round(scores[k], 4) for k in METRIC_NAMES if k in scores}, "images": args.images,
-               "split": "test", "command": command}
+    command = shlex.join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
+    results = ROOT / "benchmarks" / "results" / f"shipped_{args.name}.json"
+    row = {"task": args.name, "method": "davi (shipped, fp16)", "steps": card["steps"],
+           **{k: round(v, 4) for k, v in scores.items()}}
+    write_json(results, {"command": command, "head": f"The shipped mapper {out.relative_to(ROOT)} on {args.images} "
+                                                      f"held-out test images, one sample each (seed 0).",
+                         "rows": [row]})
+    metrics = metrics_from_results(results, args.name, row["method"])
+    metrics["results"] = str(results.relative_to(ROOT))
     write_model_card(out, card, metrics)
     print(f"shipped {checkpoint} ({card['steps']} steps) -> {out}: "
           + ", ".join(f"{k} {v:.3f}" for k, v in metrics["values"].items()))

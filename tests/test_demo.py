@@ -14,7 +14,7 @@ def test_demo_writes_grid_table_and_results_that_agree(tmp_path):
 
     from davi.config import DataConfig
     from davi.data import load_split
-    from davi.export import load_export
+    from davi.export import load_export, read_card
     from davi.metrics import psnr
 
     out = tmp_path / "demo"
@@ -26,7 +26,8 @@ def test_demo_writes_grid_table_and_results_that_agree(tmp_path):
     assert results["task"] == "sr4" and results["images"] == 4 and results["steps"] == 2
     assert 0 < results["train_seconds"] <= results["seconds"]
     rows = {r["method"]: r for r in results["rows"]}
-    assert list(rows) == ["lift(y)", "DAVI, this run (2 steps)", "DAVI, shipped (250 steps)"]
+    shipped = f"DAVI, shipped ({read_card(demo.SHIPPED / 'sr4')['steps']} steps)"
+    assert list(rows) == ["lift(y)", "DAVI, this run (2 steps)", shipped]
     # the metrics table is the JSON's numbers, and the lift row is PSNR(lift(y), x0) computed here
     md = (out / "metrics_sr4.md").read_text()
     for name, r in rows.items():
@@ -35,5 +36,5 @@ def test_demo_writes_grid_table_and_results_that_agree(tmp_path):
     _, _, op = load_export(out / "run_sr4" / "export")
     y = op.measure(x0, generator=torch.Generator().manual_seed(0))
     assert rows["lift(y)"]["psnr"] == pytest.approx(float(psnr(op.lift(y), x0).mean()), abs=1e-4)
-    assert rows["DAVI, shipped (250 steps)"]["psnr"] > rows["lift(y)"]["psnr"] + 2  # the shipped mapper restores
+    assert rows[shipped]["psnr"] > rows["lift(y)"]["psnr"] + 2  # the shipped mapper restores
     assert (out / "grid_sr4.png").is_file() and not list(out.rglob("*.tmp"))
