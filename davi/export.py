@@ -51,7 +51,7 @@ def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any], half: bool 
     safetensors, card.json and README.md (the model card)."""
     tmp = temp_folder_for(out_dir)
     (mapper.half() if half else mapper.float()).save_pretrained(str(tmp), safe_serialization=True)
-    mapper.float()
+    mapper.float()  # .half() works in place: the caller's mapper goes on in float32
     card = {"format": "davi-mapper", "version": CARD_VERSION, **card}
     (tmp / CARD).write_text(json.dumps(card, indent=2))
     write_model_card(tmp, card)  # README.md: the Hugging Face model card, so the folder can be pushed as it is
@@ -126,7 +126,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     prior = load_prior(cfg.prior)  # for the card's prior identity and digest
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))
-
 
 
 def export_float16(export_dir: str | Path, out_dir: str | Path) -> Path:
