@@ -30,15 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def score_checkpoint(checkpoint: Path, images: int) -> dict:
     """Scores of one checkpoint's EMA mapper on the first ``images`` test digits (cached beside it)."""
-    import torch
-
     from davi.atomic import write_json
     from davi.config import load_config
-    from davi.data import load_split
-    from davi.evaluation import run_method
+    from davi.evaluation import held_out_scores
     from davi.inference import DaviMethod
     from davi.mapper import Mapper
-    from davi.metrics import score_restorations
     from davi.operators import build_operator
 
     cache = checkpoint / f"heldout_{images}.json"
@@ -47,11 +43,8 @@ def score_checkpoint(checkpoint: Path, images: int) -> dict:
     cfg = load_config(checkpoint / "config.yaml")
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     mapper = Mapper.from_pretrained(str(checkpoint / "ema"), use_safetensors=True).eval()
-    x0 = load_split(cfg.data, "test").tensor(limit=images)
-    y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
-    restored, _ = run_method(DaviMethod(mapper, operator), y, 100, desc=checkpoint.name)
     step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
-    row = {"step": step, **score_restorations(restored, x0, explain_absent=False)}
+    row = {"step": step, **held_out_scores(DaviMethod(mapper, operator), operator, cfg.data, images)}
     write_json(cache, row)
     return row
 

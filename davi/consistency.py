@@ -167,6 +167,16 @@ def consistency_report(names: list[str], statistic: torch.Tensor, threshold: flo
     return buf.getvalue(), summary
 
 
+def data_config(card: dict):
+    """The DataConfig an export was trained with (its card's ``config.data``): where its held-out images are."""
+    from davi.config import DataConfig
+
+    data = card.get("config", {}).get("data")
+    if not data or "source" not in data:
+        raise ConsistencyError("card.json: config.data.source missing; cannot tell which images are held out")
+    return DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__})
+
+
 def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[torch.Tensor, str]:
     """Held-out images for an export's calibration: test images ``start:stop`` of the data set it was
     trained on (the training run's own split, from the card), and a description of them.
@@ -174,13 +184,9 @@ def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[
     The default range leaves test images 0-499 for measuring false alarms (benchmarks/ood.py); a
     test split of fewer than 1000 images gives its second half.
     """
-    from davi.config import DataConfig
     from davi.data import load_split
 
-    data = card.get("config", {}).get("data")
-    if not data or "source" not in data:
-        raise ConsistencyError("card.json: config.data.source missing; cannot tell which images are held out")
-    cfg = DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__})
+    cfg = data_config(card)
     split = load_split(cfg, "test")
     stop = min(stop, len(split))
     start = min(start, len(split) // 2)

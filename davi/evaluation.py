@@ -28,6 +28,18 @@ def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
     return torch.cat(outs), (time.perf_counter() - t0) / y.shape[0]
 
 
+def held_out_scores(method: Method, operator, data, images: int, batch_size: int = 100) -> dict:
+    """score_restorations of ``method`` on the first ``images`` test images of ``data`` (a DataConfig),
+    measured with noise seed 0, one sample per image (seed 0): the benchmarks' held-out protocol."""
+    from davi.data import load_split
+    from davi.metrics import score_restorations
+
+    x0 = load_split(data, "test").tensor(limit=images)
+    y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+    restored, _ = run_method(method, y, batch_size)
+    return score_restorations(restored, x0, explain_absent=False)
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """columns: (key, header, format) e.g. ("psnr", "PSNR (dB)", "{:.2f}")."""
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"

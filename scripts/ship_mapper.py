@@ -30,26 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "davi" / "assets" / "mappers"
 
 
-def held_out_scores(export: Path, images: int) -> dict:
-    """PSNR, SSIM, classifier FD and KID of ``export`` on the first ``images`` test digits."""
-    import torch
-
-    from davi.config import DataConfig
-    from davi.data import load_split
-    from davi.evaluation import run_method
-    from davi.export import load_export
-    from davi.inference import DaviMethod
-    from davi.metrics import score_restorations
-
-    mapper, card, operator = load_export(export)
-    data = card["config"]["data"]
-    x0 = load_split(DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__}),
-                    "test").tensor(limit=images)
-    y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
-    restored, _ = run_method(DaviMethod(mapper, operator), y, 100, desc="held-out scores")
-    return score_restorations(restored, x0, explain_absent=False)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", type=Path, help="a DAVI run folder (its latest checkpoint) or one checkpoint-N folder")
@@ -61,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from davi.atomic import write_json
     from davi.checkpoints import list_checkpoints
-    from davi.consistency import with_consistency
+    from davi.consistency import data_config, with_consistency
+    from davi.evaluation import held_out_scores
     from davi.export import export_checkpoint, export_float16, load_export, read_card
     from davi.inference import DaviMethod
     from davi.model_card import metrics_from_results, write_model_card
@@ -80,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.note:
         card["training_note"] = args.note
     write_json(out / "card.json", card)
-    scores = held_out_scores(out, args.images)
+    scores = held_out_scores(DaviMethod(mapper, operator), operator, data_config(card), args.images)
     command = shlex.join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
     results = ROOT / "benchmarks" / "results" / f"shipped_{args.name}.json"
     row = {"task": args.name, "method": "davi (shipped, fp16)", "steps": card["steps"],
