@@ -605,15 +605,11 @@ SWEEP_COLUMNS = [("name", "setting", "{}"), ("overrides", "overrides", "{}"), ("
                  ("kid_std", "KID std", "{:.3f}"), ("picked", "picked", "{}")]
 
 
+@table("sweep_sr4", "sweep_sr4.json")
 def render_sweep(data: dict) -> str:
     """benchmarks/sweep.py: one row per setting of the paired objective, the picked one marked."""
     return markdown_table([{**r, "picked": "yes" if r["name"] == data["picked"] else ""} for r in data["rows"]],
                           SWEEP_COLUMNS)
-
-
-@table("sweep_sr4", "sweep_sr4.json")
-def render_sweep_sr4(data: dict) -> str:
-    return render_sweep(data)
 
 
 CONVERGENCE_COLUMNS = [("run", "run", "{}"), ("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
@@ -621,14 +617,10 @@ CONVERGENCE_COLUMNS = [("run", "run", "{}"), ("step", "step", "{}"), ("psnr", "P
                        ("kid_std", "KID std", "{:.3f}")]
 
 
-def render_convergence(data: dict) -> str:
-    """benchmarks/convergence.py: held-out scores of every checkpoint of one run."""
-    return markdown_table(data["rows"], CONVERGENCE_COLUMNS)
-
-
 @table("convergence_sr4", "convergence_sr4.json")
-def render_convergence_sr4(data: dict) -> str:
-    return render_convergence(data)
+def render_convergence(data: dict) -> str:
+    """benchmarks/convergence.py: held-out scores of every checkpoint of one or more runs."""
+    return markdown_table(data["rows"], CONVERGENCE_COLUMNS)
 
 
 @table("convergence_sr4_summary", "convergence_sr4.json", inline=True)
