@@ -246,12 +246,6 @@ def kid_of(feats, ref) -> float:
     return float(poly_mmd(torch.as_tensor(ref, dtype=torch.float64), torch.as_tensor(feats, dtype=torch.float64)))
 
 
-def fd_of(feats, ref) -> float:
-    from davi.classifier import frechet_distance
-
-    return frechet_distance(feats, ref)
-
-
 def seed_mean(metric):
     """A set statistic averaged over seeds: items are (N, S, D) features of S seeds and (N, D) references."""
     return lambda feats, ref: sum(metric(feats[:, s], ref) for s in range(feats.shape[1])) / feats.shape[1]
@@ -299,19 +293,19 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     import numpy as np
 
     from davi.bootstrap import bootstrap_differences
-    from davi.classifier import classifier_frechet, classifier_kid, load_classifier, sample_quality
+    from davi.classifier import classifier_frechet, classifier_kid, frechet_distance, load_classifier, sample_quality
     from davi.evaluation import run_method
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod
 
-    mapper, card, _ = load_export(mapper_folder(task.name, args))
+    folder = mapper_folder(task.name, args)
+    mapper, card, _ = load_export(folder)
     davi_method = DaviMethod(mapper, task.operator)
     rows, items = {}, {}
     rows["lift"], _ = score_method([run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]], task.x0)
     rows["davi"], items["davi"] = score_method(
         [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0)
-    rows["davi"]["mapper"] = {"folder": str(mapper_folder(task.name, args).relative_to(ROOT))
-                              if mapper_folder(task.name, args).is_relative_to(ROOT) else str(mapper_folder(task.name, args)),
+    rows["davi"]["mapper"] = {"folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
                               "steps": card.get("steps")}
     timed = {"lift": (LiftMethod(task.operator), 1), "davi": (davi_method, 1)}
     if tuning is not None:
@@ -348,7 +342,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
         b = dict(resamples=args.resamples, seed=0)
         psnr_i = bootstrap_differences(lambda p: float(np.mean(p)), [items["davi"]["psnr"]],
                                        {k: [v["psnr"]] for k, v in others.items()}, **b)
-        fd_i = bootstrap_differences(seed_mean(fd_of), [items["davi"]["feats"], ref],
+        fd_i = bootstrap_differences(seed_mean(frechet_distance), [items["davi"]["feats"], ref],
                                      {k: [v["feats"], ref] for k, v in others.items()}, **b)
         kid_i = bootstrap_differences(seed_mean(kid_of), [items["davi"]["feats"], ref],
                                       {k: [v["feats"], ref] for k, v in others.items()}, **b)

@@ -54,12 +54,13 @@ def run_setting(task: str, name: str, overrides: list[str], args) -> dict:
         f"davi.init_mapper={ROOT / 'davi' / 'assets' / 'mappers' / task}", f"train.max_steps={args.steps}",
         f"train.output_dir={out}", f"train.checkpoint_every={args.steps}", "log.image_every=0",
         "log.progress=false", *overrides])
-    done = [c for s, c in list_checkpoints(out) if s >= args.steps]
-    if not done:
+    def finished():
+        return [c for s, c in list_checkpoints(out) if s >= args.steps]
+
+    if not finished():
         train_job(cfg, resume="latest" if list_checkpoints(out) else None)
-        done = [c for s, c in list_checkpoints(out) if s >= args.steps]
     return {"name": name, "overrides": " ".join(overrides) or "(task config)",
-            **score_checkpoint(done[-1], args.images)}
+            **score_checkpoint(finished()[-1], args.images)}
 
 
 def main() -> None:
