@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +32,15 @@ def make_tiny_prior(folder, seed: int = 0, channels: int = 1, resolution: int = 
 @pytest.fixture(scope="session")
 def tiny_prior_dir(tmp_path_factory):
     return make_tiny_prior(tmp_path_factory.mktemp("prior") / "tiny")
+
+
+@pytest.fixture
+def launch_two_processes():
+    """The README's two-process CPU launch prefix, on a port free right now: accelerate's default
+    rendezvous port (29500) is shared by every launch on the machine, and a launch whose port is
+    still held (by an earlier run, another test session, another user) waits until it times out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -167,12 +166,10 @@ def test_resolved_config_is_written(run_a):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_identical_replicas(tmp_path):
+def test_two_processes_keep_identical_replicas(tmp_path, launch_two_processes):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "train.py"), "--config", str(CONFIG), *TINY, "train.max_steps=3",
+    cmd = [*launch_two_processes, str(ROOT / "train.py"), "--config", str(CONFIG), *TINY, "train.max_steps=3",
            f"train.output_dir={out}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
