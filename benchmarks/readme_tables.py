@@ -600,12 +600,12 @@ def render_unpaired_goals(data: dict) -> str:
     return f"goal met on {met} of {measured} measured tasks (needed: 2 of 3); " + "; ".join(parts)
 
 
+PAIRED_TASKS = ("sr4", "deblur", "box")
 SWEEP_COLUMNS = [("name", "setting", "{}"), ("overrides", "overrides", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
                  ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
                  ("kid_std", "KID std", "{:.3f}"), ("picked", "picked", "{}")]
 
 
-@table("sweep_sr4", "sweep_sr4.json")
 def render_sweep(data: dict) -> str:
     """benchmarks/sweep.py: one row per setting of the paired objective, the picked one marked."""
     return markdown_table([{**r, "picked": "yes" if r["name"] == data["picked"] else ""} for r in data["rows"]],
@@ -617,28 +617,27 @@ CONVERGENCE_COLUMNS = [("run", "run", "{}"), ("step", "step", "{}"), ("psnr", "P
                        ("kid_std", "KID std", "{:.3f}")]
 
 
-@table("convergence_sr4", "convergence_sr4.json")
 def render_convergence(data: dict) -> str:
     """benchmarks/convergence.py: held-out scores of every checkpoint of one or more runs."""
     return markdown_table(data["rows"], CONVERGENCE_COLUMNS)
 
 
-@table("convergence_sr4_summary", "convergence_sr4.json", inline=True)
-def render_convergence_sr4_summary(data: dict) -> str:
-    """First and last checkpoint of the long SR x4 run, then the last of each continuation, for a sentence."""
+def render_convergence_summary(data: dict) -> str:
+    """First and last checkpoint of the first run, then the last of each continuation, for a sentence."""
     rows = data["rows"]
     runs = list(dict.fromkeys(r.get("run", "") for r in rows))
     first = [r for r in rows if r.get("run", "") == runs[0]]
     fig = "{psnr:.2f} dB, classifier FD {classifier_fd:.2f}, KID {kid:.3f}"
-    out = f"{fig.format(**first[0])} at step {first[0]['step']} to {fig.format(**first[-1])} at step {first[-1]['step']}"
+    out = f"{fig.format(**first[0])} at step {first[0]['step']}"
+    if len(first) > 1:
+        out = f"from {out} to {fig.format(**first[-1])} at step {first[-1]['step']}"
     for run in runs[1:]:
         last = [r for r in rows if r.get("run", "") == run][-1]
         out += f"; continued as `{run}`: {fig.format(**last)} at step {last['step']}"
     return out
 
 
-@table("sweep_sr4_summary", "sweep_sr4.json", inline=True)
-def render_sweep_sr4_summary(data: dict) -> str:
+def render_sweep_summary(data: dict) -> str:
     """The sweep's pick and how the most realistic setting did, for a sentence."""
     rows = {r["name"]: r for r in data["rows"]}
     picked, realist = rows[data["picked"]], min(data["rows"], key=lambda r: r["kid"])
@@ -649,6 +648,14 @@ def render_sweep_sr4_summary(data: dict) -> str:
         out += (f"; the most realistic, `{realist['name']}` (KID {realist['kid']:.3f}, classifier FD "
                 f"{realist['classifier_fd']:.2f}), is {best - realist['psnr']:.2f} dB below the best PSNR")
     return out
+
+
+# one sweep and one convergence study per paired task (benchmarks/sweep.py, benchmarks/convergence.py)
+for _task in PAIRED_TASKS:
+    table(f"sweep_{_task}", f"sweep_{_task}.json")(render_sweep)
+    table(f"sweep_{_task}_summary", f"sweep_{_task}.json", inline=True)(render_sweep_summary)
+    table(f"convergence_{_task}", f"convergence_{_task}.json")(render_convergence)
+    table(f"convergence_{_task}_summary", f"convergence_{_task}.json", inline=True)(render_convergence_summary)
 
 
 # ----------------------------------------------------------------------------------------------
