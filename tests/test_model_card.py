@@ -47,7 +47,7 @@ def test_shipped_cards_have_hub_front_matter_and_measured_metrics(task):
     # the committed card is exactly what the code writes today (no stale or hand-edited cards)
     assert (SHIPPED / task / "README.md").read_text() == model_card(card, metrics, onnx=False), (
         f"{SHIPPED / task / 'README.md'} is stale: python infer.py card --export davi/assets/mappers/{task} "
-        f"--results benchmarks/results/tasks.json --row {task} 'davi (shipped, fp16)'")
+        f"--results {metrics.get('results', 'benchmarks/results/tasks.json')} --row {task} 'davi (shipped, fp16)'")
 
 
 @pytest.mark.parametrize("task", ["deblur", "sr4", "box"])
@@ -59,7 +59,8 @@ def test_shipped_metrics_are_the_benchmarks_shipped_rows(task):
     results = repo / card_metrics.get("results", "benchmarks/results/tasks.json")
     m = metrics_from_results(results, task, "davi (shipped, fp16)")
     assert m["values"] == card_metrics["values"] and m["command"] == card_metrics["command"]
-    assert m["values"]["psnr"] > {"deblur": 27, "sr4": 20, "box": 16}[task]  # far above lift(y) (19.9, 15.1, 12.8)
+    lift_psnr = {"deblur": 19.9, "sr4": 15.1, "box": 12.8}[task]  # lift(y) on the same 200 digits (compare.json)
+    assert m["values"]["psnr"] > lift_psnr + 2  # the shipped mapper restores, far above the measurement
 
 
 def _export_copy(tmp_path, objective=None) -> Path:
