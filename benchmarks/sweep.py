@@ -54,6 +54,7 @@ def run_setting(task: str, name: str, overrides: list[str], args) -> dict:
         f"davi.init_mapper={ROOT / 'davi' / 'assets' / 'mappers' / task}", f"train.max_steps={args.steps}",
         f"train.output_dir={out}", f"train.checkpoint_every={args.steps}", "log.image_every=0",
         "log.progress=false", *overrides])
+
     def finished():
         return [c for s, c in list_checkpoints(out) if s >= args.steps]
 
