@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -187,13 +186,13 @@ def test_the_ikl_term_alone_moves_the_mapper_to_the_prior(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_identical_replicas(tiny_prior_dir, tmp_path, launch_two_processes):
+def test_two_processes_keep_identical_replicas(tiny_prior_dir, tmp_path, launch_two_processes, run_launch):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [*launch_two_processes, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "sr4_mnist.yaml"),
            f"train.output_dir={out}", f"prior.path={tiny_prior_dir}", "train.batch_size=4", "train.max_steps=3",
            "train.checkpoint_every=3", "log.image_every=0", "log.progress=false", "log.num_val=2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = run_launch(cmd, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["num_processes"] == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -166,12 +165,12 @@ def test_resolved_config_is_written(run_a):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_identical_replicas(tmp_path, launch_two_processes):
+def test_two_processes_keep_identical_replicas(tmp_path, launch_two_processes, run_launch):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [*launch_two_processes, str(ROOT / "train.py"), "--config", str(CONFIG), *TINY, "train.max_steps=3",
            f"train.output_dir={out}"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
+    proc = run_launch(cmd, timeout=150, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["steps"] == 3
