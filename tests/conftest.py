@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,20 @@ def launch_two_processes():
 
 
 def _run_launch(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """``subprocess.run`` for an ``accelerate launch``: in its own session, so that on a timeout the
-    whole group goes (the launcher and every rank), not only the launcher, leaving a rank behind."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    """``subprocess.run`` for an ``accelerate launch``, output to files rather than pipes: a rank that
+    outlives its launcher keeps a pipe open and a pipe read never ends. On a timeout the launcher's
+    process group is killed (ranks torch put in sessions of their own may survive it)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True, **kwargs)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
 
 @pytest.fixture
