@@ -21,18 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def job():
-        import torch
-
         from davi.config import load_config
         from davi.recipes import get_recipe
         from davi.trainer import train
 
         cfg = load_config(args.config, args.overrides)
         out = train(cfg, get_recipe(cfg.job), resume=args.resume)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Tear the process group down before exit: left to interpreter shutdown, one of two CPU
-            # ranks was seen waiting forever after the run had written everything.
-            torch.distributed.destroy_process_group()
         print(f"done: {out}")
 
     return run_cli(job)
