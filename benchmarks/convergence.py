@@ -12,7 +12,12 @@ checkpoints. Writes ``benchmarks/results/convergence_<task>.json`` (+ ``.md``) a
     python benchmarks/convergence.py --task sr4 --run runs/long/sr4 --run runs/long/sr4_decay   # + a continuation
 
 With several ``--run``s (e.g. continuations resumed from one run's checkpoint with other settings)
-each is a line of the plot and its rows carry its folder name.
+each is a line of the plot and its rows carry its folder name. A run warm-started from an export
+(``davi.init_mapper``) counts its steps from 0: ``--step-offset`` adds the export's steps. With
+``--keep-earlier`` the rows of runs already in the results file and not named by ``--run`` stay
+(``runs/`` is not committed, so an earlier session's folders may be gone):
+
+    python benchmarks/convergence.py --task box --run runs/long/box_cont --step-offset 1000 --keep-earlier
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ def score_checkpoint(checkpoint: Path, images: int) -> dict:
     row = {"step": step, **held_out_scores(DaviMethod(mapper, operator), operator, cfg.data, images)}
     write_json(cache, row)
     return row
+
+
+def combine(earlier: list[dict], fresh: list[dict], step_offset: int = 0) -> tuple[list[dict], list[str]]:
+    """(rows, names of the runs kept): ``earlier`` rows of runs not in ``fresh``, then ``fresh`` with
+    ``step_offset`` added to their steps."""
+    names = {r["run"] for r in fresh}
+    kept = [r for r in earlier if r["run"] not in names]
+    return kept + [{**r, "step": r["step"] + step_offset} for r in fresh], list(dict.fromkeys(r["run"] for r in kept))
 
 
 def plot(rows: list[dict], task: str, path: Path) -> None:
@@ -86,22 +99,30 @@ def main() -> None:
     p.add_argument("--run", action="append", required=True,
                    help="a DAVI training run folder holding checkpoint-N folders (repeatable)")
     p.add_argument("--images", type=int, default=200)
+    p.add_argument("--step-offset", type=int, default=0, help="added to the steps of the --run folders")
+    p.add_argument("--keep-earlier", action="store_true",
+                   help="keep the rows of other runs from the existing results file")
     args = p.parse_args()
 
     from davi.checkpoints import list_checkpoints
     from readme_tables import command_line, publish, render_convergence
 
-    rows = []
+    results = ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json"
+    earlier = json.loads(results.read_text())["rows"] if args.keep_earlier and results.is_file() else []
+    fresh = []
     for run in args.run:
         checkpoints = list_checkpoints(Path(run))
         if not checkpoints:
             raise SystemExit(f"error: {run}: no checkpoint-N folders")
-        rows += [{"run": Path(run).name, **score_checkpoint(folder, args.images)} for _, folder in checkpoints]
+        fresh += [{"run": Path(run).name, **score_checkpoint(folder, args.images)} for _, folder in checkpoints]
+    rows, kept = combine(earlier, fresh, args.step_offset)
     plot(rows, args.task, ROOT / "docs" / f"convergence_{args.task}.png")
     head = (f"Held-out scores of every checkpoint's EMA mapper of {', '.join(f'`{r}`' for r in args.run)} ({args.task}), "
-            f"{args.images} test digits, one sample per image (seed 0).")
-    publish(ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json",
-            {"command": command_line("convergence.py"), "head": head, "rows": rows}, render_convergence)
+            f"{args.images} test digits, one sample per image (seed 0)"
+            + (f"; steps counted from {args.step_offset}, the export it was warm-started from" if args.step_offset else "")
+            + (f". Rows of {', '.join(f'`{r}`' for r in kept)} kept from the previous results file, measured the same way "
+               f"(their folders are not in this checkout)." if kept else "."))
+    publish(results, {"command": command_line("convergence.py"), "head": head, "rows": rows}, render_convergence)
 
 
 if __name__ == "__main__":

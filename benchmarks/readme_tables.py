@@ -557,6 +557,25 @@ def render_ood(data: dict) -> str:
     return render_ood_shifts(data) + "\n\n" + render_ood_goals(data)
 
 
+def render_ood_statistics(data: dict) -> str:
+    """benchmarks/ood_statistics.py's results .md: detection per candidate statistic, then AUROC per shift."""
+    rows = []
+    for r in (r for t in data["tasks"].values() for r in t["rows"]):
+        share = lambda k: f"{r[k + '_flagged'] / r[k]:.0%} ({r[k + '_flagged']} / {r[k]})" if r[k] else "-"  # noqa: E731
+        rows.append({**r, "below": share("below_lift"), "beyond": share("beyond_in_distribution")})
+    detection = markdown_table(rows, [
+        ("task", "task", "{}"), ("statistic", "statistic", "{}"), ("nfe", "NFE", "{}"),
+        ("false_alarm_rate", "false alarms (the unshifted digits)", "{:.0%}"),
+        ("false_alarm_rate_500", "false alarms (unshifted digits 0-499)", "{:.1%}"), ("below", "DAVI < lift(y): flagged", "{}"),
+        ("beyond", "DAVI < lift(y) beyond in distribution: flagged", "{}")])
+    candidates = list(next(iter(next(iter(data["tasks"].values()))["auroc"].values())))
+    auc_rows = [{"cell": f"{task}/{shift}", **{c: v[c] for c in candidates}}
+                for task, t in data["tasks"].items() for shift, v in t["auroc"].items()]
+    auc = markdown_table(auc_rows, [("cell", "task / shift", "{}"), *((c, f"AUROC {c}", "{:.2f}") for c in candidates)])
+    return detection + "\n\nAUROC of each statistic, shifted digits against unshifted calibration digits " \
+                       "(0.5: indistinguishable; below 0.5: the shift makes it *more* typical):\n\n" + auc
+
+
 UNPAIRED_VARIANTS = {"paired": "paired DAVI", "unpaired": "measurement-only, no anchors (PPB off)",
                      "unpaired_anchors": "measurement-only + RED-Diff anchors", "red_diff_100": "RED-Diff-100"}
 UNPAIRED_COLUMNS = [("task", "task", "{}"), ("variant", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),

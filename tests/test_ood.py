@@ -74,3 +74,24 @@ def test_unknown_shift_is_a_one_line_error():
         with pytest.raises(ValueError) as e:
             apply_shift(digits(1), bad)
         assert "\n" not in str(e.value) and bad in str(e.value)
+
+
+def test_measurement_density_and_typicality_flags():
+    """benchmarks/ood_statistics.py: PPCA likelihood, nearest-neighbour distance, AUROC and the two-sided test."""
+    from ood_statistics import MeasurementDensity, auroc, flagger
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(4, 64, generator=g)
+    train = torch.randn(2000, 4, generator=g) @ basis + 0.05 * torch.randn(2000, 64, generator=g)
+    held = torch.randn(300, 4, generator=g) @ basis + 0.05 * torch.randn(300, 64, generator=g)
+    off = held + 2 * torch.randn(300, 64, generator=g)  # leaves the 4-d subspace
+    faint = 0.05 * held  # inside the subspace but far less spread than the data: too typical
+    density = MeasurementDensity(train, k=4)
+    cal = {"ppca16": density.ppca(held), "knn5": density.knn(held)}
+    assert auroc(density.ppca(off), cal["ppca16"]) > 0.99 and auroc(density.knn(off), cal["knn5"]) > 0.99
+    assert auroc(density.ppca(faint), cal["ppca16"]) < 0.05  # below 0.5: more typical than the data
+    assert abs(auroc(cal["ppca16"], cal["ppca16"]) - 0.5) < 1e-9
+    one_sided, two_sided = flagger("ppca16", cal, 0.02), flagger("ppca16 two-sided", cal, 0.02)
+    assert not one_sided({"ppca16": density.ppca(faint)}).any()
+    assert two_sided({"ppca16": density.ppca(faint)}).float().mean() > 0.9
+    assert abs(float(two_sided(cal).float().mean()) - 0.02) < 0.01  # its nominal rate on the calibration data

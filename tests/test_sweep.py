@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from convergence import score_checkpoint
+from convergence import combine, score_checkpoint
 from sweep import pick
 
 from davi.config import Config
@@ -40,3 +40,13 @@ def test_score_checkpoint_scores_the_ema_mapper_and_caches(tiny_prior_dir, tmp_p
     assert cached == pytest.approx(row)
     (ckpt / "heldout_8.json").write_text(json.dumps({**cached, "psnr": -1.0}))
     assert score_checkpoint(ckpt, images=8)["psnr"] == -1.0  # read back, not recomputed
+
+
+def test_combine_keeps_other_runs_and_offsets_the_fresh_steps():
+    earlier = [{"run": "old", "step": 500, "psnr": 1.0}, {"run": "cont", "step": 125, "psnr": 2.0}]
+    fresh = [{"run": "cont", "step": 125, "psnr": 3.0}, {"run": "cont", "step": 250, "psnr": 4.0}]
+    rows, kept = combine(earlier, fresh, step_offset=1000)
+    assert kept == ["old"]
+    assert [(r["run"], r["step"], r["psnr"]) for r in rows] == [("old", 500, 1.0), ("cont", 1125, 3.0),
+                                                                 ("cont", 1250, 4.0)]
+    assert combine([], fresh) == (fresh, [])

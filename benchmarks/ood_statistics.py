@@ -1,0 +1,166 @@
+"""Which per-image statistic can say that a one-step answer is wrong? Candidates side by side.
+
+The shipped SR x4, deblur and box mappers restore held-out test digits 0..N-1 under the shifts
+of davi/shifts.py (as benchmarks/ood.py does, same measurements and seeds). Each candidate's
+threshold is a quantile of its values on test digits 500-999, unshifted (the card's calibration
+images). Candidates, with their network evaluations per image:
+
+* ``residual`` (1): r = ||A x_hat - y||^2 / (M sigma_y^2) of one DAVI sample, the shipped flag;
+* ``spread`` (2): mean squared difference of two DAVI samples of y (the mapper's own doubt);
+* ``ppca16`` (0): the measurement's atypicality, the negative log-likelihood (up to constants) of
+  y under a probabilistic PCA of ``--train`` train measurements, 16 components;
+* ``knn5`` (0): the distance from y to its 5th nearest train measurement;
+* ``ppca16 two-sided`` (0): ppca16 flagged in either tail, a typicality test (Nalisnick et al.
+  2019): a measurement can be atypical by being *too* likely, as faint thin strokes are.
+
+The last two ask whether the *input* is unlike the training data; the first two whether the
+*answer* is. Per task: false alarms on unshifted test digits; detection of the images where DAVI
+is below lift(y) (benchmarks/ood.py's goal; false alarms also on unshifted test digits 0-499), and of those where it is below by more than in
+distribution (lift(y) - DAVI above its 98th percentile on the calibration digits: for box
+inpainting a posterior sample is often below the empty box on unshifted digits too); and per shift
+the AUROC of each statistic against the unshifted calibration digits (0.5: the shift cannot be
+told apart at any threshold). A statistic alone is flagged above its 0.99 quantile (two-sided: outside
+0.005-0.995); an OR of k statistics splits the 1% among them.
+
+    OMP_NUM_THREADS=1 python benchmarks/ood_statistics.py --images 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from ood import RESULTS, TASKS, _batched, _eval_digits, _load
+from readme_tables import command_line, publish, render_ood_statistics
+
+import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.cli import run_cli
+
+CANDIDATES = ("residual", "spread", "ppca16", "knn5")
+TWO_SIDED = " two-sided"
+COMBINATIONS = (("residual",), ("spread",), ("ppca16",), ("ppca16" + TWO_SIDED,), ("knn5",),
+                ("residual", "spread"), ("residual", "ppca16"), ("residual", "ppca16" + TWO_SIDED),
+                ("residual", "knn5"))
+PPCA_COMPONENTS = 16
+
+
+class MeasurementDensity:
+    """Probabilistic PCA (Tipping & Bishop 1999) and 5-NN distance of measurements, fitted on train ones."""
+
+    def __init__(self, y_train: torch.Tensor, k: int = PPCA_COMPONENTS):
+        y = y_train.flatten(1).double()
+        self.train, self.mean = y, y.mean(0)
+        _, s, vh = torch.linalg.svd(y - self.mean, full_matrices=False)
+        var = s ** 2 / (y.shape[0] - 1)
+        self.basis, self.var = vh[:k], var[:k]
+        self.noise = var[k:].mean()  # the isotropic variance of the discarded directions
+
+    def ppca(self, y: torch.Tensor) -> torch.Tensor:
+        z = y.flatten(1).double() - self.mean
+        proj = z @ self.basis.T
+        rest = z - proj @ self.basis
+        return (proj ** 2 / self.var).sum(1) + rest.pow(2).sum(1) / self.noise
+
+    def knn(self, y: torch.Tensor, k: int = 5) -> torch.Tensor:
+        return torch.cdist(y.flatten(1).double(), self.train).topk(k, largest=False).values[:, -1]
+
+
+def statistics(task_objects, density, x: torch.Tensor, seed: int, batch: int) -> dict[str, torch.Tensor]:
+    """Every candidate on the measurements of ``x`` (noise ``seed``), plus lift(y) - DAVI in dB."""
+    from davi.consistency import residual_statistic
+    from davi.inference import DaviMethod
+    from davi.metrics import psnr
+
+    mapper, _, op, _, _ = task_objects
+    y = op.measure(x, generator=torch.Generator().manual_seed(seed))
+    method = DaviMethod(mapper, op)
+    seeds = [seed * 100003 + i for i in range(x.shape[0])]  # benchmarks/ood.py's seeds
+    first = _batched(lambda yb, sb: method(yb, sb, 1)[0], y, seeds, batch)
+    second = _batched(lambda yb, sb: method(yb, sb, 1)[0], y, [s + 55555 for s in seeds], batch)
+    return {"residual": residual_statistic(op, first, y), "spread": (first - second).pow(2).flatten(1).mean(1).double(),
+            "ppca16": density.ppca(y), "knn5": density.knn(y),
+            "gap_db": (psnr(op.lift(y), x) - psnr(first, x)).double()}
+
+
+def auroc(shifted: torch.Tensor, reference: torch.Tensor) -> float:
+    """P(statistic of a shifted image > that of a reference image), ties counting half."""
+    diff = shifted[:, None] - reference[None]
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+def flagger(candidate: str, calibration: dict[str, torch.Tensor], alpha: float):
+    """A function values -> flags for ``candidate`` with false-alarm rate ``alpha`` on the calibration images."""
+    name = candidate.removesuffix(TWO_SIDED)
+    ref = calibration[name]
+    if candidate.endswith(TWO_SIDED):
+        low, high = ref.quantile(alpha / 2), ref.quantile(1 - alpha / 2)
+        return lambda cell: (cell[name] < low) | (cell[name] > high)
+    high = ref.quantile(1 - alpha)
+    return lambda cell: cell[name] > high
+
+
+def evaluate_task(task: str, args) -> dict:
+    from davi.config import DataConfig
+    from davi.consistency import calibration_images
+    from davi.data import load_split
+    from davi.shifts import apply_shift, shift_names
+
+    objects = _load(task)
+    op, card = objects[2], objects[1]
+    train = load_split(DataConfig(source="mnist32", resolution=32, channels=1), "train").tensor(limit=args.train)
+    density = MeasurementDensity(op.measure(train, generator=torch.Generator().manual_seed(args.seed + 1)))
+    calibration, source = calibration_images(card)
+    cal = statistics(objects, density, calibration, args.seed + 2, args.batch_size)
+    x0 = _eval_digits(args.images)
+    cells = {shift: statistics(objects, density, apply_shift(x0, shift), args.seed, args.batch_size)
+             for shift in ["none", *shift_names()]}
+    unshifted = statistics(objects, density, _eval_digits(500), args.seed, args.batch_size)  # false alarms, 5x the images
+    margin = float(cal["gap_db"].quantile(0.98))
+
+    rows = []
+    for combo in COMBINATIONS:
+        flaggers = [flagger(c, cal, 0.01 / len(combo)) for c in combo]
+        flag = {s: torch.stack([f(v) for f in flaggers]).any(0) for s, v in cells.items()}
+        shifted = [s for s in cells if s != "none"]
+        below = {s: cells[s]["gap_db"] > 0 for s in shifted}
+        beyond = {s: cells[s]["gap_db"] > margin for s in shifted}
+        rows.append({
+            "task": task, "statistic": " or ".join(combo),
+            "nfe": max({"residual": 1, "spread": 2}.get(c, 0) for c in combo),  # DAVI samples per image
+            "false_alarm_rate": float(flag["none"].double().mean()),
+            "false_alarm_rate_500": float(torch.stack([f(unshifted) for f in flaggers]).any(0).double().mean()),
+            "below_lift": sum(int(below[s].sum()) for s in shifted),
+            "below_lift_flagged": sum(int((below[s] & flag[s]).sum()) for s in shifted),
+            "beyond_in_distribution": sum(int(beyond[s].sum()) for s in shifted),
+            "beyond_in_distribution_flagged": sum(int((beyond[s] & flag[s]).sum()) for s in shifted),
+        })
+    aurocs = {shift: {c: auroc(v[c], cal[c]) for c in CANDIDATES} for shift, v in cells.items()}
+    return {"rows": rows, "auroc": aurocs, "calibration": source, "in_distribution_gap_q98_db": margin,
+            "calibration_below_lift": float((cal["gap_db"] > 0).double().mean())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    p.add_argument("--images", type=int, default=100, help="test digits 0..N-1 per shift (N <= 500)")
+    p.add_argument("--train", type=int, default=10000, help="train measurements the density candidates fit")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(RESULTS / "ood_statistics.json"))
+    args = p.parse_args()
+    torch.set_grad_enabled(False)
+
+    tasks = {task: evaluate_task(task, args) for task in args.tasks}
+    head = (f"Shipped mappers; held-out test digits 0-{args.images - 1} per shift (measurement noise seed {args.seed}, "
+            f"benchmarks/ood.py's seeds); thresholds: quantiles of each statistic on unshifted test digits 500-999 "
+            f"(0.99 alone, 1 - 0.01/k for an OR of k); density candidates fitted on {args.train} train measurements. "
+            f"'beyond in distribution': lift(y) - DAVI above its 98th percentile on the calibration digits "
+            + ", ".join(f"({t}: {v['in_distribution_gap_q98_db']:+.2f} dB; {v['calibration_below_lift']:.0%} "
+                        f"of them below lift(y))" for t, v in tasks.items()) + ".")
+    publish(args.out, {"command": command_line("ood_statistics.py"), "head": head, "tasks": tasks},
+            render_ood_statistics)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
