@@ -13,12 +13,17 @@ measurement about as well as the truth; a mapper that is out of its depth (a mea
 unlike its training data) returns images whose A x_hat misses y, and r grows. The statistic is
 computed on the first DAVI sample (noise salt 0), one mapper evaluation, no extra network.
 
-Why this one: on shifted test digits it caught more of the images where DAVI is worse than
-lift(y) than the mapper's sample spread (two samples), the residual of the two-sample mean, or
-the prior's denoising residual of the sample at t = 50 or 200, alone or OR-ed with r, at one
-network evaluation (benchmarks/results/ood_statistic_exploration.md). What it cannot see: a wrong answer that
-is still consistent with y (for SR x4, thin strokes whose 4x4 block means DAVI reproduces with
-thicker ones) -- no function of the residual can.
+Why this one (benchmarks/results/ood_statistics.md, the shipped mappers on shifted test digits):
+candidates compared were this residual, the spread of two samples, and the measurement's own
+atypicality (a probabilistic-PCA likelihood of y, one- or two-sided, or its distance to the nearest
+train measurements); an earlier exploration also tried the residual of the two-sample mean and the
+prior's denoising residual of the sample. The residual has the fewest false alarms (0.6-1.2% on
+held-out digits) and catches the most where DAVI is worse than lift(y) on SR x4 and deblur, at one
+network evaluation. On box the density tests catch more (56-66% vs 54%) at 2.0-2.6% false alarms;
+OR-ed with r, the two-sided one raises deblur and box detection (92% -> 100%, 54% -> 73%) at
+1.8-2.0% false alarms and a density file per export: not adopted. What no candidate sees: a wrong
+answer consistent with a typical-looking y (SR x4 of thin or blurred strokes: DAVI reproduces the
+4x4 block means with thicker strokes).
 
 The threshold is a quantile (default the 99th percentile, for at most ~1% false alarms) of r on
 held-out images the mapper never trained on, measured with seeded noise; the card keeps it with
