@@ -13,14 +13,19 @@ images). Candidates, with their network evaluations per image:
 * ``ppca16 two-sided`` (0): ppca16 flagged in either tail, a typicality test (Nalisnick et al.
   2019): a measurement can be atypical by being *too* likely, as faint thin strokes are.
 
-The last two ask whether the *input* is unlike the training data; the first two whether the
-*answer* is. Per task: false alarms on unshifted test digits; detection of the images where DAVI
-is below lift(y) (benchmarks/ood.py's goal; false alarms also on unshifted test digits 0-499), and of those where it is below by more than in
-distribution (lift(y) - DAVI above its 98th percentile on the calibration digits: for box
-inpainting a posterior sample is often below the empty box on unshifted digits too); and per shift
-the AUROC of each statistic against the unshifted calibration digits (0.5: the shift cannot be
-told apart at any threshold). A statistic alone is flagged above its 0.99 quantile (two-sided: outside
-0.005-0.995); an OR of k statistics splits the 1% among them.
+The density candidates ask whether the *input* is unlike the training data; the residual and the
+spread whether the *answer* is. Per task:
+
+* false alarms on the unshifted test digits 0..N-1, and on test digits 0-499;
+* detection of the images where DAVI is below lift(y) (benchmarks/ood.py's goal), and of those
+  where it is below by more than in distribution (lift(y) - DAVI above its 98th percentile on the
+  calibration digits: for box inpainting a posterior sample is often below the empty box on
+  unshifted digits too);
+* per shift, the AUROC of each statistic against the unshifted calibration digits (0.5: the shift
+  cannot be told apart at any threshold).
+
+A statistic alone is flagged above its 0.99 quantile (two-sided: outside 0.005-0.995); an OR of k
+statistics splits the 1% among them.
 
     OMP_NUM_THREADS=1 python benchmarks/ood_statistics.py --images 100
 """
