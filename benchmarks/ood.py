@@ -174,13 +174,18 @@ def figure(args, out_path: str) -> None:
     print(f"wrote {out_path}")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def shift_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that fix which shifted digits are measured and how (shared by ood_statistics.py)."""
     p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
     p.add_argument("--images", type=int, default=100, help="test digits 0..N-1 per shift (N <= 500)")
-    p.add_argument("--red-diff-images", type=int, default=32, help="RED-Diff-100 on the first N of them")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shift_protocol_arguments(p)
+    p.add_argument("--red-diff-images", type=int, default=32, help="RED-Diff-100 on the first N of them")
     p.add_argument("--cache-dir", default="/tmp/davi_ood_cache", help="per-(task, shift) results, for resuming")
     p.add_argument("--reverse", action="store_true",
                    help="shifts last to first: a second process sharing --cache-dir meets the first halfway")

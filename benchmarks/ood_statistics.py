@@ -36,7 +36,7 @@ import argparse
 import sys
 
 import torch
-from ood import RESULTS, TASKS, _batched, _eval_digits, _load
+from ood import RESULTS, _batched, _eval_digits, _load, shift_protocol_arguments
 from readme_tables import command_line, publish, render_ood_statistics
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
@@ -147,11 +147,8 @@ def evaluate_task(task: str, args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
-    p.add_argument("--images", type=int, default=100, help="test digits 0..N-1 per shift (N <= 500)")
+    shift_protocol_arguments(p)  # the same digits, noise and seeds as benchmarks/ood.py
     p.add_argument("--train", type=int, default=4000, help="train measurements the density candidates fit (all 4,000 bundled)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "ood_statistics.json"))
     args = p.parse_args()
     torch.set_grad_enabled(False)
