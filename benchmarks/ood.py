@@ -123,7 +123,7 @@ def run(args) -> dict:
 
     x0 = _eval_digits(args.images)
     cache = Path(args.cache_dir)
-    results, figure_cells = {}, {}
+    results = {}
     for task in args.tasks:
         loaded = _load(task)
         shifts = ["none", *shift_names()]
