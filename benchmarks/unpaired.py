@@ -91,6 +91,7 @@ def run_variant(task: str, variant: str, args, y, x0) -> dict:
         from davi.data import load_split
 
         cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml", [
+            *(shipped_objective(task) if args.paired == "recipe" else []),
             f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.checkpoint_every=50",
             "log.image_every=0", "log.progress=false", f"train.output_dir={runs / f'{task}-paired'}"])
         images = load_split(cfg.data, "train").tensor(limit=args.train)
@@ -118,6 +119,12 @@ def run_variant(task: str, variant: str, args, y, x0) -> dict:
             "train_images": args.train, "train_cpu_minutes": cpu, "anchor_cpu_minutes": anchor_minutes}
 
 
+def shipped_objective(task: str) -> list[str]:
+    """Overrides that give the paired config the shipped mapper's objective (issue 12's tuned winner)."""
+    davi = json.loads((SHIPPED / task / "card.json").read_text())["config"]["davi"]
+    return [f"davi.{key}={davi[key]}" for key in ("t_ikl", "lambda_con", "lambda_reg", "ppb", "score_steps")]
+
+
 def cfg_operator_params(cfg) -> dict:
     from davi.operators import build_operator
 
@@ -143,7 +150,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=200, help="held-out test digits")
     p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--paired", choices=("shipped", "train"), default="shipped")
+    p.add_argument("--paired", choices=("shipped", "train", "recipe"), default="shipped",
+                   help="shipped: the shipped mapper; train: configs/<task>_mnist.yaml (the paper's defaults) on the "
+                        "same --train digits and --steps; recipe: the same with the shipped mapper's objective")
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench_unpaired"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "unpaired.json"))
     args = p.parse_args()
@@ -179,8 +188,10 @@ def publish_all(args, cfg) -> None:
             f"0), one sample per image. Measurement-only runs: {args.train} measurements of the first "
             f"{args.train} bundled train digits (seed 0, digits dropped), {args.steps} mapper steps at batch "
             f"{args.batch_size}; anchors = RED-Diff-{cfg.red_diff.num_steps} of those measurements. paired = "
-            + ("the shipped mappers (same step budget, but all 4,000 train digits)." if args.paired == "shipped"
-               else f"paired DAVI on the same {args.train} digits.")
+            + {"shipped": "the shipped mappers (their own step budgets, all 4,000 train digits).",
+               "train": f"paired DAVI (the paper's per-task defaults) on the same {args.train} digits and steps.",
+               "recipe": f"paired DAVI with the shipped mappers' objectives (issue 12's tuned winners) on the same "
+                         f"{args.train} clean digits and steps."}[args.paired]
             + " CPU minutes = process CPU time, one thread. classifier FD = Frechet distance in the digit "
               "classifier's features (not FID; lower is more realistic).")
     publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **collect(args)}, render_unpaired)
