@@ -206,12 +206,13 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
             f"closed-form optimum of the sampler objective, t_ikl={args.t_ikl}, consistency weight {lam:.3g}")
 
     run = work / f"{prior_name}_{task}"
-    paired_cfg = davi_config(task, run / "paired", args.paired_steps, PAIRED, batch_size=args.batch_size, lr=args.lr)
+    mapper_args = dict(batch_size=args.batch_size, lr=args.lr, h=args.h,
+                       extra=[f"mapper.noise_channels={args.noise_channels}"])
+    paired_cfg = davi_config(task, run / "paired", args.paired_steps, PAIRED, **mapper_args)
     paired, paired_export, paired_s = train_mapper(prior, paired_cfg)
     add("paired", mapper_samples(paired, op, y, args.samples), paired_s, f"{args.paired_steps} steps")
     sampler_cfg = davi_config(task, run / "sampler", args.steps,
-                              sampler_objective(args.t_ikl, paired_export, args.score_steps),
-                              batch_size=args.batch_size, lr=args.lr)
+                              sampler_objective(args.t_ikl, paired_export, args.score_steps), **mapper_args)
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
     add("sampler", mapper_samples(sampler, op, y, args.samples), paired_s + sampler_s,
         f"{args.paired_steps} paired + {args.steps} sampler steps, t_ikl={args.t_ikl}")
@@ -320,6 +321,8 @@ def main() -> None:
     p.add_argument("--t-ikl", type=int, default=20, help="the sampler's t_ikl (the presets' value)")
     p.add_argument("--score-steps", type=int, default=1, help="s_psi updates per mapper update (sampler)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--h", type=float, default=0.1, help="the mapper's input perturbation scale")
+    p.add_argument("--noise-channels", type=int, default=0, help="the mapper's extra N(0, 1) input channels")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="smoke run: 40 + 20 steps, 2 measurements, 64 samples")
     p.add_argument("--measurements", type=int, default=None, help="test measurements y per task (default 6)")

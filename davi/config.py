@@ -87,6 +87,9 @@ class MapperConfig:
     h: float = 0.1
     # Squash the output into [-1, 1] with tanh.
     tanh: bool = False
+    # Extra N(0, 1) input channels beside x_a: the sampler's own source of randomness, so that the
+    # spread need not come from h z (which the mapper cannot tell from the measurement). 0: none.
+    noise_channels: int = 0
 
 
 @dataclass
@@ -297,6 +300,8 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             _check_operator_name(v)
         if key in _AT_LEAST_ONE and v < 1:
             raise ConfigError(f"{key}: must be at least 1, got {v!r}")
+        if key == "mapper.noise_channels" and v < 0:
+            raise ConfigError(f"{key}: must be at least 0, got {v!r}")
         setattr(obj, k, v)
 
 

@@ -37,6 +37,7 @@ def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
         "sigma_y": operator.sigma_y,
         "h": cfg.mapper.h,
         "tanh": cfg.mapper.tanh,
+        "noise_channels": cfg.mapper.noise_channels,  # z has channels + noise_channels channels
         "resolution": cfg.data.resolution,
         "channels": cfg.data.channels,
         "prior": {"identity": prior.identity, "digest": prior.digest},
@@ -89,6 +90,9 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
     except Exception as e:
         raise ExportError(f"{export_dir}: cannot load mapper weights ({e.__class__.__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if mapper.config.noise_channels != card.get("noise_channels", 0):
+        raise ExportError(f"{Path(export_dir) / CARD}: noise_channels {card.get('noise_channels', 0)} but the weights "
+                          f"have {mapper.config.noise_channels}")
     try:
         operator = operator_from_params(card["operator"])
     except OperatorError as e:

@@ -70,7 +70,7 @@ class DaviMethod(Method):
         lifted = self.operator.lift(y)
         out = []
         for k in range(num_samples):
-            z = per_image_noise(tuple(lifted.shape), seeds, salt=k, device=lifted.device,
+            z = per_image_noise(self.mapper.z_shape(lifted), seeds, salt=k, device=lifted.device,
                                 on_device=self.noise_on_device)
             if self.dtype != torch.float32:
                 with torch.autocast(device_type=lifted.device.type, dtype=self.dtype):

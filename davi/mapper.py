@@ -2,7 +2,9 @@
 
 ``I_phi(x_a, a) = x_a - std_fwd[a] * net(x_a, a)`` where ``net`` is a UNet2DModel that starts
 from the prior's weights. At inference ``a = T - 1`` and ``x_a = lift(y) + h z``: one network
-evaluation per sample, different ``z`` giving different posterior samples. During training the
+evaluation per sample, different ``z`` giving different posterior samples. With ``noise_channels``
+> 0 the network also sees that many channels of N(0, 1) noise beside ``x_a`` (drawn in ``forward``
+unless given): randomness at unit scale that is not mixed into the measurement, as h z is. During training the
 Perturbed Posterior Bridge (PPB) also shows it states between the clean image and the
 measurement, ``x_a = mu_x0[a] x0 + mu_x1[a] lift(y) + h (1 - alpha_bar[a]) z``, with
 ``a ~ T * Beta(3, 1)``.
@@ -41,7 +43,8 @@ class Mapper(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, unet_config: dict, image_channels: int, h: float = 0.1, tanh: bool = False,
-                 num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+                 num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 noise_channels: int = 0):
         super().__init__()
         self.net = UNet2DModel.from_config(unet_config)
         std_fwd, std_bwd, mu_x0, mu_x1 = bridge_schedule(num_timesteps, beta_start, beta_end)
@@ -50,21 +53,42 @@ class Mapper(ModelMixin, ConfigMixin):
         self.register_buffer("mu_x1", mu_x1.float(), persistent=False)
 
     @classmethod
-    def from_prior_unet(cls, unet: UNet2DModel, h: float, tanh: bool, num_timesteps: int = 1000) -> "Mapper":
-        """A mapper whose network starts as a copy of the prior's weights."""
+    def from_prior_unet(cls, unet: UNet2DModel, h: float, tanh: bool, num_timesteps: int = 1000,
+                        noise_channels: int = 0) -> "Mapper":
+        """A mapper whose network starts as a copy of the prior's weights (the noise channels' input
+        weights keep their fresh initialisation: zero would be a stationary point of the spread)."""
+        c = unet.config.in_channels
         cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-        mapper = cls(unet_config=cfg, image_channels=unet.config.in_channels, h=h, tanh=tanh,
-                     num_timesteps=num_timesteps)
-        mapper.net.load_state_dict(unet.state_dict())
+        mapper = cls(unet_config={**cfg, "in_channels": c + noise_channels}, image_channels=c, h=h, tanh=tanh,
+                     num_timesteps=num_timesteps, noise_channels=noise_channels)
+        state = unet.state_dict()
+        if noise_channels:
+            conv_in = mapper.net.conv_in.weight.detach().clone()
+            conv_in[:, :c] = state["conv_in.weight"]
+            state = {**state, "conv_in.weight": conv_in}
+        mapper.net.load_state_dict(state)
         return mapper
 
     @property
     def num_timesteps(self) -> int:
         return self.config.num_timesteps
 
-    def forward(self, x_a: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (x.shape[0], self.config.noise_channels, *x.shape[2:])
+
+    def z_shape(self, lifted: torch.Tensor) -> tuple[int, ...]:
+        """The shape of ``restore``'s standard normal ``z``: the image's channels (for h z), then the
+        noise channels."""
+        return (lifted.shape[0], lifted.shape[1] + self.config.noise_channels, *lifted.shape[2:])
+
+    def forward(self, x_a: torch.Tensor, a: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config.image_channels
-        out = self.net(x_a, a).sample[:, :c]  # a learned-variance prior's extra channels are unused
+        net_in = x_a
+        if self.config.noise_channels:
+            if noise is None:
+                noise = torch.randn(self.noise_shape(x_a), device=x_a.device, dtype=x_a.dtype)
+            net_in = torch.cat([x_a, noise], 1)
+        out = self.net(net_in, a).sample[:, :c]  # a learned-variance prior's extra channels are unused
         x_hat = x_a - _extract(self.std_fwd, a, x_a) * out
         return torch.tanh(x_hat) if self.config.tanh else x_hat
 
@@ -73,11 +97,13 @@ class Mapper(ModelMixin, ConfigMixin):
 
     def restore(self, lifted: torch.Tensor, z: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """One posterior sample per image: I_phi(lift(y) + h z, T - 1)."""
+        """One posterior sample per image: I_phi(lift(y) + h z, T - 1); ``z`` of ``z_shape(lifted)``
+        (its channels past the image's are the noise channels)."""
         if z is None:
-            z = torch.randn(lifted.shape, generator=generator, dtype=lifted.dtype).to(lifted.device)
+            z = torch.randn(self.z_shape(lifted), generator=generator, dtype=lifted.dtype).to(lifted.device)
+        c = lifted.shape[1]
         a = torch.full((lifted.shape[0],), self.num_timesteps - 1, device=lifted.device, dtype=torch.long)
-        return self(self.inference_input(lifted, z), a)
+        return self(self.inference_input(lifted, z[:, :c]), a, z[:, c:] if self.config.noise_channels else None)
 
 
 class PPBSampler:

@@ -4,7 +4,8 @@ The graph is the whole DAVI sampler (Lee et al. 2024, Sec. 3: one network evalua
 including the operator's lift, so an app needs only the measurement and a noise draw:
 
     inputs   y      float32 (B, C, h, w)  the measurement, pixels in [-1, 1] (8x8 for SR x4 of 32x32)
-             z      float32 (B, C, H, W)  standard normal noise; a new draw = a new posterior sample
+             z      float32 (B, C+K, H, W) standard normal noise; a new draw = a new posterior sample
+                                          (K: the export's noise_channels, usually 0)
     output   x_hat  float32 (B, C, H, W)  I_phi(lift(y) + h z, T - 1), not clamped (clamp to
                                           [-1, 1] for display, as infer.py does)
 
@@ -30,7 +31,8 @@ from davi.model_card import ONNX_FILE, write_model_card
 OPSET = 17
 INPUTS, OUTPUT = ("y", "z"), "x_hat"
 INSTALL_HINT = "pip install 'davi[onnx]'"
-CONVENTION = ("inputs y (B,C,h,w) measurement in [-1,1] and z (B,C,H,W) standard normal; "
+CONVENTION = ("inputs y (B,C,h,w) measurement in [-1,1] and z (B,C+K,H,W) standard normal "
+              "(K = the card's noise_channels); "
               "output x_hat (B,C,H,W) = I_phi(lift(y) + h z, T-1), unclamped; B dynamic")
 
 
@@ -61,7 +63,12 @@ def example_inputs(card: dict, operator, batch: int = 2, seed: int = 0) -> tuple
     image_shape = (batch, card["channels"], card["resolution"], card["resolution"])
     g = torch.Generator().manual_seed(seed)
     y = torch.rand(operator.measurement_shape(image_shape), generator=g) * 2 - 1
-    return y, torch.randn(image_shape, generator=g)
+    return y, torch.randn(z_shape(card, batch), generator=g)
+
+
+def z_shape(card: dict, batch: int) -> tuple[int, ...]:
+    """The noise input's shape: the image's channels, then the export's noise channels."""
+    return (batch, card["channels"] + card.get("noise_channels", 0), card["resolution"], card["resolution"])
 
 
 def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], card: dict) -> bytes:
@@ -77,7 +84,8 @@ def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], 
                           opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
     # the exporter leaves the output's C, H, W symbolic; they are the image's (only B varies)
-    for dim, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], inputs[1].shape[1:]):
+    image = (card["channels"], card["resolution"], card["resolution"])
+    for dim, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], image):
         dim.dim_value = size
     meta = {"davi.convention": CONVENTION, "davi.task": str(card.get("task", "")),
             "davi.card": json.dumps({k: v for k, v in card.items() if k != "config"})}
@@ -151,11 +159,11 @@ class OnnxDaviMethod(Method):
             self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime raises its own (pybind) exception types
             raise ExportError(f"{path}: not loadable by ONNX Runtime ({str(e).splitlines()[0][:200]})") from None
-        self.image_shape = (operator.channels, operator.resolution, operator.resolution)
+        self.card = read_card(export_dir)
 
     @torch.no_grad()
     def __call__(self, y, seeds, num_samples=1):
-        shape = (y.shape[0], *self.image_shape)
+        shape = z_shape(self.card, y.shape[0])
         out = [run_session(self.session, y, per_image_noise(shape, seeds, salt=k)).clamp(-1, 1)
                for k in range(num_samples)]
         return torch.stack(out).to(y.device)

@@ -128,6 +128,7 @@ def test_unknown_key_lists_every_valid_key():
     ("train.checkpoint_every=0", "train.checkpoint_every"),  # the trainer divides by these
     ("log.every=0", "log.every"),
     ("train.batch_size=-2", "train.batch_size"),
+    ("mapper.noise_channels=-1", "mapper.noise_channels"),
 ])
 def test_wrong_type_or_choice_names_the_key(override, key):
     with pytest.raises(ConfigError) as e:

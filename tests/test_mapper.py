@@ -136,3 +136,36 @@ def test_save_and_load_round_trip_with_safetensors(tiny_prior_dir, tmp_path):
     x, z = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.restore(x, z), mapper.restore(x, z))
+
+
+def test_noise_channels_keep_the_prior_weights_and_make_the_spread(tiny_prior_dir):
+    prior = DiffusionPrior.from_pretrained(str(tiny_prior_dir))
+    plain = Mapper.from_prior_unet(prior.unet, h=0.0, tanh=False)
+    noisy = Mapper.from_prior_unet(prior.unet, h=0.0, tanh=False, noise_channels=2)
+    c = prior.unet.config.in_channels
+    w = noisy.net.conv_in.weight
+    assert w.shape[1] == c + 2
+    torch.testing.assert_close(w[:, :c], prior.unet.conv_in.weight)
+    assert w[:, c:].abs().mean() > 0.1 * w[:, :c].abs().mean()  # not zero: zero is a stationary point
+    lifted = torch.randn(3, c, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert noisy.z_shape(lifted) == (3, c + 2, 8, 8) and plain.z_shape(lifted) == (3, c, 8, 8)
+    with torch.no_grad():
+        # h = 0: the plain mapper is deterministic, the noise channels alone make samples differ
+        p1, p2 = (plain.restore(lifted, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+        n1, n2 = (noisy.restore(lifted, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+        n1_again = noisy.restore(lifted, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(p1, p2)
+    assert float((n1 - n2).abs().max()) > 1e-3
+    torch.testing.assert_close(n1, n1_again)  # the generator decides both noises
+
+
+def test_noise_channels_survive_save_and_load(tiny_prior_dir, tmp_path):
+    prior = DiffusionPrior.from_pretrained(str(tiny_prior_dir))
+    mapper = Mapper.from_prior_unet(prior.unet, h=0.1, tanh=False, noise_channels=1).eval()
+    mapper.save_pretrained(str(tmp_path), safe_serialization=True)
+    loaded = Mapper.from_pretrained(str(tmp_path), use_safetensors=True).eval()
+    assert loaded.config.noise_channels == 1
+    lifted = torch.zeros(2, prior.unet.config.in_channels, 8, 8)
+    z = torch.randn(mapper.z_shape(lifted), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.restore(lifted, z), mapper.restore(lifted, z))

@@ -164,3 +164,27 @@ def test_export_of_a_checkpoint_with_onnx_writes_model_card_and_graph(tiny_prior
     with torch.no_grad():
         reference = RestoreGraph(mapper, operator)(y, z)
     assert float((run_session(make_session(out / "mapper.onnx", 1), y, z) - reference).abs().max()) <= TOL
+
+
+def test_an_export_with_noise_channels_runs_in_onnx_and_its_card_is_checked(tmp_path, test_digits, infer_main):
+    """A mapper with its own noise channels: the graph's z carries them, PyTorch and ONNX agree, and
+    a card that disagrees with the weights is refused."""
+    from davi.export import export_mapper, read_card
+    from davi.mapper import Mapper
+
+    shipped, card, operator = load_export(SHIPPED / "box")
+    mapper = Mapper.from_prior_unet(shipped.net, h=0.1, tanh=False, noise_channels=1)
+    card = {k: v for k, v in card.items() if k not in ("format", "version")}
+    out = export_mapper(mapper, tmp_path / "noisy", {**card, "noise_channels": 1})
+    assert infer_main(["onnx", "--export", str(out)]) == 0
+    y = operator.measure(test_digits[:3], generator=torch.Generator().manual_seed(0))
+    mapper, _, _ = load_export(out)
+    expected = DaviMethod(mapper, operator)(y, [1, 2, 3], 2)
+    got = OnnxDaviMethod(out, operator, threads=1)(y, [1, 2, 3], 2)
+    assert float((got - expected).abs().max()) <= TOL
+    assert float((got[0] - got[1]).abs().max()) > 0.01
+    bad = read_card(out)
+    bad["noise_channels"] = 0
+    (out / "card.json").write_text(__import__("json").dumps(bad))
+    with pytest.raises(ExportError, match="noise_channels 0 but the weights have 1"):
+        load_export(out)

@@ -28,7 +28,7 @@ def mapper_samples(mapper, op, y: torch.Tensor, n: int, seed: int = 0, chunk: in
     reps = max(1, chunk // B)
     for start in range(0, n, reps):
         k = min(reps, n - start)
-        z = torch.randn((k * B, *lifted.shape[1:]), generator=g)
+        z = torch.randn((k * B, *mapper.z_shape(lifted)[1:]), generator=g)
         x = mapper.restore(lifted.repeat(k, 1, 1, 1), z)
         out.append(x.double().reshape(k, B, -1))
     return torch.cat(out)

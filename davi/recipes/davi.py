@@ -58,7 +58,8 @@ def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
         from davi.prior import build_unet
 
         unet = build_unet(cfg.prior, cfg.data)
-    mapper = Mapper.from_prior_unet(unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps)
+    mapper = Mapper.from_prior_unet(unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps,
+                                    cfg.mapper.noise_channels)
     if not cfg.train.init_from_prior:
         mapper = Mapper(**{k: v for k, v in mapper.config.items() if not k.startswith("_")})
     networks, lrs = {"mapper": mapper.train().requires_grad_(True)}, {"mapper": cfg.train.lr}
@@ -163,7 +164,8 @@ def _validation(cfg: Config, operator, val_images, device):
               else load_split(cfg.data, "test").tensor(limit=cfg.log.num_val)).to(device)
     g = torch.Generator().manual_seed(12345)
     val_y = operator.measure(val_x0, generator=g)
-    val_z = torch.randn((cfg.log.num_samples, *val_x0.shape), generator=g).to(device)
+    B, C, H, W = val_x0.shape
+    val_z = torch.randn((cfg.log.num_samples, B, C + cfg.mapper.noise_channels, H, W), generator=g).to(device)
 
     @torch.no_grad()
     def validate(accelerator, ema_mapper, step):

@@ -112,8 +112,9 @@ def _validation(cfg: Config, operator, val_y: torch.Tensor, device):
     """The first training measurements: lift, samples and their spread, and the consistency residual."""
     val_y = val_y.to(device)
     g = torch.Generator().manual_seed(12345)
-    val_z = torch.randn((cfg.log.num_samples, len(val_y), cfg.data.channels, cfg.data.resolution,
-                         cfg.data.resolution), generator=g).to(device)
+    z_channels = cfg.data.channels + cfg.mapper.noise_channels
+    val_z = torch.randn((cfg.log.num_samples, len(val_y), z_channels, cfg.data.resolution, cfg.data.resolution),
+                        generator=g).to(device)
 
     @torch.no_grad()
     def validate(accelerator, ema_mapper, step):
