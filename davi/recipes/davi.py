@@ -31,13 +31,13 @@ from davi.consistency import with_consistency
 from davi.export import export_mapper, load_export, make_card
 from davi.inference import DaviMethod
 from davi.imageio import display_measurement
-from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
+from davi.losses import DDPMLoss, IKLLoss, regression_loss
 from davi.mapper import Mapper, PPBSampler
 from davi.metrics import psnr
 from davi.operators import build_operator
 from davi.prior import PriorError, load_prior
 from davi.recipe import Recipe, Update
-from davi.recipes.parts import ikl_term, score_updates
+from davi.recipes.parts import ikl_and_consistency, score_updates
 from davi.recipes.sampler import consistency_weight, sampler_iteration
 
 
@@ -139,14 +139,7 @@ def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher
             yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
 
         # 3. the mapper: integral KL against the frozen prior, consistency, regression
-        logs, loss = {}, x_hat.new_zeros(()).float()
-        if "score" in nets:
-            l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
-            loss = loss + dc.lambda_ikl * l_ikl
-        if dc.lambda_con != 0:
-            l_con = consistency_loss(operator, y, x_hat)
-            loss = loss + dc.lambda_con * l_con
-            logs["loss/consistency"] = l_con.item()
+        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c)
         if dc.lambda_reg != 0:
             l_reg = regression_loss(x0, x_hat)
             loss = loss + dc.lambda_reg * l_reg

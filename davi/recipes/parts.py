@@ -7,6 +7,7 @@ from contextlib import nullcontext
 
 import torch
 
+from davi.losses import consistency_loss
 from davi.recipe import Update
 
 
@@ -34,3 +35,18 @@ def ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, channels: int):
     student = eps_of(accelerator.unwrap_model(nets["score"]), accelerator, channels, frozen=True)
     loss, logs = ikl(x_hat, teacher_eps, student)
     return loss, {**logs, "loss/ikl": loss.item()}
+
+
+def ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, channels: int):
+    """(loss, logs) of the mapper's measurement-only terms, ``lambda_ikl * IKL + lambda_con *
+    mse(y, A x_hat)``, which every DAVI-family objective shares; each skipped at weight 0 (IKL also
+    without s_psi)."""
+    logs, loss = {}, x_hat.new_zeros(()).float()
+    if "score" in nets:
+        l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, channels)
+        loss = loss + dc.lambda_ikl * l_ikl
+    if dc.lambda_con != 0:
+        l_con = consistency_loss(operator, y, x_hat)
+        loss = loss + dc.lambda_con * l_con
+        logs["loss/consistency"] = l_con.item()
+    return loss, logs

@@ -36,7 +36,7 @@ from davi.operators import build_operator
 from davi.prior import load_prior
 from davi.recipe import Recipe, Update
 from davi.recipes.davi import build_networks, check_prior_fits_data
-from davi.recipes.parts import ikl_term, score_updates
+from davi.recipes.parts import ikl_and_consistency, score_updates
 
 
 def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
@@ -88,17 +88,11 @@ def _measurement_objective(cfg: Config, accelerator, prior, operator, ppb, teach
         x_hat = nets["mapper"](x_a, a)
 
         # 2. s_psi learns the score of the mapper's current samples
-        logs, loss = {}, x_hat.new_zeros(()).float()
         if "score" in nets:
             yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
 
-            # 3. the mapper: integral KL to the frozen prior, consistency, optional anchor regression
-            l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
-            loss = loss + dc.lambda_ikl * l_ikl
-        if dc.lambda_con != 0:
-            l_con = consistency_loss(operator, y, x_hat)
-            loss = loss + dc.lambda_con * l_con
-            logs["loss/consistency"] = l_con.item()
+        # 3. the mapper: integral KL to the frozen prior, consistency, optional anchor regression
+        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c)
         if uc.lambda_anchor != 0 and anchor is not None:
             l_anchor = regression_loss(anchor, x_hat)
             loss = loss + uc.lambda_anchor * l_anchor
