@@ -212,7 +212,9 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     paired, paired_export, paired_s = train_mapper(prior, paired_cfg)
     add("paired", mapper_samples(paired, op, y, args.samples), paired_s, f"{args.paired_steps} steps")
     sampler_cfg = davi_config(task, run / "sampler", args.steps,
-                              sampler_objective(args.t_ikl, paired_export, args.score_steps), **mapper_args)
+                              sampler_objective(args.t_ikl, paired_export, args.score_steps)
+                              + [f"davi.score_condition={args.score_condition}",
+                                 f"davi.score_warmup={args.score_warmup}", *args.sampler_override], **mapper_args)
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
     add("sampler", mapper_samples(sampler, op, y, args.samples), paired_s + sampler_s,
         f"{args.paired_steps} paired + {args.steps} sampler steps, t_ikl={args.t_ikl}")
@@ -322,6 +324,11 @@ def main() -> None:
     p.add_argument("--score-steps", type=int, default=1, help="s_psi updates per mapper update (sampler)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--h", type=float, default=0.1, help="the mapper's input perturbation scale")
+    p.add_argument("--score-condition", default="none", choices=("none", "lift", "center"),
+                   help="what the sampler's s_psi sees besides x_t (davi.score_condition)")
+    p.add_argument("--score-warmup", type=int, default=0, help="sampler steps that train s_psi only (of --steps)")
+    p.add_argument("--sampler-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for the sampler phase only (repeatable), e.g. davi.ppb=false")
     p.add_argument("--noise-channels", type=int, default=0, help="the mapper's extra N(0, 1) input channels")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="smoke run: 40 + 20 steps, 2 measurements, 64 samples")

@@ -113,9 +113,18 @@ class DaviConfig:
     ppb: bool = True
     ppb_alpha: float = 3.0
     ppb_beta: float = 1.0
-    # Score-network updates per mapper update.
-    score_steps: int = 1  # score-network updates per mapper update (on the same mapper samples)
+    # Score-network updates per mapper update (on the same mapper samples).
+    score_steps: int = 1
     score_lr: float = 1e-4
+    # none: s_psi learns the score of the mapper's samples pooled over all y (the marginal q(x)); the
+    # IKL is then KL(q_t || p_t), which any split of the prior's spread between the mean map and the
+    # per-y spread minimises (docs/sampler.md). lift / center: s_psi also sees lift(y) / the
+    # mapper's noise-free output c(y) (and x_t - sqrt(ab_t) c): it learns the score of q(x | y), so
+    # the IKL is E_y KL(q_t(. | y) || p_t), the term whose optimum with the consistency is the posterior.
+    score_condition: str = "none"
+    # The first score_warmup steps train s_psi only (the mapper's learning rate is 0), so that a
+    # fresh s_psi learns a warm-started mapper's score before its IKL gradients move the mapper.
+    score_warmup: int = 0
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
     init_mapper: str = ""
@@ -220,8 +229,10 @@ _CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "red_diff.init": ("pinv", "lift"),
     "davi.objective": ("paired", "sampler"),
+    "davi.score_condition": ("none", "lift", "center"),
 }
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
+_AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup")
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
 
@@ -300,7 +311,7 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             _check_operator_name(v)
         if key in _AT_LEAST_ONE and v < 1:
             raise ConfigError(f"{key}: must be at least 1, got {v!r}")
-        if key == "mapper.noise_channels" and v < 0:
+        if key in _AT_LEAST_ZERO and v < 0:
             raise ConfigError(f"{key}: must be at least 0, got {v!r}")
         setattr(obj, k, v)
 

@@ -19,7 +19,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 
-from davi.prior import _extract
+from davi.prior import _extract, with_extra_inputs
 
 
 def bridge_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -58,15 +58,12 @@ class Mapper(ModelMixin, ConfigMixin):
         """A mapper whose network starts as a copy of the prior's weights (the noise channels' input
         weights keep their fresh initialisation: zero would be a stationary point of the spread)."""
         c = unet.config.in_channels
-        cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-        mapper = cls(unet_config={**cfg, "in_channels": c + noise_channels}, image_channels=c, h=h, tanh=tanh,
-                     num_timesteps=num_timesteps, noise_channels=noise_channels)
-        state = unet.state_dict()
         if noise_channels:
-            conv_in = mapper.net.conv_in.weight.detach().clone()
-            conv_in[:, :c] = state["conv_in.weight"]
-            state = {**state, "conv_in.weight": conv_in}
-        mapper.net.load_state_dict(state)
+            unet = with_extra_inputs(unet, noise_channels, zero=False)
+        cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+        mapper = cls(unet_config=cfg, image_channels=c, h=h, tanh=tanh, num_timesteps=num_timesteps,
+                     noise_channels=noise_channels)
+        mapper.net.load_state_dict(unet.state_dict())
         return mapper
 
     @property
@@ -133,6 +130,8 @@ class PPBSampler:
     def __call__(self, x0: torch.Tensor, lifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.sample_a(x0.shape[0], x0.device)
         z = torch.randn_like(x0)
-        x_a = (_extract(self.mu_x0, a, x0) * x0 + _extract(self.mu_x1, a, x0) * lifted
-               + self.h * _extract(self.one_minus_ab, a, x0) * z)
-        return x_a, a
+        return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * z, a
+
+    def mean(self, x0: torch.Tensor, lifted: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The bridge input at ``a`` without its noise: mu_x0[a] x0 + mu_x1[a] lift(y)."""
+        return _extract(self.mu_x0, a, x0) * x0 + _extract(self.mu_x1, a, x0) * lifted

@@ -51,6 +51,24 @@ def build_unet(cfg: PriorConfig, data: DataConfig):
     )
 
 
+def with_extra_inputs(unet, extra: int, zero: bool):
+    """A copy of ``unet`` whose first convolution takes ``extra`` more input channels, placed after the
+    original ones. The original weights are kept; the new ones are zero (the copy computes exactly
+    what ``unet`` does until it learns to use them) or, with ``zero=False``, freshly initialised."""
+    from diffusers import UNet2DModel
+
+    cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    c = cfg["in_channels"]
+    wide = UNet2DModel.from_config({**cfg, "in_channels": c + extra})
+    state = dict(unet.state_dict())
+    weight = wide.conv_in.weight.detach().clone()
+    if zero:
+        weight.zero_()
+    weight[:, :c] = state["conv_in.weight"]
+    wide.load_state_dict({**state, "conv_in.weight": weight})
+    return wide
+
+
 def build_scheduler(cfg: PriorConfig | None = None, alphas_cumprod: torch.Tensor | None = None, **options):
     """The project's one diffusers ``DDPMScheduler`` builder.
 

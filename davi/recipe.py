@@ -56,3 +56,6 @@ class Recipe:
     # What the iteration's batches come from; None: the configured data's train split (clean
     # images under "image"). A measurement-only recipe brings its own (measurements, anchors).
     train_set: Any = None
+    # Steps at the start of training in which a network's learning rate is 0 (it waits while the
+    # others catch up, e.g. s_psi learning a warm-started mapper's score before moving it).
+    frozen_until: dict[str, int] = field(default_factory=dict)

@@ -160,11 +160,13 @@ def apply_update(accelerator, update: Update, net: nn.Module, opt, max_grad_norm
 
 def run_iteration(accelerator, recipe: Recipe, nets: dict, opts: dict, batches, tc: TrainConfig, step: int,
                   timings: dict[str, float]) -> dict[str, float]:
-    """``tc.grad_accum`` micro-batches through the recipe's updates, with the warm-up learning rate."""
+    """``tc.grad_accum`` micro-batches through the recipe's updates, with the warm-up learning rate
+    (0 for a network the recipe holds frozen at this step)."""
     lr_scale = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
     for k, opt in opts.items():
+        held = step < recipe.frozen_until.get(k, 0)
         for g in opt.param_groups:
-            g["lr"] = recipe.lrs[k] * lr_scale
+            g["lr"] = 0.0 if held else recipe.lrs[k] * lr_scale
     logs: dict[str, float] = {}
     for _ in range(tc.grad_accum):
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items() if torch.is_tensor(v)}

@@ -129,6 +129,7 @@ def test_unknown_key_lists_every_valid_key():
     ("log.every=0", "log.every"),
     ("train.batch_size=-2", "train.batch_size"),
     ("mapper.noise_channels=-1", "mapper.noise_channels"),
+    ("davi.score_warmup=-5", "davi.score_warmup"),
 ])
 def test_wrong_type_or_choice_names_the_key(override, key):
     with pytest.raises(ConfigError) as e:

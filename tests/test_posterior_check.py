@@ -42,11 +42,13 @@ VAR_BAND = (0.55, 1.5)
 # collapsed along any of the posterior's main directions goes below 0.06, one blown up past 2.
 TOP5_BAND = (0.06, 2.0)
 
-# The sampler objective (davi.objective=sampler, t_ikl 20, derived weight 2.23) at the same budget, from scratch:
-# measured mean err 0.107, var ratio 0.328, top-5 0.116-0.566 (seed 0). Its optimum is the posterior (closed form
-# 0.01 / 1.0), but 150 steps are far from it: the spread converges slowly (docs/sampler.md). This guards the
-# objective's wiring, not a calibrated sampler: a variance floor of 0.5 would fail here today.
-SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND = 0.15, (0.2, 1.5)
+# The sampler objective (davi.objective=sampler, t_ikl 20, derived weight 2.23) at the same budget, from scratch,
+# with s_psi conditioned on the measurement (davi.score_condition=center) and PPB off: measured mean err 0.077,
+# 0.066, 0.079, var ratio 0.72, 0.82, 0.69, top-5 0.46-1.39, 0.67-1.16, 0.46-0.94 (seeds 0, 1, 2). With an
+# unconditional s_psi (the marginal score, score_condition=none) the same run gives 0.108 / 0.33 / 0.12-0.57 and
+# with s_psi seeing lift(y) 0.102 / 0.34: the variance floor of 0.5 (the paired objective's optimum is below 0.1,
+# test_sampler.py) fails both.
+SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND, SAMPLER_TOP5_MIN = 0.11, (0.5, 1.5), 0.3
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +153,12 @@ def test_sampler_objective_trains_towards_the_exact_posterior(problem, tmp_path)
 
     prior, op, y, posts = problem
     images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()
-    cfg = _config(tmp_path / "run", "davi.objective=sampler", "davi.t_ikl=20")
+    cfg = _config(tmp_path / "run", "davi.objective=sampler", "davi.t_ikl=20", "davi.score_condition=center",
+                  "davi.ppb=false")
     out = train(cfg, davi_recipe, prior=prior, train_images=images, val_images=images[:4])
     mapper, card, _ = load_export(out / "export")
     assert card["objective"] == "sampler" and card["consistency_weight"] == pytest.approx(2.23, abs=0.01)
     f = posterior_figures(mapper_samples(mapper, op, y, NUM_SAMPLES, seed=2), posts)
     assert f["mean_err"] <= SAMPLER_MEAN_TOL, f["mean_err"]
     assert SAMPLER_VAR_BAND[0] <= f["var_tr"] <= SAMPLER_VAR_BAND[1], f["var_tr"]
-    assert TOP5_BAND[0] <= f["var_top_min"] and f["var_top_max"] <= TOP5_BAND[1], (f["var_top_min"], f["var_top_max"])
+    assert SAMPLER_TOP5_MIN <= f["var_top_min"] and f["var_top_max"] <= TOP5_BAND[1], (f["var_top_min"], f["var_top_max"])

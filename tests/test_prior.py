@@ -266,3 +266,20 @@ def test_bundled_prior_loads():
     assert torch.allclose(p.schedule.alphas_cumprod, reference_alpha_bar(), rtol=1e-5)
     x = sample(p, 2, num_steps=5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 1, 32, 32) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("zero", [True, False])
+def test_with_extra_inputs_keeps_the_weights_and_zero_keeps_the_function(tiny_prior_dir, zero):
+    from davi.prior import with_extra_inputs
+
+    unet = DiffusionPrior.from_pretrained(str(tiny_prior_dir)).unet
+    c = unet.config.in_channels
+    wide = with_extra_inputs(unet, 2, zero=zero)
+    assert wide.config.in_channels == c + 2 and unet.config.in_channels == c  # the original is untouched
+    torch.testing.assert_close(wide.conv_in.weight[:, :c], unet.conv_in.weight)
+    g = torch.Generator().manual_seed(0)
+    x, extra = torch.randn(2, c, 8, 8, generator=g), torch.randn(2, 2, 8, 8, generator=g)
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        same = torch.allclose(wide(torch.cat([x, extra], 1), t).sample, unet(x, t).sample, atol=1e-6)
+    assert same == zero  # zero weights: the extra inputs change nothing until trained

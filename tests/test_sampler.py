@@ -89,3 +89,32 @@ def test_sigma_y_zero_stops_train_py_with_one_line(capsys):
     assert train.main(["--config", "configs/box_mnist_sampler.yaml", "operator.sigma_y=0"]) != 0
     err = capsys.readouterr().err.strip()
     assert "operator.sigma_y" in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("kind", ["none", "lift", "center"])
+def test_score_condition_gives_s_psi_the_measurement_or_the_deviation_from_the_mappers_center(kind):
+    """center: s_psi sees x_t - sqrt(ab_t) c(y) and c(y), a function of y alone, so it learns the score
+    of q(x_t | y); none: x_t alone (the marginal score)."""
+    from davi.config import DaviConfig
+    from davi.prior import Schedule, build_scheduler
+    from davi.recipes.parts import score_condition
+
+    schedule = Schedule(build_scheduler().alphas_cumprod)
+    g = torch.Generator().manual_seed(0)
+    lifted, c, x_t = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
+    t = torch.tensor([0, 700])
+    calls = []
+    inputs = score_condition(DaviConfig(score_condition=kind), schedule, lifted, lambda: calls.append(1) or c)
+    if kind == "none":
+        assert inputs is None and not calls  # the mapper's centre is computed only when used
+        return
+    out = inputs(x_t, t)
+    assert out.shape == (2, 2, 4, 4)
+    if kind == "lift":
+        torch.testing.assert_close(out, torch.cat([x_t, lifted], 1))
+        assert not calls
+        return
+    ab = schedule.alphas_cumprod[t].float().view(2, 1, 1, 1)
+    torch.testing.assert_close(out[:, :1], x_t - ab.sqrt() * c)
+    torch.testing.assert_close(out[:, 1:], c)
+    assert len(calls) == 1 and float(ab[1]) < 0.1  # at t = 700 the deviation is nearly x_t itself

@@ -244,11 +244,12 @@ def toy_cfg(out, **train):
     return cfg
 
 
-def toy_iteration(tmp_path, batches, step=0, **train):
+def toy_iteration(tmp_path, batches, step=0, frozen_until=None, **train):
     """One run_iteration on fixed micro-batches; returns (logs, [(lr, grad) at each optimiser step])."""
     tc = toy_cfg(tmp_path, **train).train
     acc = make_accelerator(tc, tmp_path)
     recipe = toy_recipe(Config(train=tc), acc)
+    recipe.frozen_until = frozen_until or {}
     nets, opts = prepare_networks(acc, recipe, tc)
     steps = []
     opts["net"].optimizer.register_step_pre_hook(
@@ -285,6 +286,12 @@ def test_gradient_clipping_caps_the_norm_and_logs_the_norm_before(tmp_path):
 def test_warm_up_ramps_the_learning_rate_linearly(tmp_path, step, scale):
     _, steps = toy_iteration(tmp_path, [TOY_IMAGES[:2]], step=step, warmup_steps=10, lr=1e-2)
     assert steps[0][0] == pytest.approx(1e-2 * scale)
+
+
+@pytest.mark.parametrize("step, lr", [(0, 0.0), (2, 0.0), (3, 1e-2)])
+def test_a_network_the_recipe_holds_frozen_gets_learning_rate_zero(tmp_path, step, lr):
+    _, steps = toy_iteration(tmp_path, [TOY_IMAGES[:2]], step=step, frozen_until={"net": 3}, lr=1e-2)
+    assert steps[0][0] == lr
 
 
 def test_accumulated_run_resumes_exactly(tmp_path):

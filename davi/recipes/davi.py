@@ -35,9 +35,9 @@ from davi.losses import DDPMLoss, IKLLoss, regression_loss
 from davi.mapper import Mapper, PPBSampler
 from davi.metrics import psnr
 from davi.operators import build_operator
-from davi.prior import PriorError, load_prior
+from davi.prior import PriorError, load_prior, with_extra_inputs
 from davi.recipe import Recipe, Update
-from davi.recipes.parts import ikl_and_consistency, score_updates
+from davi.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
 from davi.recipes.sampler import consistency_weight, sampler_iteration
 
 
@@ -64,7 +64,10 @@ def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
         mapper = Mapper(**{k: v for k, v in mapper.config.items() if not k.startswith("_")})
     networks, lrs = {"mapper": mapper.train().requires_grad_(True)}, {"mapper": cfg.train.lr}
     if cfg.davi.lambda_ikl > 0:
-        networks["score"], lrs["score"] = copy.deepcopy(unet).train().requires_grad_(True), cfg.davi.score_lr
+        # a measurement-conditioned s_psi starts as the prior too: its extra inputs have zero weights
+        score = (copy.deepcopy(unet) if cfg.davi.score_condition == "none"
+                 else with_extra_inputs(unet, cfg.data.channels, zero=True))
+        networks["score"], lrs["score"] = score.train().requires_grad_(True), cfg.davi.score_lr
     if cfg.train.gradient_checkpointing:
         mapper.net.enable_gradient_checkpointing()
         if "score" in networks:
@@ -110,6 +113,7 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
+                  frozen_until={"mapper": dc.score_warmup},
                   validate=_validation(cfg, operator, val_images, device), finish=finish)
 
 
@@ -131,15 +135,18 @@ def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher
         # 1. measure, draw the bridge input, run the mapper once (graph kept for the mapper update)
         x0 = batch["image"]
         y = operator.measure(x0)
-        x_a, a = ppb(x0, operator.lift(y))
+        lifted = operator.lift(y)
+        x_a, a = ppb(x0, lifted)
         x_hat = nets["mapper"](x_a, a)
+        cond = score_condition(dc, ikl.schedule, lifted,
+                               lambda: mapper_center(nets, accelerator, ppb.mean(x0, lifted, a), a))
 
         # 2. s_psi learns the score of the mapper's current samples
         if "score" in nets:
-            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
+            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c, cond)
 
         # 3. the mapper: integral KL against the frozen prior, consistency, regression
-        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c)
+        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c, cond)
         if dc.lambda_reg != 0:
             l_reg = regression_loss(x0, x_hat)
             loss = loss + dc.lambda_reg * l_reg

@@ -23,7 +23,7 @@ import math
 
 from davi.losses import DDPMLoss, IKLLoss, consistency_loss, sampler_consistency_weight
 from davi.recipe import Update
-from davi.recipes.parts import ikl_term, score_updates
+from davi.recipes.parts import ikl_term, mapper_center, score_condition, score_updates
 
 
 def consistency_weight(cfg, prior, operator) -> float:
@@ -45,12 +45,15 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
     def iteration(nets, batch):
         x0 = batch["image"]
         y = operator.measure(x0)
-        x_a, a = ppb(x0, operator.lift(y))
+        lifted = operator.lift(y)
+        x_a, a = ppb(x0, lifted)
         x_hat = nets["mapper"](x_a, a)
+        cond = score_condition(dc, schedule, lifted,
+                               lambda: mapper_center(nets, accelerator, ppb.mean(x0, lifted, a), a))
 
-        yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
+        yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c, cond)
 
-        l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c)
+        l_ikl, logs = ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, c, cond)
         l_con = consistency_loss(operator, y, x_hat)
         loss = dc.lambda_ikl * l_ikl + lam * l_con
         logs.update({"loss/consistency": l_con.item(), "sampler/lambda": lam})

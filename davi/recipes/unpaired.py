@@ -36,7 +36,7 @@ from davi.operators import build_operator
 from davi.prior import load_prior
 from davi.recipe import Recipe, Update
 from davi.recipes.davi import build_networks, check_prior_fits_data
-from davi.recipes.parts import ikl_and_consistency, score_updates
+from davi.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
 
 
 def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
@@ -65,6 +65,7 @@ def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
+                  frozen_until={"mapper": cfg.davi.score_warmup},
                   validate=_validation(cfg, operator, data.y[: cfg.log.num_val], device), finish=finish,
                   train_set=data)
 
@@ -81,18 +82,21 @@ def _measurement_objective(cfg: Config, accelerator, prior, operator, ppb, teach
         anchor = batch.get("anchor")
         if anchor is not None:
             x_a, a = ppb(anchor, lifted)
+            x_mean = ppb.mean(anchor, lifted, a)
         else:
             mapper = accelerator.unwrap_model(nets["mapper"])
             x_a = mapper.inference_input(lifted, torch.randn_like(lifted))
             a = torch.full((y.shape[0],), mapper.num_timesteps - 1, dtype=torch.long, device=y.device)
+            x_mean = lifted
         x_hat = nets["mapper"](x_a, a)
 
         # 2. s_psi learns the score of the mapper's current samples
+        cond = score_condition(dc, ikl.schedule, lifted, lambda: mapper_center(nets, accelerator, x_mean, a))
         if "score" in nets:
-            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c)
+            yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c, cond)
 
         # 3. the mapper: integral KL to the frozen prior, consistency, optional anchor regression
-        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c)
+        loss, logs = ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelerator, c, cond)
         if uc.lambda_anchor != 0 and anchor is not None:
             l_anchor = regression_loss(anchor, x_hat)
             loss = loss + uc.lambda_anchor * l_anchor
