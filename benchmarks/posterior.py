@@ -86,6 +86,8 @@ NET = ["prior.block_out_channels=[16,32]", "prior.attention_levels=[]", "prior.n
        "prior.layers_per_block=1"]
 # The paired objective at the paper's box settings (DAVI, Lee et al. 2024).
 PAIRED = ["davi.objective=paired", "davi.t_ikl=1000", "davi.lambda_con=0.5", "davi.lambda_reg=1.0"]
+# Regression only: its optimum is the posterior mean E[x | y] exactly (a warm start for the sampler's mean).
+REGRESSION = ["davi.objective=paired", "davi.lambda_ikl=0", "davi.lambda_con=0", "davi.lambda_reg=1.0", "davi.ppb=false"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,6 +134,12 @@ def davi_config(task: str, out_dir, steps: int, objective: list[str], batch_size
 def sampler_objective(t_ikl: int, init_mapper: str | Path = "", score_steps: int = 1) -> list[str]:
     return ["davi.objective=sampler", "davi.lambda_reg=0", f"davi.t_ikl={t_ikl}", f"davi.score_steps={score_steps}",
             f"davi.init_mapper={init_mapper}"]
+
+
+def sampler_settings(args) -> list[str]:
+    """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, PPB."""
+    return [f"davi.score_condition={args.score_condition}", f"davi.score_warmup={args.score_warmup}",
+            f"davi.ppb={str(args.sampler_ppb).lower()}", *args.sampler_override]
 
 
 def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
@@ -211,13 +219,16 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     paired_cfg = davi_config(task, run / "paired", args.paired_steps, PAIRED, **mapper_args)
     paired, paired_export, paired_s = train_mapper(prior, paired_cfg)
     add("paired", mapper_samples(paired, op, y, args.samples), paired_s, f"{args.paired_steps} steps")
+    warm_export, warm_s = paired_export, paired_s
+    if args.warm_start == "regression":
+        warm_cfg = davi_config(task, run / "regression", args.paired_steps, REGRESSION, **mapper_args)
+        _, warm_export, warm_s = train_mapper(prior, warm_cfg)
     sampler_cfg = davi_config(task, run / "sampler", args.steps,
-                              sampler_objective(args.t_ikl, paired_export, args.score_steps)
-                              + [f"davi.score_condition={args.score_condition}",
-                                 f"davi.score_warmup={args.score_warmup}", *args.sampler_override], **mapper_args)
+                              sampler_objective(args.t_ikl, warm_export, args.score_steps) + sampler_settings(args),
+                              **mapper_args)
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
-    add("sampler", mapper_samples(sampler, op, y, args.samples), paired_s + sampler_s,
-        f"{args.paired_steps} paired + {args.steps} sampler steps, t_ikl={args.t_ikl}")
+    add("sampler", mapper_samples(sampler, op, y, args.samples), warm_s + sampler_s,
+        f"{args.paired_steps} {args.warm_start} + {args.steps} sampler steps, t_ikl={args.t_ikl}")
     from davi.atomic import write_text
 
     write_text(cache, json.dumps(rows, indent=1))
@@ -318,17 +329,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=DEFAULT_TASKS, choices=list(TASKS))
     p.add_argument("--priors", nargs="*", default=list(PRIORS), choices=list(PRIORS))
-    p.add_argument("--steps", type=int, default=None, help="sampler steps per task (default 1200; --quick 40)")
-    p.add_argument("--paired-steps", type=int, default=None, help="paired steps (warm start; default 400; --quick 20)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps per task (default 1500; --quick 40)")
+    p.add_argument("--paired-steps", type=int, default=None, help="paired steps (warm start; default 200; --quick 20)")
     p.add_argument("--t-ikl", type=int, default=20, help="the sampler's t_ikl (the presets' value)")
-    p.add_argument("--score-steps", type=int, default=1, help="s_psi updates per mapper update (sampler)")
+    p.add_argument("--score-steps", type=int, default=2, help="s_psi updates per mapper update (sampler)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--h", type=float, default=0.1, help="the mapper's input perturbation scale")
-    p.add_argument("--score-condition", default="none", choices=("none", "lift", "center"),
+    p.add_argument("--score-condition", default="center", choices=("none", "lift", "center"),
                    help="what the sampler's s_psi sees besides x_t (davi.score_condition)")
-    p.add_argument("--score-warmup", type=int, default=0, help="sampler steps that train s_psi only (of --steps)")
+    p.add_argument("--score-warmup", type=int, default=100, help="sampler steps that train s_psi only (of --steps)")
+    p.add_argument("--sampler-ppb", action="store_true", help="the sampler phase keeps the bridge (default: off)")
     p.add_argument("--sampler-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for the sampler phase only (repeatable), e.g. davi.ppb=false")
+    p.add_argument("--warm-start", default="paired", choices=("paired", "regression"),
+                   help="the sampler's warm start: the paired run, or a regression-only run (the posterior mean)")
     p.add_argument("--noise-channels", type=int, default=0, help="the mapper's extra N(0, 1) input channels")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="smoke run: 40 + 20 steps, 2 measurements, 64 samples")
@@ -340,8 +354,8 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "posterior.json"))
     p.add_argument("--collect", action="store_true", help="train nothing: write the results of the cached tasks")
     args = p.parse_args()
-    args.steps = args.steps or (40 if args.quick else 1200)
-    args.paired_steps = args.paired_steps or (20 if args.quick else 400)
+    args.steps = args.steps or (40 if args.quick else 1500)
+    args.paired_steps = args.paired_steps or (20 if args.quick else 200)
     args.measurements = args.measurements or (2 if args.quick else 6)
     args.samples = args.samples or (64 if args.quick else 256)
     work = Path(args.work_dir)
@@ -360,10 +374,12 @@ def main() -> None:
             for r in json.loads((work / f"{prior_name}_{task}{suffix}").read_text())]
     head = (f"8x8 digits, sigma_y={SIGMA_Y}; Gaussian prior: fit_gaussian(classes 0-9, rank {RANK}); mixture: "
             f"fit_gmm(classes {GMM_CLASSES}, rank {RANK}). Mapper and score net: fresh UNet [16,32], no attention, "
-            f"h=0.1, batch {args.batch_size}, lr {args.lr}, EMA 0.995, PPB on. paired: {args.paired_steps} steps, "
-            f"t_ikl 1000, lambda_con 0.5, lambda_reg 1. sampler: warm-started from the paired mapper, "
+            f"h=0.1, batch {args.batch_size}, lr {args.lr}, EMA 0.995. paired (PPB on): {args.paired_steps} steps, "
+            f"t_ikl 1000, lambda_con 0.5, lambda_reg 1. sampler: warm-started from the {args.warm_start} mapper, "
             f"{args.steps} steps, t_ikl {args.t_ikl}, lambda_reg 0, derived consistency weight, "
-            f"{args.score_steps} score update(s) per mapper update. {args.measurements} test measurements per task "
+            f"{args.score_steps} score update(s) per mapper update, s_psi conditioned: {args.score_condition}, "
+            f"the first {args.score_warmup} steps s_psi only, PPB {'on' if args.sampler_ppb else 'off'}"
+            f"{', ' + ' '.join(args.sampler_override) if args.sampler_override else ''}. {args.measurements} test measurements per task "
             f"(mixture: the most ambiguous of {32 * args.measurements}), {args.samples} samples per y; coverage "
             f"against {NUM_TRUTHS} exact posterior draws per y. seconds = CPU seconds of training, one thread "
             f"(the sampler's include its paired warm start). RED-Diff: {args.red_diff_steps} steps, lr 0.25, lambda 0.25, "

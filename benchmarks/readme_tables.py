@@ -580,7 +580,8 @@ UNPAIRED_VARIANTS = {"paired": "paired DAVI", "unpaired": "measurement-only, no 
                      "unpaired_anchors": "measurement-only + RED-Diff anchors", "red_diff_100": "RED-Diff-100"}
 UNPAIRED_COLUMNS = [("task", "task", "{}"), ("variant", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
                     ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
-                    ("train_images", "clean train images", "{}"), ("train_cpu_minutes", "training CPU min", "{:.1f}"),
+                    ("train_steps", "mapper steps", "{}"), ("train_set", "train digits measured", "{}"),
+                    ("clean_images", "clean images used", "{}"), ("train_cpu_minutes", "training CPU min", "{:.1f}"),
                     ("precompute_cpu_minutes", "RED-Diff CPU min", "{:.1f}")]
 
 
@@ -593,9 +594,10 @@ def render_unpaired(data: dict) -> str:
             r = data.get(task, {}).get(key)
             if r is not None:
                 minutes = r.get("anchor_cpu_minutes") if key != "red_diff_100" else r.get("cpu_minutes")
-                row = {**r, "task": task, "variant": name, "precompute_cpu_minutes": minutes}
+                row = {**r, "task": task, "variant": name, "precompute_cpu_minutes": minutes,
+                       "train_set": r.get("train_images"), "clean_images": r.get("train_images")}
                 if key.startswith("unpaired"):
-                    row["train_images"] = 0  # measurements only
+                    row["clean_images"] = 0  # measurements only
                 rows.append({k: "" if v is None else v for k, v in row.items()})
     return markdown_table(rows, UNPAIRED_COLUMNS)
 

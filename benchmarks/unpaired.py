@@ -39,7 +39,6 @@ SHIPPED = ROOT / "davi" / "assets" / "mappers"
 def unpaired_config(task: str, args, extra: list[str]):
     from davi.config import load_config
 
-    runs = Path(args.runs)
     return load_config(ROOT / "configs" / f"{task}_mnist_unpaired.yaml", [
         f"unpaired.limit={args.train}", f"unpaired.anchors={ROOT / 'runs' / 'anchors' / f'{task}_mnist_{args.train}'}",
         f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.checkpoint_every=50",
@@ -121,8 +120,8 @@ def run_variant(task: str, variant: str, args, y, x0) -> dict:
 
 def shipped_objective(task: str) -> list[str]:
     """Overrides that give the paired config the shipped mapper's objective (issue 12's tuned winner)."""
-    davi = json.loads((SHIPPED / task / "card.json").read_text())["config"]["davi"]
-    return [f"davi.{key}={davi[key]}" for key in ("t_ikl", "lambda_con", "lambda_reg", "ppb", "score_steps")]
+    objective = json.loads((SHIPPED / task / "card.json").read_text())["config"]["davi"]
+    return [f"davi.{key}={objective[key]}" for key in ("t_ikl", "lambda_con", "lambda_reg", "ppb", "score_steps")]
 
 
 def cfg_operator_params(cfg) -> dict:
@@ -132,8 +131,16 @@ def cfg_operator_params(cfg) -> dict:
 
 
 def collect(args) -> dict:
-    """{task: {variant: metrics}} from every cached result."""
+    """{task: {variant: metrics}} from every cached result; with ``--keep-earlier`` the tasks of the
+    published JSON that have no cached result here are kept as they were (with their protocol)."""
     out: dict = {}
+    if args.keep_earlier and Path(args.out).is_file():
+        earlier = json.loads(Path(args.out).read_text())
+        for task in TASKS:
+            if task in earlier and not any((Path(args.runs) / f"{task}-{v}" / "result.json").is_file()
+                                           for v in VARIANTS):
+                out[task] = earlier[task]
+                out.setdefault("protocols", {})[task] = earlier.get("protocols", {}).get(task, earlier["head"])
     for task in TASKS:
         for variant in VARIANTS:
             f = Path(args.runs) / f"{task}-{variant}" / "result.json"
@@ -154,6 +161,8 @@ def main() -> None:
                    help="shipped: the shipped mapper; train: configs/<task>_mnist.yaml (the paper's defaults) on the "
                         "same --train digits and --steps; recipe: the same with the shipped mapper's objective")
     p.add_argument("--runs", default=str(ROOT / "runs" / "bench_unpaired"))
+    p.add_argument("--keep-earlier", action="store_true",
+                   help="keep the published rows of tasks not measured in --runs (their protocol is kept with them)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "unpaired.json"))
     args = p.parse_args()
 
@@ -194,7 +203,10 @@ def publish_all(args, cfg) -> None:
                          f"{args.train} clean digits and steps."}[args.paired]
             + " CPU minutes = process CPU time, one thread. classifier FD = Frechet distance in the digit "
               "classifier's features (not FID; lower is more realistic).")
-    publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **collect(args)}, render_unpaired)
+    data = collect(args)
+    for task, protocol in data.get("protocols", {}).items():
+        head += f" The {task} rows are kept from an earlier run: {protocol}"
+    publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **data}, render_unpaired)
 
 
 if __name__ == "__main__":

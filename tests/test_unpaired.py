@@ -246,3 +246,25 @@ def test_bridge_starts_at_the_anchor_and_is_off_without_one(tmp_path):
     x_a, a, recipe = _bridge_inputs(cfg_off, {"y": y, "index": torch.arange(4)})
     assert recipe.train_set.anchors is None and bool((a == 999).all())
     assert abs(float((x_a - lifted).std()) - cfg.mapper.h) < 0.02
+
+
+def test_the_benchmark_keeps_earlier_tasks_with_their_protocol_only_when_asked(tmp_path):
+    """benchmarks/unpaired.py --keep-earlier: a task measured in --runs replaces its published rows; a
+    task not measured there keeps its rows, labelled with the protocol it was measured under."""
+    import argparse
+    import json
+
+    from unpaired import collect
+
+    runs, out = tmp_path / "runs", tmp_path / "unpaired.json"
+    (runs / "sr4-paired").mkdir(parents=True)
+    (runs / "sr4-paired" / "result.json").write_text(json.dumps({"psnr": 19.0}))
+    out.write_text(json.dumps({"head": "250 steps, 256 measurements", "sr4": {"paired": {"psnr": 1.0}},
+                               "deblur": {"paired": {"psnr": 27.8}}}))
+    args = argparse.Namespace(runs=str(runs), out=str(out), keep_earlier=True)
+    data = collect(args)
+    assert data["sr4"] == {"paired": {"psnr": 19.0}}  # measured here: the new result, not the published one
+    assert data["deblur"] == {"paired": {"psnr": 27.8}}
+    assert data["protocols"] == {"deblur": "250 steps, 256 measurements"}
+    args.keep_earlier = False
+    assert "deblur" not in collect(args) and "protocols" not in collect(args)
