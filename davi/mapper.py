@@ -4,8 +4,9 @@
 from the prior's weights. At inference ``a = T - 1`` and ``x_a = lift(y) + h z``: one network
 evaluation per sample, different ``z`` giving different posterior samples. With ``noise_channels``
 > 0 the network also sees that many channels of N(0, 1) noise beside ``x_a`` (drawn in ``forward``
-unless given): randomness at unit scale that is not mixed into the measurement, as h z is. During training the
-Perturbed Posterior Bridge (PPB) also shows it states between the clean image and the
+unless given): randomness at unit scale that is not mixed into the measurement, as h z is.
+
+During training the Perturbed Posterior Bridge (PPB) also shows it states between the clean image and the
 measurement, ``x_a = mu_x0[a] x0 + mu_x1[a] lift(y) + h (1 - alpha_bar[a]) z``, with
 ``a ~ T * Beta(3, 1)``.
 

@@ -11,7 +11,12 @@ posterior (docs/posterior_check.md derives this in closed form for Gaussian prio
    derivation is), so that the mapper loss is proportional to KL(q || p(x | y)) as t_ikl -> 1;
    ``davi.lambda_con`` is not read;
 3. s_psi learns by denoising score matching on t < t_ikl only, the t the IKL reads (with a small
-   t_ikl, t uniform over all T would spend 95-99% of its updates where the IKL never looks).
+   t_ikl, t uniform over all T would spend 95-99% of its updates where the IKL never looks);
+4. the derivation in 2. needs the IKL of one measurement's samples, E_y KL(q_t(. | y) || p_t). An
+   unconditional s_psi learns the score of the samples pooled over all y instead, whose KL any split
+   of the prior's spread between the mean map and the per-y spread minimises; with
+   ``davi.score_condition: center`` s_psi sees x_t - sqrt(ab_t) c(y) and c(y) (c: the mapper's
+   noise-free output) and learns the score of q(x_t | y) (docs/sampler.md, measured there).
 
 The bias of the diffused KL grows with t_ikl (within 1% of the exact posterior at t_ikl <= 10,
 4.4% at 50, 11-22% at 400 on the 8x8 Gaussian benchmark), so the presets use a small one.
