@@ -340,7 +340,7 @@ def main() -> None:
     p.add_argument("--score-warmup", type=int, default=100, help="sampler steps that train s_psi only (of --steps)")
     p.add_argument("--sampler-ppb", action="store_true", help="the sampler phase keeps the bridge (default: off)")
     p.add_argument("--sampler-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config override for the sampler phase only (repeatable), e.g. davi.ppb=false")
+                   help="a config override for the sampler phase only (repeatable), e.g. train.lr=3e-4")
     p.add_argument("--warm-start", default="paired", choices=("paired", "regression"),
                    help="the sampler's warm start: the paired run, or a regression-only run (the posterior mean)")
     p.add_argument("--noise-channels", type=int, default=0, help="the mapper's extra N(0, 1) input channels")
@@ -382,7 +382,7 @@ def main() -> None:
             f"{', ' + ' '.join(args.sampler_override) if args.sampler_override else ''}. {args.measurements} test measurements per task "
             f"(mixture: the most ambiguous of {32 * args.measurements}), {args.samples} samples per y; coverage "
             f"against {NUM_TRUTHS} exact posterior draws per y. seconds = CPU seconds of training, one thread "
-            f"(the sampler's include its paired warm start). RED-Diff: {args.red_diff_steps} steps, lr 0.25, lambda 0.25, "
+            f"(the sampler's include its warm start). RED-Diff: {args.red_diff_steps} steps, lr 0.25, lambda 0.25, "
             f"{args.red_diff_seeds} seeds per y (point estimates).")
     data = {"command": command_line("posterior.py"), "head": head, "rows": table_rows(rows), **keyed(rows)}
     publish(Path(args.out), data, render_results)

@@ -134,18 +134,17 @@ def collect(args) -> dict:
     """{task: {variant: metrics}} from every cached result; with ``--keep-earlier`` the tasks of the
     published JSON that have no cached result here are kept as they were (with their protocol)."""
     out: dict = {}
-    if args.keep_earlier and Path(args.out).is_file():
-        earlier = json.loads(Path(args.out).read_text())
-        for task in TASKS:
-            if task in earlier and not any((Path(args.runs) / f"{task}-{v}" / "result.json").is_file()
-                                           for v in VARIANTS):
-                out[task] = earlier[task]
-                out.setdefault("protocols", {})[task] = earlier.get("protocols", {}).get(task, earlier["head"])
     for task in TASKS:
         for variant in VARIANTS:
             f = Path(args.runs) / f"{task}-{variant}" / "result.json"
             if f.is_file():
                 out.setdefault(task, {})[variant] = json.loads(f.read_text())
+    if args.keep_earlier and Path(args.out).is_file():
+        earlier = json.loads(Path(args.out).read_text())
+        for task in TASKS:
+            if task in earlier and task not in out:
+                out[task] = earlier[task]
+                out.setdefault("protocols", {})[task] = earlier.get("protocols", {}).get(task, earlier["head"])
     return out
 
 

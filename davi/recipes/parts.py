@@ -81,6 +81,6 @@ def score_condition(dc, schedule, lifted: torch.Tensor, center=None):
 @torch.no_grad()
 def mapper_center(nets, accelerator, x_mean: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """The mapper's output for the noise-free bridge input ``x_mean`` (and zero noise channels)."""
-    k = accelerator.unwrap_model(nets["mapper"]).config.noise_channels
-    noise = x_mean.new_zeros((x_mean.shape[0], k, *x_mean.shape[2:])) if k else None
+    mapper = accelerator.unwrap_model(nets["mapper"])
+    noise = x_mean.new_zeros(mapper.noise_shape(x_mean)) if mapper.config.noise_channels else None
     return nets["mapper"](x_mean, a, noise)
