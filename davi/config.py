@@ -125,6 +125,10 @@ class DaviConfig:
     # The first score_warmup steps train s_psi only (the mapper's learning rate is 0), so that a
     # fresh s_psi learns a warm-started mapper's score before its IKL gradients move the mapper.
     score_warmup: int = 0
+    # Sampler objective: weight of the mean-matching term (davi.losses.mean_matching_loss, paired: it
+    # needs the clean image). Its minimiser is any sampler whose mean is E[x | y], whatever its spread,
+    # so it moves no optimum of the sampler objective; 0 = off.
+    lambda_mean: float = 0.0
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
     init_mapper: str = ""
@@ -232,7 +236,7 @@ _CHOICES = {
     "davi.score_condition": ("none", "lift", "center"),
 }
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
-_AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup")
+_AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean")
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
 
@@ -390,6 +394,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _check_objective(cfg: Config) -> None:
     """The sampler objective's likelihood weight is 1 / (2 sigma_y^2): it needs noise, and no paired term."""
     if cfg.davi.objective != "sampler":
+        if cfg.davi.lambda_mean != 0:
+            raise ConfigError(f"davi.lambda_mean is a term of davi.objective=sampler (the paired objective's "
+                              f"regression already pins the mean), got {cfg.davi.lambda_mean} with "
+                              f"davi.objective={cfg.davi.objective}")
         return
     if cfg.operator.sigma_y <= 0:
         raise ConfigError(f"davi.objective=sampler needs operator.sigma_y > 0 (its likelihood weight is "

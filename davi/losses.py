@@ -76,6 +76,21 @@ def regression_loss(x0: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat.float(), x0.float())
 
 
+def mean_matching_loss(x0: torch.Tensor, x_hat_a: torch.Tensor, x_hat_b: torch.Tensor) -> torch.Tensor:
+    """``mean((x_hat_a - x0) * (x_hat_b - x0))`` for two samples of the mapper drawn independently for the
+    same measurement y: an unbiased estimate of ``||m(y) - x0||^2 / D`` with ``m(y) = E_z I(y, z)``,
+    the mapper's mean (E[(a - x0)(b - x0)] = (m - x0)^2 per pixel when a, b are independent given y).
+
+    Averaged over p(x0 | y) it is ``(||m(y) - E[x0 | y]||^2 + tr Cov(x0 | y)) / D``: its minimiser is
+    any sampler whose MEAN is the posterior mean, whatever its spread. Unlike the paired regression
+    ``mse(x0, x_hat)``, which adds the samples' own spread ``tr C / D`` and so pulls every sample to the
+    mean (a point mass), it leaves the spread to the IKL and the likelihood, and it agrees with their
+    optimum (the posterior), so adding it moves no optimum; it gives the mean a direct, low-bias
+    gradient that the IKL, read through a score network that lags the mapper, gives only weakly.
+    """
+    return ((x_hat_a.float() - x0.float()) * (x_hat_b.float() - x0.float())).mean()
+
+
 def sampler_consistency_weight(alphas_cumprod: torch.Tensor, t_ikl: int, sigma_y: float, image_numel: int,
                                measurement_numel: int) -> float:
     """The consistency weight whose mapper objective has the exact posterior as its optimum (as t_ikl -> 1).

@@ -133,6 +133,11 @@ class PPBSampler:
         z = torch.randn_like(x0)
         return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * z, a
 
+    def at_inference(self, x0: torch.Tensor, lifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fresh input at the measurement end (a = T - 1), where the mapper is used at inference."""
+        a = torch.full((x0.shape[0],), self.T - 1, dtype=torch.long, device=x0.device)
+        return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * torch.randn_like(x0), a
+
     def mean(self, x0: torch.Tensor, lifted: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The bridge input at ``a`` without its noise: mu_x0[a] x0 + mu_x1[a] lift(y)."""
         return _extract(self.mu_x0, a, x0) * x0 + _extract(self.mu_x1, a, x0) * lifted

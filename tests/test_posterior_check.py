@@ -43,12 +43,14 @@ VAR_BAND = (0.55, 1.5)
 TOP5_BAND = (0.06, 2.0)
 
 # The sampler objective (davi.objective=sampler, t_ikl 20, derived weight 2.23) at the same budget, from scratch,
-# with s_psi conditioned on the measurement (davi.score_condition=center) and PPB off: measured mean err 0.077,
-# 0.066, 0.079, var ratio 0.72, 0.82, 0.69, top-5 0.46-1.39, 0.67-1.16, 0.46-0.94 (seeds 0, 1, 2). With an
+# with s_psi conditioned on the measurement (davi.score_condition=center), PPB off and mean matching
+# (davi.lambda_mean=0.3): measured mean err 0.064, 0.050, 0.049, var ratio 0.78, 0.91, 0.92, top-5 0.45-1.58,
+# 0.70-1.35, 0.69-1.15 (seeds 0, 1, 2). Without mean matching: 0.077 / 0.066 / 0.079, 0.72 / 0.82 / 0.69. With an
 # unconditional s_psi (the marginal score, score_condition=none) the same run gives 0.108 / 0.33 / 0.12-0.57 and
 # with s_psi seeing lift(y) 0.102 / 0.34: the variance floor of 0.5 (the paired objective's optimum is below 0.1,
-# test_sampler.py) fails both.
-SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND, SAMPLER_TOP5_MIN = 0.11, (0.5, 1.5), 0.3
+# test_sampler.py) fails both. The mean tolerance leaves 40% over the worst seed (at this budget the runs
+# without mean matching, 0.066-0.079, would pass it too: the mean term's gain shows at 8x8, docs/sampler.md).
+SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND, SAMPLER_TOP5_MIN = 0.09, (0.5, 1.5), 0.3
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def test_sampler_objective_trains_towards_the_exact_posterior(problem, tmp_path)
     prior, op, y, posts = problem
     images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()
     cfg = _config(tmp_path / "run", "davi.objective=sampler", "davi.t_ikl=20", "davi.score_condition=center",
-                  "davi.ppb=false")
+                  "davi.ppb=false", "davi.lambda_mean=0.3")
     out = train(cfg, davi_recipe, prior=prior, train_images=images, val_images=images[:4])
     mapper, card, _ = load_export(out / "export")
     assert card["objective"] == "sampler" and card["consistency_weight"] == pytest.approx(2.23, abs=0.01)

@@ -10,7 +10,7 @@ import torch
 
 from davi.analytic import davi_fixed_point, digit_images, exact_posterior, fit_gaussian
 from davi.config import ConfigError, load_config
-from davi.losses import sampler_consistency_weight
+from davi.losses import mean_matching_loss, sampler_consistency_weight
 from davi.operators import build_operator
 
 PRESETS = ("box", "sr4", "deblur")
@@ -81,6 +81,33 @@ def test_sigma_y_zero_with_the_sampler_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match="davi.lambda_reg=0"):
         load_config("configs/box_mnist.yaml", ["davi.objective=sampler"])
     load_config("configs/box_mnist.yaml", ["operator.sigma_y=0"])  # the paired objective needs no noise
+
+
+def test_mean_matching_pins_the_mean_and_leaves_the_spread_alone():
+    """Two independent draws x_hat = mu + s z: the loss's gradient is 2 (mu - x0) / D in mu and zero in s
+    on average, where the paired regression's gradient in s is 2 s (it shrinks the spread to a point)."""
+    from davi.losses import regression_loss
+
+    g = torch.Generator().manual_seed(0)
+    n, D = 20_000, 4
+    x0 = torch.tensor([0.5, -0.2, 0.0, 1.0]).expand(n, D)
+    mu = torch.tensor([0.3, 0.1, 0.0, 1.0], requires_grad=True)
+    s = torch.tensor(0.7, requires_grad=True)
+    a, b = (mu + s * torch.randn(n, D, generator=g) for _ in range(2))
+    grad_mu, grad_s = torch.autograd.grad(mean_matching_loss(x0, a, b), (mu, s), retain_graph=True)
+    assert torch.allclose(grad_mu, 2 * (mu - x0[0]).detach() / D, atol=0.01), grad_mu
+    assert abs(grad_s.item()) < 0.02, grad_s
+    (reg_grad_s,) = torch.autograd.grad(regression_loss(x0, a), s)
+    assert reg_grad_s.item() == pytest.approx(2 * 0.7, rel=0.05)
+
+
+def test_lambda_mean_belongs_to_the_sampler_objective():
+    assert load_config("configs/box_mnist_sampler.yaml", ["davi.lambda_mean=1"]).davi.lambda_mean == 1
+    for bad, key in ((["davi.lambda_mean=-1"], "davi.lambda_mean: must be at least 0"),
+                     (["davi.objective=paired", "davi.lambda_mean=1"], "davi.lambda_mean is a term")):
+        with pytest.raises(ConfigError, match=key) as e:
+            load_config("configs/box_mnist_sampler.yaml", bad)
+        assert "\n" not in str(e.value)
 
 
 def test_sigma_y_zero_stops_train_py_with_one_line(capsys):
