@@ -80,6 +80,7 @@ GAUSS_CLASSES = tuple(range(10))
 GMM_CLASSES = (0, 1, 7)
 RANK = 8
 NUM_TRUTHS = 32  # exact posterior draws per y, as the truths of the coverage check
+LAMBDA_MEAN = 0.3  # the sampler's mean-matching weight (docs/sampler.md: chosen on gauss/box, sr2)
 
 # The mapper: a small fresh UNet (the analytic prior has no network to copy).
 NET = ["prior.block_out_channels=[16,32]", "prior.attention_levels=[]", "prior.norm_num_groups=8",
@@ -137,8 +138,10 @@ def sampler_objective(t_ikl: int, init_mapper: str | Path = "", score_steps: int
 
 
 def sampler_settings(args) -> list[str]:
-    """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, PPB."""
+    """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, mean
+    matching, PPB."""
     return [f"davi.score_condition={args.score_condition}", f"davi.score_warmup={args.score_warmup}",
+            f"davi.lambda_mean={args.lambda_mean}",
             f"davi.ppb={str(args.sampler_ppb).lower()}", *args.sampler_override]
 
 
@@ -338,6 +341,8 @@ def main() -> None:
     p.add_argument("--score-condition", default="center", choices=("none", "lift", "center"),
                    help="what the sampler's s_psi sees besides x_t (davi.score_condition)")
     p.add_argument("--score-warmup", type=int, default=100, help="sampler steps that train s_psi only (of --steps)")
+    p.add_argument("--lambda-mean", type=float, default=LAMBDA_MEAN,
+                   help="weight of the sampler's mean-matching term (davi.lambda_mean; 0: off)")
     p.add_argument("--sampler-ppb", action="store_true", help="the sampler phase keeps the bridge (default: off)")
     p.add_argument("--sampler-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for the sampler phase only (repeatable), e.g. train.lr=3e-4")
@@ -378,7 +383,7 @@ def main() -> None:
             f"t_ikl 1000, lambda_con 0.5, lambda_reg 1. sampler: warm-started from the {args.warm_start} mapper, "
             f"{args.steps} steps, t_ikl {args.t_ikl}, lambda_reg 0, derived consistency weight, "
             f"{args.score_steps} score update(s) per mapper update, s_psi conditioned: {args.score_condition}, "
-            f"the first {args.score_warmup} steps s_psi only, PPB {'on' if args.sampler_ppb else 'off'}"
+            f"the first {args.score_warmup} steps s_psi only, mean matching {args.lambda_mean}, PPB {'on' if args.sampler_ppb else 'off'}"
             f"{', ' + ' '.join(args.sampler_override) if args.sampler_override else ''}. {args.measurements} test measurements per task "
             f"(mixture: the most ambiguous of {32 * args.measurements}), {args.samples} samples per y; coverage "
             f"against {NUM_TRUTHS} exact posterior draws per y. seconds = CPU seconds of training, one thread "
