@@ -186,12 +186,18 @@ def test_the_ikl_term_alone_moves_the_mapper_to_the_prior(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_identical_replicas(tiny_prior_dir, tmp_path, launch_two_processes, run_launch):
+@pytest.mark.parametrize("preset, extra", [
+    ("sr4_mnist.yaml", []),
+    # the sampler: a conditioned s_psi, and the mapper called twice before one backward (mean matching)
+    ("sr4_mnist_sampler.yaml", ["davi.init_mapper=", "davi.score_warmup=1"]),
+])
+def test_two_processes_keep_identical_replicas(tiny_prior_dir, tmp_path, launch_two_processes, run_launch,
+                                               preset, extra):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [*launch_two_processes, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "sr4_mnist.yaml"),
+    cmd = [*launch_two_processes, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / preset),
            f"train.output_dir={out}", f"prior.path={tiny_prior_dir}", "train.batch_size=4", "train.max_steps=3",
-           "train.checkpoint_every=3", "log.image_every=0", "log.progress=false", "log.num_val=2"]
+           "train.checkpoint_every=3", "log.image_every=0", "log.progress=false", "log.num_val=2", *extra]
     proc = run_launch(cmd, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
