@@ -235,8 +235,9 @@ _CHOICES = {
     "davi.objective": ("paired", "sampler"),
     "davi.score_condition": ("none", "lift", "center"),
 }
-# Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
+# Counts and weights that cannot be negative.
 _AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean")
+# Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
 

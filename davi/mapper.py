@@ -124,19 +124,24 @@ class PPBSampler:
 
     def sample_a(self, n: int, device) -> torch.Tensor:
         if not self.enabled:
-            return torch.full((n,), self.T - 1, dtype=torch.long, device=device)
+            return self._inference_a(n, device)
         a = (self.dist.sample((n,)) * self.T).long().clamp_(0, self.T - 1)
         return a.to(device)
 
+    def _inference_a(self, n: int, device) -> torch.Tensor:
+        return torch.full((n,), self.T - 1, dtype=torch.long, device=device)
+
     def __call__(self, x0: torch.Tensor, lifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.sample_a(x0.shape[0], x0.device)
-        z = torch.randn_like(x0)
-        return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * z, a
+        return self._input_at(x0, lifted, self.sample_a(x0.shape[0], x0.device))
 
     def at_inference(self, x0: torch.Tensor, lifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A fresh input at the measurement end (a = T - 1), where the mapper is used at inference."""
-        a = torch.full((x0.shape[0],), self.T - 1, dtype=torch.long, device=x0.device)
-        return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * torch.randn_like(x0), a
+        return self._input_at(x0, lifted, self._inference_a(x0.shape[0], x0.device))
+
+    def _input_at(self, x0: torch.Tensor, lifted: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bridge input at ``a`` with fresh noise, a)."""
+        z = torch.randn_like(x0)
+        return self.mean(x0, lifted, a) + self.h * _extract(self.one_minus_ab, a, x0) * z, a
 
     def mean(self, x0: torch.Tensor, lifted: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The bridge input at ``a`` without its noise: mu_x0[a] x0 + mu_x1[a] lift(y)."""
