@@ -149,6 +149,8 @@ class TrainConfig:
     adam_beta2: float = 0.999
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    # After the warm-up: constant | cosine | linear (the decays would reach 0 at max_steps).
+    lr_schedule: str = "constant"
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -231,6 +233,7 @@ class Config:
 _CHOICES = {
     "job": ("prior", "davi", "unpaired"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.lr_schedule": ("constant", "cosine", "linear"),
     "red_diff.init": ("pinv", "lift"),
     "davi.objective": ("paired", "sampler"),
     "davi.score_condition": ("none", "lift", "center"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections import defaultdict
@@ -158,11 +159,24 @@ def apply_update(accelerator, update: Update, net: nn.Module, opt, max_grad_norm
     logs.update({k: float(v) for k, v in update.logs.items()})
 
 
+def lr_factor(tc: TrainConfig, step: int) -> float:
+    """The learning rate's factor at ``step``: a linear warm-up over ``tc.warmup_steps``, then
+    ``tc.lr_schedule``: ``constant``, or a ``cosine`` (Loshchilov & Hutter 2017) or ``linear`` decay
+    that would reach 0 at ``tc.max_steps``. A pure function of the step (no scheduler state), so a
+    resumed run continues the schedule exactly; changing max_steps on resume changes the decay."""
+    warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+    if tc.lr_schedule == "constant":
+        return warm
+    progress = min(1.0, max(0, step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps))
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if tc.lr_schedule == "cosine" else 1 - progress
+    return warm * decay
+
+
 def run_iteration(accelerator, recipe: Recipe, nets: dict, opts: dict, batches, tc: TrainConfig, step: int,
                   timings: dict[str, float]) -> dict[str, float]:
-    """``tc.grad_accum`` micro-batches through the recipe's updates, with the warm-up learning rate
-    (0 for a network the recipe holds frozen at this step)."""
-    lr_scale = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+    """``tc.grad_accum`` micro-batches through the recipe's updates, at the learning rate of
+    :func:`lr_factor` (0 for a network the recipe holds frozen at this step)."""
+    lr_scale = lr_factor(tc, step)
     for k, opt in opts.items():
         held = step < recipe.frozen_until.get(k, 0)
         for g in opt.param_groups:

@@ -4,6 +4,7 @@ processes with identical replicas, the saved prior, and the resolved config on d
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from davi.config import load_config
+from davi.config import ConfigError, load_config
 from davi.prior import DiffusionPrior, sample
 from davi.recipes import train_job
 from davi.trainer import TrainingError, list_checkpoints
@@ -286,6 +287,21 @@ def test_gradient_clipping_caps_the_norm_and_logs_the_norm_before(tmp_path):
 def test_warm_up_ramps_the_learning_rate_linearly(tmp_path, step, scale):
     _, steps = toy_iteration(tmp_path, [TOY_IMAGES[:2]], step=step, warmup_steps=10, lr=1e-2)
     assert steps[0][0] == pytest.approx(1e-2 * scale)
+
+
+@pytest.mark.parametrize("schedule, step, scale", [
+    ("cosine", 9, 1.0), ("cosine", 10, 1.0), ("cosine", 30, 0.5), ("cosine", 49, 0.5 * (1 + math.cos(math.pi * 39 / 40))),
+    ("linear", 10, 1.0), ("linear", 30, 0.5), ("linear", 40, 0.25), ("constant", 49, 1.0)])
+def test_learning_rate_schedule_decays_after_the_warm_up(tmp_path, schedule, step, scale):
+    # warm-up over 10 steps, then the decay over the 40 left of max_steps = 50
+    _, steps = toy_iteration(tmp_path, [TOY_IMAGES[:2]], step=step, warmup_steps=10, lr=1e-2, max_steps=50,
+                             lr_schedule=schedule)
+    assert steps[0][0] == pytest.approx(1e-2 * scale)
+
+
+def test_unknown_learning_rate_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.lr_schedule: 'step' is not one of constant, cosine, linear"):
+        load_config(None, ["train.lr_schedule=step"])
 
 
 @pytest.mark.parametrize("step, lr", [(0, 0.0), (2, 0.0), (3, 1e-2)])
