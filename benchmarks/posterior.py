@@ -125,11 +125,12 @@ def davi_config(task: str, out_dir, steps: int, objective: list[str], batch_size
 
     return load_config(None, [
         "job=davi", f"train.output_dir={out_dir}", f"data.resolution={RES}", "data.channels=1", *NET,
-        *TASKS[task], f"operator.sigma_y={SIGMA_Y}", "train.init_from_prior=false", *objective, f"mapper.h={h}",
+        *TASKS[task], f"operator.sigma_y={SIGMA_Y}", "train.init_from_prior=false", f"mapper.h={h}",
         f"train.max_steps={steps}", f"train.batch_size={batch_size}", f"train.lr={lr}", f"davi.score_lr={lr}",
         f"train.seed={seed}", "train.ema_decay=0.995", f"train.checkpoint_every={max(1, steps // 4)}",
         "train.checkpoints_total_limit=1", "log.image_every=0", "log.progress=false", "log.num_val=4",
-        "log.num_samples=2", f"log.every={max(1, steps // 20)}", *(extra or [])])
+        "log.num_samples=2", f"log.every={max(1, steps // 20)}", *(extra or []),
+        *objective])  # last: the objective's overrides (e.g. --sampler-override train.lr=...) win
 
 
 def sampler_objective(t_ikl: int, init_mapper: str | Path = "", score_steps: int = 1) -> list[str]:
@@ -226,12 +227,22 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     if args.warm_start == "regression":
         warm_cfg = davi_config(task, run / "regression", args.paired_steps, REGRESSION, **mapper_args)
         _, warm_export, warm_s = train_mapper(prior, warm_cfg)
-    sampler_cfg = davi_config(task, run / "sampler", args.steps,
+    steps, notes = args.steps, f"{args.paired_steps} {args.warm_start} + {args.steps} sampler steps, t_ikl={args.t_ikl}"
+    if args.curriculum:
+        # a large t_ikl first, where the modes' diffused densities overlap and samples can move between them
+        big, big_steps = args.curriculum
+        big_cfg = davi_config(task, run / "sampler_big", big_steps,
+                              sampler_objective(big, warm_export, args.score_steps) + sampler_settings(args),
+                              **mapper_args)
+        _, warm_export, big_s = train_mapper(prior, big_cfg)
+        warm_s, steps = warm_s + big_s, args.steps - big_steps
+        notes = (f"{args.paired_steps} {args.warm_start} + {big_steps} sampler steps at t_ikl={big} + {steps} at "
+                 f"t_ikl={args.t_ikl}")
+    sampler_cfg = davi_config(task, run / "sampler", steps,
                               sampler_objective(args.t_ikl, warm_export, args.score_steps) + sampler_settings(args),
                               **mapper_args)
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
-    add("sampler", mapper_samples(sampler, op, y, args.samples), warm_s + sampler_s,
-        f"{args.paired_steps} {args.warm_start} + {args.steps} sampler steps, t_ikl={args.t_ikl}")
+    add("sampler", mapper_samples(sampler, op, y, args.samples), warm_s + sampler_s, notes)
     from davi.atomic import write_text
 
     write_text(cache, json.dumps(rows, indent=1))
@@ -328,6 +339,15 @@ def render_results(data: dict) -> str:
     return markdown_table(rows, COLUMNS) + "\n\nGoals (sampler rows):\n\n" + "\n".join(goals(data["rows"]))
 
 
+def t_ikl_and_steps(text: str) -> tuple[int, int]:
+    """``--curriculum 200:500`` -> (200, 500)."""
+    try:
+        t_ikl, steps = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T_IKL:STEPS, e.g. 200:500, got {text!r}") from None
+    return t_ikl, steps
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="*", default=DEFAULT_TASKS, choices=list(TASKS))
@@ -335,6 +355,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="sampler steps per task (default 1500; --quick 40)")
     p.add_argument("--paired-steps", type=int, default=None, help="paired steps (warm start; default 200; --quick 20)")
     p.add_argument("--t-ikl", type=int, default=20, help="the sampler's t_ikl (the presets' value)")
+    p.add_argument("--curriculum", type=t_ikl_and_steps, default=None,
+                   metavar="T_IKL:STEPS", help="train the first STEPS sampler steps at this larger t_ikl (of --steps)")
     p.add_argument("--score-steps", type=int, default=2, help="s_psi updates per mapper update (sampler)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--h", type=float, default=0.1, help="the mapper's input perturbation scale")
@@ -363,6 +385,8 @@ def main() -> None:
     args.paired_steps = args.paired_steps or (20 if args.quick else 200)
     args.measurements = args.measurements or (2 if args.quick else 6)
     args.samples = args.samples or (64 if args.quick else 256)
+    if args.curriculum and not 0 < args.curriculum[1] < args.steps:
+        p.error(f"--curriculum: its steps ({args.curriculum[1]}) must be fewer than --steps ({args.steps})")
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
 
