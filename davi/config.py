@@ -154,6 +154,10 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
+    # The mapper's (prior's) EMA, diffusers' EMAModel: at optimiser step s its decay is
+    # min(ema_decay, (1 + s) / (10 + s)), an average over about the last s / 9 steps, until
+    # s ~ 10 ema_decay / (1 - ema_decay) (1,800 steps for 0.995, 9,000 for 0.999, 90,000 for
+    # 0.9999); after that over about 1 / (1 - ema_decay) steps. Shorter runs never reach ema_decay.
     ema_decay: float = 0.9999
     checkpoint_every: int = 500
     checkpoints_total_limit: int = 3  # 0 keeps every checkpoint
