@@ -95,3 +95,27 @@ def test_measurement_density_and_typicality_flags():
     assert not one_sided({"ppca16": density.ppca(faint)}).any()
     assert two_sided({"ppca16": density.ppca(faint)}).float().mean() > 0.9
     assert abs(float(two_sided(cal).float().mean()) - 0.02) < 0.01  # its nominal rate on the calibration data
+
+
+@pytest.mark.parametrize("cfg", [dict(name="sr", scale=4), dict(name="deblur", kernel_size=3, kernel_std=1.0),
+                                 dict(name="box_inpaint", box_size=16)], ids=lambda c: c["name"])
+def test_low_dimensional_residuals_are_noise_sized_at_the_truth_and_see_added_ink(cfg):
+    """benchmarks/ood_statistics.py: at the clean image, the mean residual is |N(0, 1)| and the pooled
+    residual ~1 per degree of freedom; ink added everywhere moves the mean residual by c sqrt(M) / sigma."""
+    from ood_statistics import low_dimensional_residuals
+
+    from davi.config import OperatorConfig
+    from davi.consistency import measured_mask
+    from davi.operators import build_operator
+
+    op = build_operator(OperatorConfig(sigma_y=0.05, **cfg), 32, 1)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(400, 1, 32, 32, generator=g) * 2 - 1
+    y = op.measure(x0, generator=g)
+    at_truth = low_dimensional_residuals(op, x0, y)
+    assert abs(float(at_truth["mean residual"].mean()) - (2 / torch.pi) ** 0.5) < 0.08  # E|N(0, 1)|
+    assert abs(float(at_truth["pooled residual"].mean()) - 1) < 0.05
+    m = measured_mask(op, y).expand_as(y).flatten(1).sum(1)
+    inked = low_dimensional_residuals(op, x0 + 0.02, y)["mean residual"]
+    want = 0.02 * m.sqrt() / 0.05  # A(x + c) - A x = c on every measured entry (A keeps constants)
+    assert float((inked - want).abs().median()) < 1.0
