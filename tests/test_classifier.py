@@ -120,6 +120,23 @@ def test_classifier_kid_separates_noisy_digits_and_repeats(classifier, test_digi
         classifier_kid(classifier, a[:1], b)
 
 
+def test_realism_against_the_measured_digits_rewards_fidelity(classifier):
+    """benchmarks/realism_floor.py's point: a set scored against itself beats an equally real set."""
+    from realism_floor import score
+
+    from davi.config import DataConfig
+    from davi.data import load_split
+
+    x = load_split(DataConfig(), "test").tensor(limit=300)
+    measured, other, independent = x[:100], x[100:200], x[200:300]
+    itself = score(classifier, measured, measured, independent)
+    real = score(classifier, other, measured, independent)
+    assert itself["fd_measured"] < 1e-6 < real["fd_measured"]
+    assert itself["kid_measured"] < real["kid_measured"] - itself["kid_std_measured"]
+    # against the independent reference both are just real digits: no advantage left
+    assert abs(itself["fd_independent"] - real["fd_independent"]) < 0.5 * real["fd_measured"]
+
+
 def test_missing_or_corrupt_weights(tmp_path):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(ClassifierError, match="nope.safetensors"):
