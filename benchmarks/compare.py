@@ -13,7 +13,10 @@ For SR x4, deblur and box inpainting on the embedded default:
 Every method restores the same ``--images`` test digits (the first N of the shuffled test split,
 measurement noise seed 0), one sample per image per seed, seeds 0, 1, 2. Metrics
 (davi.metrics.score_restorations): PSNR, SSIM, classifier Fréchet distance and kernel distance
-(KID) in the digit classifier's features, averaged over the seeds complete so far; a paired
+(KID) in the digit classifier's features, averaged over the seeds complete so far, against the
+measured digits and against test digits N..2N-1, which nothing restores (realism alone: against the
+measured digits FD and KID also reward fidelity, benchmarks/realism_floor.py); the row ``real_digits``
+(test digits 2N..3N-1, unrestored) is the measures' floor; a paired
 bootstrap (davi.bootstrap) over the images gives 95% intervals of DAVI minus each RED-Diff.
 Seconds per image come from a separate timing pass at one batch size for every method (warm-up,
 then the median of ``--repeats`` runs); RED-Diff is timed over ``--time-steps`` steps per run and
@@ -79,9 +82,11 @@ class Task:
         self.name, self.args = name, args
         self.cfg = load_config(ROOT / "configs" / f"{name}_mnist.yaml")
         self.operator = build_operator(self.cfg.operator, self.cfg.data.resolution, self.cfg.data.channels)
-        self.x0 = load_split(self.cfg.data, "test").tensor(limit=args.images)
-        if len(self.x0) < args.images:
-            raise SystemExit(f"error: --images {args.images}: the test split has only {len(self.x0)} digits")
+        test = load_split(self.cfg.data, "test").tensor(limit=3 * args.images)
+        if len(test) < 3 * args.images:
+            raise SystemExit(f"error: --images {args.images}: the test split has only {len(test)} digits (needs 3 x)")
+        # the measured digits; an independent realism reference; a third real set, scored as the floor
+        self.x0, self.independent, self.real = (test[k * args.images: (k + 1) * args.images] for k in range(3))
         self.y = self.operator.measure(self.x0, generator=torch.Generator().manual_seed(0))
         self.digest = digest(self.y)
         self.runs = Path(args.runs) / name
@@ -251,7 +256,18 @@ def seed_mean(metric):
     return lambda feats, ref: sum(metric(feats[:, s], ref) for s in range(feats.shape[1])) / feats.shape[1]
 
 
-def score_method(outs: list, x0) -> tuple[dict, dict]:
+def independent_realism(images, independent) -> dict:
+    """Classifier FD and KID against real digits that were not measured: realism alone. Against the
+    measured digits themselves the two also reward fidelity (benchmarks/realism_floor.py)."""
+    from davi.classifier import classifier_frechet, classifier_kid, load_classifier
+
+    clf = load_classifier()
+    kid, kid_std = classifier_kid(clf, images, independent)
+    return {"fd_independent": classifier_frechet(clf, images, independent), "kid_independent": kid,
+            "kid_std_independent": kid_std}
+
+
+def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
     """(row averaged over the seeds' restorations ``outs``, per-image items for the bootstrap)."""
     import torch
 
@@ -262,6 +278,7 @@ def score_method(outs: list, x0) -> tuple[dict, dict]:
     for out in outs:
         s = score_restorations(out, x0, explain_absent=False)
         s["confidence"] = sample_quality(load_classifier(), out)["confidence"]
+        s.update(independent_realism(out, independent))
         per_seed.append(s)
     keys = per_seed[0].keys()
     row = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in keys}
@@ -302,9 +319,10 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     mapper, card, _ = load_export(folder)
     davi_method = DaviMethod(mapper, task.operator)
     rows, items = {}, {}
-    rows["lift"], _ = score_method([run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]], task.x0)
+    rows["lift"], _ = score_method([run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]], task.x0,
+                                   task.independent)
     rows["davi"], items["davi"] = score_method(
-        [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0)
+        [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0, task.independent)
     rows["davi"]["mapper"] = {"folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
                               "steps": card.get("steps")}
     timed = {"lift": (LiftMethod(task.operator), 1), "davi": (davi_method, 1)}
@@ -315,7 +333,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
             done = {s: o for s in args.seeds if (o := red_diff(task, steps, s, tuning, compute=False)) is not None}
             if done:
                 name = method_name(steps)
-                rows[name], items[name] = score_method(list(done.values()), task.x0)
+                rows[name], items[name] = score_method(list(done.values()), task.x0, task.independent)
                 rows[name].update(lr=tuning["lr"], lam=tuning["lam"], seed_ids=list(done))
     seconds = time_methods(task, timed, args)
     timing = {"lift": seconds["lift"], "davi": seconds["davi"]}
@@ -333,7 +351,13 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
         kid, kid_std = classifier_kid(clf, prior_x, task.x0)
         rows["prior_ddim50"] = {"classifier_fd": classifier_frechet(clf, prior_x, task.x0), "kid": kid,
                                 "kid_std": kid_std, "confidence": sample_quality(clf, prior_x)["confidence"],
-                                "nfe": 50, "seeds": 1}
+                                "nfe": 50, "seeds": 1, **independent_realism(prior_x, task.independent)}
+    # the floor: other real digits, as real as the measured ones, restoring nothing
+    clf = load_classifier()
+    kid, kid_std = classifier_kid(clf, task.real, task.x0)
+    rows["real_digits"] = {"classifier_fd": classifier_frechet(clf, task.real, task.x0), "kid": kid, "kid_std": kid_std,
+                           "confidence": sample_quality(clf, task.real)["confidence"], "seeds": 1,
+                           **independent_realism(task.real, task.independent)}
 
     ref = features(task.x0).numpy()
     others = {k: v for k, v in items.items() if k != "davi"}
@@ -380,7 +404,10 @@ def report(args) -> None:
             f"classifier FD / KID = Frechet / kernel distance in the digit classifier's features (not FID; lower is "
             f"more realistic; KID +- its std over 100 subsets of 100 images); confidence = mean "
             f"max-softmax of the classifier (real test digits: {ref_conf:.3f}). prior_ddim50 = the prior's own "
-            f"unconditional DDIM-50 samples against the same digits. s / image: a separate timing pass, batch "
+            f"unconditional DDIM-50 samples against the same digits; real_digits = test digits "
+            f"{2 * args.images}-{3 * args.images - 1}, real and unrestored, the floor of the realism measures. 'vs other "
+            f"real digits': FD / KID against test digits {args.images}-{2 * args.images - 1}, which nothing restores "
+            f"(against the measured digits FD / KID also reward fidelity: benchmarks/realism_floor.py). s / image: a separate timing pass, batch "
             f"{args.time_batch} for every method, median of {args.repeats} runs after {args.warmup} warm-up, "
             f"{device_description(torch.device('cpu'))}, beside another engineer's training on the other core; "
             f"RED-Diff timed over {args.time_steps} steps per run and scaled to N steps (seconds per step x N). "

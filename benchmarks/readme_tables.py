@@ -127,11 +127,13 @@ def render_tasks_davi_seconds_per_step(data: dict) -> str:
 
 COMPARE_TASKS = ("sr4", "deblur", "box")
 COMPARE_METHODS = {"lift": "lift(y)", "davi": "DAVI", "red_diff_1000": "RED-Diff-1000", "red_diff_100": "RED-Diff-100",
-                   "prior_ddim50": "prior's own samples (DDIM-50)"}
+                   "prior_ddim50": "prior's own samples (DDIM-50)", "real_digits": "other real digits (the floor)"}
 COMPARE_RED_DIFF = ("red_diff_1000", "red_diff_100")
 COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("seeds", "seeds", "{}"),
                    ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
                    ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID (± std over subsets)", "{}"),
+                   ("fd_independent", "FD vs other real digits", "{:.2f}"),
+                   ("kid_independent", "KID vs other real digits", "{}"),
                    ("confidence", "confidence", "{:.3f}"), ("nfe", "network evals / image", "{}"),
                    ("s_per_image", "s / image (CPU)", "{:.4g}"), ("ratio", "time / DAVI's", "{}")]
 
@@ -158,12 +160,15 @@ def render_compare(data: dict) -> str:
                                  "time_vs_davi": timing[key] / timing["davi"]})
                 continue
             kid = f"{r['kid']:.3f} ± {r['kid_std']:.3f}" if "kid" in r else ""
-            rows.append({**r, "task": task, "method": name, "kid": kid})
+            kid_ind = f"{r['kid_independent']:.3f} ± {r['kid_std_independent']:.3f}" if "kid_independent" in r else ""
+            rows.append({**r, "task": task, "method": name, "kid": kid, "kid_independent": kid_ind})
     for r in rows:
         if "time_vs_davi" in r:
             x = r["time_vs_davi"]
             r["ratio"] = f"{x:,.0f}x" if x >= 10 else (f"{x:.2g}x" if x >= 0.01 else "< 0.01x")
-    return markdown_table(rows, COMPARE_COLUMNS)
+    # results from before the independent reference have no such columns: leave them out
+    columns = [c for c in COMPARE_COLUMNS if not c[0].endswith("_independent") or any(r.get(c[0]) for r in rows)]
+    return markdown_table(rows, columns)
 
 
 def _ci(interval: dict, scale: float = 1.0, fmt: str = "{:+.2f}") -> str:
