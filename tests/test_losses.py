@@ -1,6 +1,5 @@
 """The DAVI objectives: the IKL surrogate's gradient equals its formula; DSM; the mapper terms."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from davi.anchors import AnchorError, compute_anchors, load_anchors, read_manifest
+from davi.anchors import AnchorError, compute_anchors, load_anchors
 from davi.config import ConfigError, load_config
 from davi.data import DataError
 from davi.measurements import MeasurementDataset, load_measurements, read_folder
