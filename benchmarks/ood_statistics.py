@@ -99,11 +99,9 @@ def statistics(task_objects, density, x: torch.Tensor, seed: int, batch: int) ->
 def low_dimensional_residuals(op, x_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The residual A x_hat - y (measured entries) tested on fewer degrees of freedom: its mean, and its
     2x2 block means, each normalised so that pure measurement noise gives ~1 per degree of freedom."""
-    from davi.consistency import measured_mask
+    from davi.consistency import measured_residual
 
-    mask = measured_mask(op, y).expand_as(y).double()
-    res = (op(x_hat.to(y)) - y).double() * mask
-    m = mask.flatten(1).sum(1)
+    res, m = measured_residual(op, x_hat, y)
     pooled = torch.nn.functional.avg_pool2d(res, 2) * 2  # a block mean of 4 noises, times 2: variance sigma^2
     return {"mean residual": res.flatten(1).sum(1).abs() / (op.sigma_y * m.sqrt()),
             "pooled residual": pooled.flatten(1).pow(2).sum(1) / (m / 4 * op.sigma_y ** 2)}

@@ -62,14 +62,19 @@ def measured_mask(operator, y: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(y[:1]) if mask is None else mask.to(y)
 
 
+def measured_residual(operator, x_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A x_hat - y on the measured entries and 0 elsewhere, float64, y's shape; M, the number of
+    measured entries per image, (B,))."""
+    mask = measured_mask(operator, y).expand_as(y)
+    return ((operator(x_hat.to(y)) - y) * mask).double(), mask.double().flatten(1).sum(1)
+
+
 def residual_statistic(operator, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """r = ||A x_hat - y||^2 / (M sigma_y^2) per image, shape (B,), float64."""
     if operator.sigma_y <= 0:
         raise ConsistencyError(f"{operator.name}: sigma_y = 0, the residual has no noise scale")
-    mask = measured_mask(operator, y).expand_as(y)
-    res = ((operator(x_hat.to(y)) - y) * mask).double().flatten(1).pow(2).sum(1)
-    m = mask.double().flatten(1).sum(1)
-    return res / (m * operator.sigma_y ** 2)
+    res, m = measured_residual(operator, x_hat, y)
+    return res.flatten(1).pow(2).sum(1) / (m * operator.sigma_y ** 2)
 
 
 def calibrate_consistency(method, operator, images: torch.Tensor, source: str = "", seed: int = 0,
