@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -256,29 +257,19 @@ def seed_mean(metric):
     return lambda feats, ref: sum(metric(feats[:, s], ref) for s in range(feats.shape[1])) / feats.shape[1]
 
 
-def independent_realism(images, independent) -> dict:
-    """Classifier FD and KID against real digits that were not measured: realism alone. Against the
-    measured digits themselves the two also reward fidelity (benchmarks/realism_floor.py)."""
-    from davi.classifier import classifier_frechet, classifier_kid, load_classifier
-
-    clf = load_classifier()
-    kid, kid_std = classifier_kid(clf, images, independent)
-    return {"fd_independent": classifier_frechet(clf, images, independent), "kid_independent": kid,
-            "kid_std_independent": kid_std}
-
-
 def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
     """(row averaged over the seeds' restorations ``outs``, per-image items for the bootstrap)."""
     import torch
 
-    from davi.classifier import load_classifier, sample_quality
+    from davi.classifier import classifier_realism, load_classifier, sample_quality
     from davi.metrics import psnr, score_restorations
 
     per_seed = []
     for out in outs:
         s = score_restorations(out, x0, explain_absent=False)
         s["confidence"] = sample_quality(load_classifier(), out)["confidence"]
-        s.update(independent_realism(out, independent))
+        # realism alone: against the measured digits FD / KID also reward fidelity (benchmarks/realism_floor.py)
+        s.update(classifier_realism(load_classifier(), out, independent, "independent"))
         per_seed.append(s)
     keys = per_seed[0].keys()
     row = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in keys}
@@ -305,12 +296,44 @@ def time_methods(task: Task, methods: dict, args) -> dict:
     return out
 
 
-def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, dict, dict]:
-    """(rows {method: metrics}, bootstrap intervals, timing) for one task."""
+def bootstrap(task: Task, rows: dict, items: dict, args) -> dict:
+    """Paired-bootstrap intervals of DAVI minus each RED-Diff: PSNR, and FD / KID against the measured
+    digits and against the independent ones; and of DAVI minus the real-digit floor against the
+    independent ones (an interval holding 0 there: DAVI is as real as real digits, at this size).
+    The reference's rows are resampled with the images' indices, so its own sampling noise is in the
+    interval too (the independent digits are a sample, not the distribution)."""
     import numpy as np
 
     from davi.bootstrap import bootstrap_differences
-    from davi.classifier import classifier_frechet, classifier_kid, frechet_distance, load_classifier, sample_quality
+    from davi.classifier import frechet_distance
+
+    red = {k: v for k, v in items.items() if k != "davi"}
+    if not red:
+        return {}
+    measured, independent = features(task.x0).numpy(), features(task.independent).numpy()
+    vs_floor = {**red, "real_digits": {"feats": features(task.real).numpy()[:, None]}}
+
+    def differences(statistic, reference, others):
+        return bootstrap_differences(seed_mean(statistic), [items["davi"]["feats"], reference],
+                                     {k: [v["feats"], reference] for k, v in others.items()},
+                                     resamples=args.resamples, seed=0)
+
+    psnr_i = bootstrap_differences(lambda p: float(np.mean(p)), [items["davi"]["psnr"]],
+                                   {k: [v["psnr"]] for k, v in red.items()}, resamples=args.resamples, seed=0)
+    fd_i, kid_i = differences(frechet_distance, measured, red), differences(kid_of, measured, red)
+    fd_ind, kid_ind = differences(frechet_distance, independent, vs_floor), differences(kid_of, independent, vs_floor)
+    seeds = rows["davi"]["seeds"]
+    boot = {k: {"psnr": psnr_i[k].as_dict(), "classifier_fd": fd_i[k].as_dict(), "kid": kid_i[k].as_dict(),
+                "fd_independent": fd_ind[k].as_dict(), "kid_independent": kid_ind[k].as_dict(),
+                "seeds": [seeds, rows[k]["seeds"]]} for k in red}
+    boot["real_digits"] = {"fd_independent": fd_ind["real_digits"].as_dict(),
+                           "kid_independent": kid_ind["real_digits"].as_dict(), "seeds": [seeds, 1]}
+    return boot
+
+
+def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, dict, dict]:
+    """(rows {method: metrics}, bootstrap intervals, timing) for one task."""
+    from davi.classifier import classifier_realism, load_classifier, sample_quality
     from davi.evaluation import run_method
     from davi.export import load_export
     from davi.inference import DaviMethod, LiftMethod, RedDiffMethod
@@ -346,32 +369,17 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
         if name in timing:
             row["s_per_image"] = timing[name]
             row["time_vs_davi"] = timing[name] / timing["davi"]
-    if prior_x is not None:
-        clf = load_classifier()
-        kid, kid_std = classifier_kid(clf, prior_x, task.x0)
-        rows["prior_ddim50"] = {"classifier_fd": classifier_frechet(clf, prior_x, task.x0), "kid": kid,
-                                "kid_std": kid_std, "confidence": sample_quality(clf, prior_x)["confidence"],
-                                "nfe": 50, "seeds": 1, **independent_realism(prior_x, task.independent)}
-    # the floor: other real digits, as real as the measured ones, restoring nothing
     clf = load_classifier()
-    kid, kid_std = classifier_kid(clf, task.real, task.x0)
-    rows["real_digits"] = {"classifier_fd": classifier_frechet(clf, task.real, task.x0), "kid": kid, "kid_std": kid_std,
-                           "confidence": sample_quality(clf, task.real)["confidence"], "seeds": 1,
-                           **independent_realism(task.real, task.independent)}
 
-    ref = features(task.x0).numpy()
-    others = {k: v for k, v in items.items() if k != "davi"}
-    boot = {}
-    if others:
-        b = dict(resamples=args.resamples, seed=0)
-        psnr_i = bootstrap_differences(lambda p: float(np.mean(p)), [items["davi"]["psnr"]],
-                                       {k: [v["psnr"]] for k, v in others.items()}, **b)
-        fd_i = bootstrap_differences(seed_mean(frechet_distance), [items["davi"]["feats"], ref],
-                                     {k: [v["feats"], ref] for k, v in others.items()}, **b)
-        kid_i = bootstrap_differences(seed_mean(kid_of), [items["davi"]["feats"], ref],
-                                      {k: [v["feats"], ref] for k, v in others.items()}, **b)
-        boot = {k: {"psnr": psnr_i[k].as_dict(), "classifier_fd": fd_i[k].as_dict(), "kid": kid_i[k].as_dict(),
-                    "seeds": [rows["davi"]["seeds"], rows[k]["seeds"]]} for k in others}
+    def unrestored(images, **extra) -> dict:
+        return {**classifier_realism(clf, images, task.x0), "confidence": sample_quality(clf, images)["confidence"],
+                "seeds": 1, **extra, **classifier_realism(clf, images, task.independent, "independent")}
+
+    if prior_x is not None:
+        rows["prior_ddim50"] = unrestored(prior_x, nfe=50)
+    # the floor: other real digits, as real as the measured ones, restoring nothing
+    rows["real_digits"] = unrestored(task.real)
+    boot = bootstrap(task, rows, items, args)
     log(f"{task.name}: " + json.dumps({k: {m: round(v, 4) for m, v in r.items() if isinstance(v, float)}
                                        for k, r in rows.items()}))
     return rows, boot, timing
@@ -394,6 +402,7 @@ def report(args) -> None:
             ref_conf = sample_quality(load_classifier(), task.x0)["confidence"]
         tunings[name] = tune(task, compute=False)
         data[name], boot[name], timing[name] = report_task(task, tunings[name], prior_x, args)
+    load = os.getloadavg()[1]  # the last 5 minutes: the timing passes, on a busy or an idle machine
     write_json(Path(args.out) / "compare_grid.json", {"command": command_line("compare.py"), **{
         k: v for k, v in tunings.items() if v is not None}})
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05): the first {args.images} held-out test digits "
@@ -409,10 +418,11 @@ def report(args) -> None:
             f"real digits': FD / KID against test digits {args.images}-{2 * args.images - 1}, which nothing restores "
             f"(against the measured digits FD / KID also reward fidelity: benchmarks/realism_floor.py). s / image: a separate timing pass, batch "
             f"{args.time_batch} for every method, median of {args.repeats} runs after {args.warmup} warm-up, "
-            f"{device_description(torch.device('cpu'))}, beside another engineer's training on the other core; "
+            f"{device_description(torch.device('cpu'))}, {os.cpu_count()} cores, load average {load:.1f} at the end of the run (the run itself counts 1); "
             f"RED-Diff timed over {args.time_steps} steps per run and scaled to N steps (seconds per step x N). "
             f"Bootstrap: paired over the images, {args.resamples} resamples, 95% percentile intervals of DAVI minus "
-            f"RED-Diff (FD and KID recomputed on each resampled set as a whole, per seed, then averaged).")
+            f"RED-Diff and of DAVI minus the real-digit floor (FD and KID recomputed on each resampled set as a whole, per seed, "
+            f"then averaged; the reference resampled with the same indices).")
     publish(Path(args.out) / "compare.json", {"command": command_line("compare.py"), "head": head, "images": args.images, "seeds": args.seeds,
                                        **data, "bootstrap": boot, "timing": timing,
                                        "tuning": {k: {**{x: v[x] for x in ("lr", "lam", "interior", "widenings",

@@ -179,15 +179,41 @@ def _ci(interval: dict, scale: float = 1.0, fmt: str = "{:+.2f}") -> str:
 
 @table("compare_bootstrap", "compare.json")
 def render_compare_bootstrap(data: dict) -> str:
-    """Paired-bootstrap 95% intervals of DAVI minus each RED-Diff (* = the interval excludes 0)."""
+    """Paired-bootstrap 95% intervals of DAVI minus each RED-Diff, and minus the real-digit floor where
+    compare.json has it (* = the interval excludes 0)."""
     rows = []
     for task in COMPARE_TASKS:
         for key, b in data.get("bootstrap", {}).get(task, {}).items():
             rows.append({"task": task, "vs": f"DAVI - {COMPARE_METHODS.get(key, key)}", "seeds": f"{b['seeds'][0]} vs {b['seeds'][1]}",
-                         "psnr": _ci(b["psnr"]), "fd": _ci(b["classifier_fd"]), "kid": _ci(b["kid"], fmt="{:+.3f}")})
-    return markdown_table(rows, [("task", "task", "{}"), ("vs", "difference", "{}"), ("seeds", "seeds", "{}"),
-                                 ("psnr", "PSNR (dB)", "{}"), ("fd", "classifier FD", "{}"),
-                                 ("kid", "KID (whole set)", "{}")])
+                         **{c: _ci(b[k], fmt=f) for c, k, f in (("psnr", "psnr", "{:+.2f}"), ("fd", "classifier_fd", "{:+.2f}"),
+                                                                ("kid", "kid", "{:+.3f}"), ("fd_ind", "fd_independent", "{:+.2f}"),
+                                                                ("kid_ind", "kid_independent", "{:+.3f}")) if k in b}})
+    columns = [("task", "task", "{}"), ("vs", "difference", "{}"), ("seeds", "seeds", "{}"), ("psnr", "PSNR (dB)", "{}"),
+               ("fd", "classifier FD", "{}"), ("kid", "KID (whole set)", "{}"),
+               ("fd_ind", "FD vs other real digits", "{}"), ("kid_ind", "KID vs other real digits", "{}")]
+    return markdown_table(rows, [c for c in columns if not c[0].endswith("_ind") or any(c[0] in r for r in rows)])
+
+
+def _realism_judgement(data: dict, task: str, measured: list) -> tuple[str, str] | None:
+    """("met" | "tie" | "not met", why) from the bootstrap intervals against the independent digits:
+    met if DAVI's FD and KID are lower than every RED-Diff's with intervals excluding 0, not met if
+    any interval shows DAVI worse, a tie otherwise (the images cannot tell the two apart). None
+    when compare.json has no such intervals (older results: the point estimates decide)."""
+    boot = data.get("bootstrap", {}).get(task, {})
+    if not all("fd_independent" in boot.get(k, {}) for k in measured):
+        return None
+    intervals = [boot[k][m] for k in measured for m in ("fd_independent", "kid_independent")]
+    if any(i["low"] > 0 for i in intervals):
+        judgement = "not met"
+    elif all(i["high"] < 0 for i in intervals):
+        judgement = "met"
+    else:
+        judgement = "tie"
+    why = "95% intervals of the differences " + ("include 0" if judgement == "tie" else "exclude 0")
+    floor = boot.get("real_digits")
+    if floor and all(floor[m]["low"] <= 0 for m in ("fd_independent", "kid_independent")):
+        why += "; DAVI as real as real digits: its intervals against the floor include 0 or lie below"
+    return judgement, why
 
 
 def _compare_goals(data: dict, task: str) -> dict:
@@ -207,9 +233,15 @@ def _compare_goals(data: dict, task: str) -> dict:
         # with a RED-Diff row still pending, a miss is final (it must beat every setting), a pass is not
         partial = lambda ok: ("met so far" if ok else "**not met**") + f" ({', '.join(missing)} pending)"  # noqa: E731
         judge = partial if missing else verdict
-        out["realism"] = (f"FD {davi[fd_key]:.2f} vs {fd:.2f}, KID {davi[kid_key]:.3f} vs {kid:.3f}"
-                          + (" (vs other real digits)" if independent else "") + ": "
-                          + judge(davi[fd_key] < fd and davi[kid_key] < kid))
+        point = (f"FD {davi[fd_key]:.2f} vs {fd:.2f}, KID {davi[kid_key]:.3f} vs {kid:.3f}"
+                 + (" (vs other real digits)" if independent else ""))
+        judged = _realism_judgement(data, task, measured) if independent else None
+        if judged is None:
+            out["realism"] = point + ": " + judge(davi[fd_key] < fd and davi[kid_key] < kid)
+        elif judged[0] == "tie":  # neither a pass nor a miss, pending or not
+            out["realism"] = f"{point}: **tie** ({judged[1]})" + (f" ({', '.join(missing)} pending)" if missing else "")
+        else:
+            out["realism"] = f"{point}: {judge(judged[0] == 'met')}; {judged[1]}"
         out["psnr"] = f"{davi['psnr'] - best:+.2f} dB: " + judge(davi["psnr"] >= best - 1)
     else:
         out["realism"] = out["psnr"] = "pending (no RED-Diff result yet)"
@@ -221,7 +253,8 @@ def _compare_goals(data: dict, task: str) -> dict:
 
 @table("compare_goals", "compare.json")
 def render_compare_goals(data: dict) -> str:
-    """Issue 12's goals per task, from the point estimates (seed means) and the timing pass."""
+    """Issue 12's goals per task: realism from the bootstrap intervals against the independent digits where
+    compare.json has them (else the point estimates, seed means), PSNR from the seed means, speed from the timing pass."""
     return markdown_table([_compare_goals(data, t) for t in COMPARE_TASKS if t in data], [
         ("task", "task", "{}"), ("realism", "realism: DAVI's FD and KID below every RED-Diff's", "{}"),
         ("psnr", "PSNR within 1 dB of the best RED-Diff", "{}"), ("red_diff_1000", ">= 500x faster than RED-Diff-1000", "{}"),
@@ -268,11 +301,13 @@ def render_compare_verdict(data: dict) -> str:
     for key, what in (("realism", "better realism (FD and KID) than every RED-Diff setting"),
                       ("psnr", "PSNR within 1 dB of the best RED-Diff"),
                       ("red_diff_1000", ">= 500x faster than RED-Diff-1000"), ("red_diff_100", ">= 50x faster than RED-Diff-100")):
-        met = [g["task"] for g in goals if g[key].endswith(": met")]
+        met = [g["task"] for g in goals if g[key].endswith(": met") or ": met; " in g[key]]
         missed = [g["task"] for g in goals if "**not met**" in g[key]]
-        pending = [g["task"] for g in goals if g["task"] not in met + missed]
+        tied = [g["task"] for g in goals if "**tie**" in g[key]]
+        pending = [g["task"] for g in goals if g["task"] not in met + missed + tied]
         text = f"{what}: met on {len(met)} of {len(goals)} tasks" + (f" ({', '.join(met)})" if met else "")
         text += f", **missed** on {', '.join(missed)}" if missed else ""
+        text += f", a **tie** (no difference the test digits resolve) on {', '.join(tied)}" if tied else ""
         text += f", pending on {', '.join(pending)} (RED-Diff not finished)" if pending else ""
         parts.append(text)
     return "; ".join(parts)

@@ -43,13 +43,10 @@ COLUMNS = [("set", "images scored", "{}"), ("fd_measured", "classifier FD vs the
 
 
 def score(classifier, images: torch.Tensor, measured: torch.Tensor, independent: torch.Tensor) -> dict:
-    from davi.classifier import classifier_frechet, classifier_kid
+    from davi.classifier import classifier_realism
 
-    row = {}
-    for name, ref in (("measured", measured), ("independent", independent)):
-        row[f"fd_{name}"] = classifier_frechet(classifier, images, ref)
-        row[f"kid_{name}"], row[f"kid_std_{name}"] = classifier_kid(classifier, images, ref)
-    return row
+    return {**classifier_realism(classifier, images, measured, "measured"),
+            **classifier_realism(classifier, images, independent, "independent")}
 
 
 def restorations(task: str, measured: torch.Tensor) -> dict[str, torch.Tensor]:

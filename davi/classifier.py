@@ -274,3 +274,16 @@ def classifier_kid(classifier: DigitClassifier, images: torch.Tensor, reference:
     finally:
         classifier.train(was_training)
     return float(mean), float(std)
+
+
+def classifier_realism(classifier: DigitClassifier, images: torch.Tensor, reference: torch.Tensor,
+                       suffix: str = "") -> dict:
+    """The realism measures of ``images`` against ``reference``: classifier Fréchet distance and kernel
+    distance (mean and std over subsets; only with at least 2 images per set), under the keys
+    ``classifier_fd``, ``kid``, ``kid_std`` or, with a ``suffix``, ``fd_<suffix>``, ``kid_<suffix>``,
+    ``kid_std_<suffix>`` (one row can then carry several references)."""
+    names = ("classifier_fd", "kid", "kid_std") if not suffix else (f"fd_{suffix}", f"kid_{suffix}", f"kid_std_{suffix}")
+    out = {names[0]: float(classifier_frechet(classifier, images, reference))}
+    if min(len(images), len(reference)) >= 2:
+        out[names[1]], out[names[2]] = classifier_kid(classifier, images, reference)
+    return out

@@ -103,12 +103,9 @@ def score_restorations(restored: torch.Tensor, reference: torch.Tensor, classifi
                      "(docs/paper_setting.md)") if ok else reason
     if classifier:
         if tuple(restored.shape[1:]) == (1, 32, 32):
-            from davi.classifier import classifier_frechet, classifier_kid, load_classifier
+            from davi.classifier import classifier_realism, load_classifier
 
-            classifier = load_classifier()
-            out["classifier_fd"] = float(classifier_frechet(classifier, restored, reference))
-            if len(restored) >= 2:
-                out["kid"], out["kid_std"] = classifier_kid(classifier, restored, reference)
+            out.update(classifier_realism(load_classifier(), restored, reference))
         else:
             absent["classifier_fd"] = "only defined for 1x32x32 digits (the embedded default)"
     return {**out, **absent} if explain_absent else out

@@ -42,6 +42,12 @@ def test_solve_resumes_from_its_cache_and_report_scores_what_is_cached(tmp_path)
     ci = data["bootstrap"]["sr4"]["red_diff_2"]["psnr"]
     assert ci["low"] <= ci["estimate"] <= ci["high"]
     assert ci["estimate"] == pytest.approx(rows["davi"]["psnr"] - rows["red_diff_2"]["psnr"], abs=1e-4)
+    # realism alone: the intervals against the independent digits, of DAVI minus RED-Diff and minus the floor
+    for key, other in (("red_diff_2", "red_diff_2"), ("real_digits", "real_digits")):
+        ci = data["bootstrap"]["sr4"][key]["fd_independent"]
+        assert ci["low"] <= ci["high"]
+        assert ci["estimate"] == pytest.approx(rows["davi"]["fd_independent"] - rows[other]["fd_independent"], abs=1e-4)
+    assert "psnr" not in data["bootstrap"]["sr4"]["real_digits"]  # the floor restores nothing
     grid = json.loads((out / "compare_grid.json").read_text())["sr4"]
     assert grid["interior"] or grid["widenings"] == 4
     assert len(grid["grid"]) == len(grid["lrs"]) * len(grid["lams"])

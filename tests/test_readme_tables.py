@@ -120,3 +120,43 @@ def test_compare_goals_wait_for_every_red_diff_before_a_pass_but_not_before_a_mi
     assert status.startswith("RED-Diff-1000 0 on sr4; RED-Diff-100 1 on sr4 (seeds of 3, 200 test images each")
     table = rt.render_compare(_compare_data(rd1000=False))
     assert "| sr4 | RED-Diff-1000 | 0 | pending |" in table  # timed, not yet restored
+
+
+def _with_independent_intervals(data: dict, fd: tuple, kid: tuple, floor: tuple = (-1.0, 1.0)) -> dict:
+    """``data`` with realism against other real digits and bootstrap intervals (low, high) of DAVI minus
+    every RED-Diff (``fd``, ``kid``) and of DAVI minus the real-digit floor (``floor``, both measures)."""
+    iv = lambda lo, hi: {"estimate": (lo + hi) / 2, "low": lo, "high": hi, "level": 0.95, "resamples": 100}  # noqa: E731
+    for r in data["sr4"].values():
+        r.update(fd_independent=r["classifier_fd"], kid_independent=r["kid"], kid_std_independent=0.01)
+    boot = {k: {"psnr": iv(-1, 1), "classifier_fd": iv(-1, 1), "kid": iv(-1, 1), "fd_independent": iv(*fd),
+                "kid_independent": iv(*kid), "seeds": [3, 1]} for k in data["sr4"] if k.startswith("red_diff")}
+    boot["real_digits"] = {"fd_independent": iv(*floor), "kid_independent": iv(*floor), "seeds": [3, 1]}
+    return {**data, "bootstrap": {"sr4": boot}}
+
+
+@pytest.mark.parametrize("fd, kid, expected, counted", [
+    ((-2.0, -0.5), (-0.2, -0.01), ": met; 95% intervals of the differences exclude 0", "met on 1 of 1 tasks (sr4)"),
+    ((-2.0, 0.5), (-0.2, -0.01), ": **tie** (95% intervals of the differences include 0", "a **tie**"),
+    ((0.1, 2.0), (-0.2, -0.01), ": **not met**; 95% intervals of the differences exclude 0", "**missed** on sr4"),
+])
+def test_compare_realism_is_judged_by_the_intervals_against_other_real_digits(fd, kid, expected, counted):
+    # the point estimates favour RED-Diff-1000 (FD 10 vs 8): with intervals, only the intervals decide
+    data = _with_independent_intervals(_compare_data(rd1000=True), fd, kid)
+    goals = rt.render_compare_goals(data)
+    assert "(vs other real digits)" + expected in goals
+    assert "DAVI as real as real digits" in goals  # the floor's interval includes 0
+    assert counted in rt.render_compare_verdict(data)
+    table = rt.render_compare_bootstrap(data)
+    assert "| sr4 | DAVI - other real digits (the floor) | 3 vs 1 |  |  |  |" in table
+    assert "FD vs other real digits" in table
+
+
+def test_compare_realism_says_nothing_of_the_floor_when_davi_is_measurably_above_it():
+    data = _with_independent_intervals(_compare_data(rd1000=True), (-2.0, 0.5), (-0.1, 0.1), floor=(0.5, 2.0))
+    assert "**tie**" in rt.render_compare_goals(data) and "as real as real digits" not in rt.render_compare_goals(data)
+
+
+def test_compare_tie_with_a_red_diff_pending_stays_a_tie_and_names_what_is_pending():
+    data = _with_independent_intervals(_compare_data(rd1000=False), (-2.0, 0.5), (-0.2, -0.01))
+    assert "(RED-Diff-1000 pending)" in rt.render_compare_goals(data)
+    assert "a **tie** (no difference the test digits resolve) on sr4" in rt.render_compare_verdict(data)
