@@ -168,15 +168,12 @@ def sample_quality(classifier: DigitClassifier, images: torch.Tensor, batch_size
     return {"confidence": float(conf.mean()), "histogram": hist.tolist(), "labels": labels}
 
 
-def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to two (N, D) feature sets.
-
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` in float64. Small imaginary parts
-    left by ``sqrtm`` (round-off) are dropped; if the square root fails (non-finite or clearly
-    complex), both covariances get ``eps`` times their mean variance added to the diagonal and it
-    is retried. Clamped at 0 against round-off below it.
-    """
-    from scipy import linalg
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussians fitted to two (N, D) feature sets (the FID formula,
+    Heusel et al. 2017): ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})`` in float64, i.e. the
+    squared 2-Wasserstein distance of the fits (davi.analytic.distances.gaussian_w2_squared: symmetric
+    square roots, finite for singular covariances, fast enough for a bootstrap)."""
+    from davi.analytic.distances import gaussian_w2_squared
 
     a = np.asarray(feats_a.detach().cpu() if isinstance(feats_a, torch.Tensor) else feats_a, dtype=np.float64)
     b = np.asarray(feats_b.detach().cpu() if isinstance(feats_b, torch.Tensor) else feats_b, dtype=np.float64)
@@ -188,32 +185,8 @@ def frechet_distance(feats_a, feats_b, eps: float = 1e-6) -> float:
         raise ValueError(f"frechet_distance needs two (N, D) arrays with the same D, got {a.shape} and {b.shape}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("frechet_distance needs at least 2 samples per set")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a = np.atleast_2d(np.cov(a, rowvar=False))
-    s_b = np.atleast_2d(np.cov(b, rowvar=False))
-    diff = mu_a - mu_b
-
-    def sqrt_trace(offset: float) -> float | None:
-        eye = np.eye(s_a.shape[0]) * offset
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled here
-            covmean = linalg.sqrtm((s_a + eye) @ (s_b + eye))
-        if not np.isfinite(covmean).all():
-            return None
-        tr = np.trace(covmean)
-        # Round-off leaves small imaginary parts on (near-)singular products: drop them, but
-        # not a large one, which means sqrtm failed.
-        if abs(tr.imag) > 1e-4 * max(abs(tr.real), 1.0):
-            return None
-        return float(tr.real)
-
-    tr_covmean = sqrt_trace(0.0)
-    if tr_covmean is None:
-        tr_covmean = sqrt_trace(eps * max(np.trace(s_a), np.trace(s_b), 1.0) / s_a.shape[0])
-    if tr_covmean is None:
-        raise ValueError("frechet_distance: the covariance product has no usable square root")
-    dist = float(diff @ diff) + float(np.trace(s_a) + np.trace(s_b)) - 2.0 * tr_covmean
-    return max(dist, 0.0)
+    cov = lambda x: np.atleast_2d(np.cov(x, rowvar=False))  # noqa: E731
+    return gaussian_w2_squared(a.mean(0), cov(a), b.mean(0), cov(b))
 
 
 @torch.no_grad()
