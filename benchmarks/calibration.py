@@ -16,7 +16,8 @@ quantiles); coverage is how often the truth falls inside. Perfect calibration is
 Results: ``benchmarks/results/calibration.json`` ({"<setting>/<task>/<method>": {"cov50", "cov80",
 "cov90", "cov95"}}), the plot ``docs/calibration.png`` (nominal vs observed, one line per method) and
 the README figure ``docs/box_sampler_grid.png`` (box inpainting: measurement, 8 samples, mean, std, truth).
-Each (task, method) on digits is cached in ``--work-dir`` so an interrupted run resumes.
+Each (task, method) on digits is cached in ``--work-dir`` so an interrupted run resumes; the cache is keyed
+by the weights (or RED-Diff's lr / lambda), so re-shipped mappers are measured again.
 
     python benchmarks/calibration.py                         # 16 images, K = 32
     python benchmarks/calibration.py --red-diff-images 8 --red-diff-tasks box   # what ran here (CPU)
@@ -95,8 +96,6 @@ def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.
     from davi.prior import load_prior
     from davi.red_diff import RedDiff
 
-    # calibration.json's RED-Diff rows were measured with an earlier compare.py run's choice (lr 0.05,
-    # lambda 0.05 on box); a re-run takes today's wider grid's choice
     tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
     from davi.config import load_config
 
@@ -109,17 +108,35 @@ def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.
     return torch.stack(out)
 
 
+def mapper_export(task: str, method: str) -> Path:
+    return MAPPERS / (f"{task}_sampler" if method == "sampler" else task)
+
+
+def cache_key(task: str, method: str, n: int, args) -> dict:
+    """What a cached coverage depends on: re-shipped weights or a re-tuned RED-Diff recompute it."""
+    import hashlib
+
+    key = {"task": task, "method": method, "images": n, "samples": args.samples}
+    if method == "red_diff":
+        tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
+        return {**key, "steps": args.red_diff_steps, "lr": tuning["lr"], "lam": tuning["lam"]}
+    weights = hashlib.sha256()
+    for f in sorted(mapper_export(task, method).glob("*.safetensors")):
+        weights.update(f.read_bytes())
+    return {**key, "weights": weights.hexdigest()[:16]}
+
+
 def digit_coverage(task: str, method: str, args, work: Path) -> dict:
-    cache = work / f"{task}_{method}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
     n = args.red_diff_images if method == "red_diff" else args.images
+    cache, key = work / f"{task}_{method}.json", cache_key(task, method, n, args)
+    if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
+        return cached
     x0, y, op = test_problem(task, n)
     if method == "red_diff":
         draws = red_diff_draws(task, y, op, args.samples, args.red_diff_steps)
     else:
-        draws = mapper_draws(MAPPERS / (f"{task}_sampler" if method == "sampler" else task), y, op, args.samples)
-    out = {"all": _cov_dict(interval_coverage(draws, x0)), "images": n}
+        draws = mapper_draws(mapper_export(task, method), y, op, args.samples)
+    out = {"all": _cov_dict(interval_coverage(draws, x0)), "images": n, "key": key}
     if task == "box":
         hidden = op.lift(torch.ones_like(y[:1]))[0] == 0  # the box: pixels the measurement does not see
         out["hidden"] = _cov_dict(interval_coverage(draws, x0, mask=hidden))
