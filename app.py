@@ -50,7 +50,7 @@ class AppInputError(ValueError):
 def task_choices() -> list[tuple[str, str]]:
     """(label, folder name) of every shipped mapper, from its card.json alone: no weights are loaded
     until a task is used (load_export validates the card then)."""
-    from davi.model_card import describe_task
+    from davi.io.model_card import describe_task
 
     folders = sorted((p.name for p in MAPPERS.iterdir() if (p / "card.json").is_file()),
                      key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
@@ -64,8 +64,8 @@ def load_task(task: str):
     from the times the page shows)."""
     import torch
 
-    from davi.export import load_export
-    from davi.inference import DaviMethod
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod
 
     mapper, card, operator = load_export(MAPPERS / task)
     method = DaviMethod(mapper, operator)
@@ -98,8 +98,8 @@ def red_diff_tuning(task: str) -> tuple[dict, str]:
 def load_red_diff(task: str):
     """(RedDiffMethod with RED_DIFF_STEPS steps, a note on where its lr and lambda come from)."""
     from davi.config import RedDiffConfig
-    from davi.inference import RedDiffMethod
-    from davi.prior import DiffusionPrior
+    from davi.solvers.methods import RedDiffMethod
+    from davi.models.prior import DiffusionPrior
 
     _, card, operator = load_task(task)
     prior = DiffusionPrior.from_pretrained(card["prior"]["identity"])
@@ -136,8 +136,8 @@ def digit_from_drawing(drawing, resolution: int):
 
 def image_from_upload(path, card, operator, as_measurement: bool):
     """(clean image or None, measurement or None) from an uploaded file; AppInputError on anything else."""
-    from davi.data import DataError
-    from davi.imageio import read_image
+    from davi.data.datasets import DataError
+    from davi.io.images import read_image
 
     if not path:
         raise AppInputError("No file uploaded yet: choose an image file.")
@@ -189,14 +189,14 @@ def show(image):
     """A (C, H, W) image in [-1, 1] as an enlarged PIL image."""
     from PIL import Image
 
-    from davi.imageio import to_uint8
+    from davi.io.images import to_uint8
 
     return Image.fromarray(to_uint8(image)).resize((DISPLAY_PX, DISPLAY_PX), Image.NEAREST)
 
 
 def spread_note(card) -> str:
     """What the samples' spread means for this export's training objective."""
-    from davi.model_card import objective
+    from davi.io.model_card import objective
 
     if objective(card) == "paired":
         return ("Objective *paired* (the paper's recipe): a point estimator, so the samples' spread is "
@@ -207,7 +207,7 @@ def spread_note(card) -> str:
 def consistency_line(operator, card, sample, y) -> str:
     """The per-image consistency statistic and the card's threshold, when the library has them."""
     try:
-        from davi.consistency import card_threshold, residual_statistic
+        from davi.solvers.consistency import card_threshold, residual_statistic
     except ImportError:  # older library without the statistic: say nothing rather than guess
         return ""
     r = float(residual_statistic(operator, sample, y)[0])
@@ -224,8 +224,8 @@ def consistency_line(operator, card, sample, y) -> str:
 def restore(task, source, index, drawing, upload, as_measurement, seed, samples):
     import torch
 
-    from davi.imageio import display_measurement
-    from davi.metrics import psnr
+    from davi.io.images import display_measurement
+    from davi.eval.metrics import psnr
 
     x, y, card, operator = measurement(task, source, index, drawing, upload, as_measurement, seed)
     method = load_task(task)[0]
@@ -254,7 +254,7 @@ def restore(task, source, index, drawing, upload, as_measurement, seed, samples)
 
 
 def red_diff(task, source, index, drawing, upload, as_measurement, seed):
-    from davi.metrics import psnr
+    from davi.eval.metrics import psnr
 
     x, y, _, _ = measurement(task, source, index, drawing, upload, as_measurement, seed)
     method, settings = load_red_diff(task)

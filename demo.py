@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 TASKS = ("box", "deblur", "random_inpaint", "sr4")  # configs/<task>_mnist.yaml
 SHIPPED = Path(davi.__file__).resolve().parent / "assets" / "mappers"
@@ -44,16 +44,16 @@ def demo(args) -> None:
 
     import torch
 
-    from davi.atomic import write_text
+    from davi.io.atomic import write_text
     from davi.config import load_config
-    from davi.data import load_split
-    from davi.evaluation import markdown_table, run_method
-    from davi.export import load_export
-    from davi.imageio import display_measurement, make_grid, save_grid_png
-    from davi.inference import DaviMethod, LiftMethod
-    from davi.metrics import score_restorations
-    from davi.recipes import davi_recipe
-    from davi.trainer import train
+    from davi.data.datasets import load_split
+    from davi.eval.evaluate import markdown_table, run_method
+    from davi.io.export import load_export
+    from davi.io.images import display_measurement, make_grid, save_grid_png
+    from davi.solvers.methods import DaviMethod, LiftMethod
+    from davi.eval.metrics import score_restorations
+    from davi.training.recipes import davi_recipe
+    from davi.training.loop import train
 
     out = Path(args.out)
     run_dir = out / f"run_{args.task}"

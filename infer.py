@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.atomic import write_json, write_text
-from davi.cli import resolve_device, resolve_dtype, run_cli
+from davi.io.atomic import write_json, write_text
+from davi.cli.common import resolve_device, resolve_dtype, run_cli
 
 METHODS = ("davi", "red-diff", "lift")
 
@@ -38,8 +38,8 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, t
     import torch
 
     from davi.config import DataConfig
-    from davi.data import DataError, load_split
-    from davi.imageio import list_images
+    from davi.data.datasets import DataError, load_split
+    from davi.io.images import list_images
 
     if ":" in spec and not Path(spec).exists():
         source, split = spec.rsplit(":", 1)
@@ -70,8 +70,8 @@ def _load_inputs(spec: str, channels: int, resolution: int, limit: int | None, t
 def _read_input(path: Path, channels: int, converted: list) -> "torch.Tensor":
     """read_image, except that an RGB image given to a 1-channel mapper becomes grayscale, and a
     1-channel .npy array given to a 3-channel mapper is replicated (image files already are)."""
-    from davi.data import DataError
-    from davi.imageio import read_image
+    from davi.data.datasets import DataError
+    from davi.io.images import read_image
 
     try:
         return read_image(path, channels)
@@ -91,7 +91,7 @@ def _read_input(path: Path, channels: int, converted: list) -> "torch.Tensor":
 
 def _prior_of(args, card: dict, device):
     """The diffusion prior RED-Diff and refinement use: --prior, else the one the export was trained against."""
-    from davi.prior import DiffusionPrior
+    from davi.models.prior import DiffusionPrior
 
     return DiffusionPrior.from_pretrained(args.prior or card["prior"]["identity"]).to(device)
 
@@ -101,7 +101,7 @@ def restore_timing(method, y, batch_size: int, batch_seconds: list[tuple[float, 
     batches after the first give it for free; with one batch, a cheap method is timed again
     (warm-up, then best of 3), and an expensive one (RED-Diff, refinement) reports its one batch,
     warm-up included, rather than run it twice more."""
-    from davi.inference import Timing, time_method
+    from davi.solvers.methods import Timing, time_method
 
     later = [(t, n) for t, n in batch_seconds[1:] if n == batch_size]
     if later:
@@ -116,12 +116,12 @@ def cmd_restore(args) -> None:
     import torch
 
     from davi.config import RedDiffConfig
-    from davi.data import DataError
-    from davi.export import ExportError, load_export
-    from davi.imageio import write_array, write_image
-    from davi.consistency import (ConsistencyError, card_threshold, consistency_report, parse_refine,
+    from davi.data.datasets import DataError
+    from davi.io.export import ExportError, load_export
+    from davi.io.images import write_array, write_image
+    from davi.solvers.consistency import (ConsistencyError, card_threshold, consistency_report, parse_refine,
                                   residual_statistic)
-    from davi.inference import (REFINE, REFINE_STEPS, DaviMethod, LiftMethod, RedDiffMethod, RefinedDaviMethod,
+    from davi.solvers.methods import (REFINE, REFINE_STEPS, DaviMethod, LiftMethod, RedDiffMethod, RefinedDaviMethod,
                                 Refiner)
 
     refine = parse_refine(args.refine)
@@ -169,7 +169,7 @@ def cmd_restore(args) -> None:
         raise DataError(f"{bad[0]}: measurement contains NaN or infinite values")
 
     if args.method == "davi" and args.runtime == "onnx":
-        from davi.onnx_export import OnnxDaviMethod
+        from davi.io.onnx import OnnxDaviMethod
 
         method = OnnxDaviMethod(args.export, operator)
     elif args.method == "davi":
@@ -234,7 +234,7 @@ def cmd_restore(args) -> None:
         "std_png_scale": std_scale,
     }
     if args.method == "davi":
-        from davi.model_card import objective
+        from davi.io.model_card import objective
 
         settings["objective"] = objective(card)
     nfe = settings["network_evaluations_per_image"]
@@ -272,9 +272,9 @@ def cmd_restore(args) -> None:
 def cmd_evaluate(args) -> None:
     import torch
 
-    from davi.data import DataError
-    from davi.imageio import list_images, read_image
-    from davi.metrics import score_restorations
+    from davi.data.datasets import DataError
+    from davi.io.images import list_images, read_image
+    from davi.eval.metrics import score_restorations
 
     restored_files = {f.stem: f for f in list_images(args.restored)}
     reference_files = {f.stem: f for f in list_images(args.reference)}
@@ -298,7 +298,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from davi.export import export_checkpoint
+    from davi.io.export import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out)
     print(f"exported {args.checkpoint} -> {out}")
@@ -307,15 +307,15 @@ def cmd_export(args) -> None:
 
 
 def cmd_onnx(args) -> None:
-    from davi.onnx_export import export_onnx
+    from davi.io.onnx import export_onnx
 
     path = export_onnx(args.export)
     print(f"wrote {path} (inputs y, z; output x_hat; dynamic batch) and refreshed {Path(args.export) / 'README.md'}")
 
 
 def cmd_card(args) -> None:
-    from davi.export import read_card
-    from davi.model_card import metrics_from_results, write_model_card
+    from davi.io.export import read_card
+    from davi.io.model_card import metrics_from_results, write_model_card
 
     metrics = metrics_from_results(args.results, *args.row) if args.results else None
     print(f"wrote {write_model_card(args.export, read_card(args.export), metrics)}")

@@ -11,7 +11,7 @@ import os
 import sys
 
 import davi  # noqa: F401  (torchvision shim before anything imports it)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         from davi.config import load_config
-        from davi.recipes import get_recipe
-        from davi.trainer import train
+        from davi.training.recipes import get_recipe
+        from davi.training.loop import train
 
         cfg = load_config(args.config, args.overrides)
         out = train(cfg, get_recipe(cfg.job), resume=args.resume)

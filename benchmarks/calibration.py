@@ -69,7 +69,7 @@ def analytic_rows(posterior_json: Path) -> dict:
 def test_problem(task: str, images: int):
     """(x0 (N, 1, 32, 32), y, operator) for the first ``images`` test digits, measured with a fixed seed."""
     from davi.config import load_config
-    from davi.data import load_split
+    from davi.data.datasets import load_split
     from davi.operators import build_operator
 
     cfg = load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml")
@@ -82,7 +82,7 @@ def test_problem(task: str, images: int):
 @torch.no_grad()
 def mapper_draws(export: Path, y: torch.Tensor, op, k: int) -> torch.Tensor:
     """(K, N, 1, H, W) one-step samples, clamped to the image range [-1, 1] as infer.py writes them."""
-    from davi.export import load_export
+    from davi.io.export import load_export
 
     mapper, _, _ = load_export(export)
     g = torch.Generator().manual_seed(0)
@@ -93,8 +93,8 @@ def mapper_draws(export: Path, y: torch.Tensor, op, k: int) -> torch.Tensor:
 def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.Tensor:
     """(K, N, ...) RED-Diff estimates from K seeds per image, at compare.py's tuned lr / lambda."""
     from davi.config import RedDiffConfig
-    from davi.prior import load_prior
-    from davi.red_diff import RedDiff
+    from davi.models.prior import load_prior
+    from davi.solvers.red_diff import RedDiff
 
     tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
     from davi.config import load_config
@@ -140,7 +140,7 @@ def digit_coverage(task: str, method: str, args, work: Path) -> dict:
     if task == "box":
         hidden = op.lift(torch.ones_like(y[:1]))[0] == 0  # the box: pixels the measurement does not see
         out["hidden"] = _cov_dict(interval_coverage(draws, x0, mask=hidden))
-    from davi.atomic import write_text
+    from davi.io.atomic import write_text
 
     write_text(cache, json.dumps(out))
     return out
@@ -150,7 +150,7 @@ def digit_coverage(task: str, method: str, args, work: Path) -> dict:
 def box_grid(path: Path, images: int = 8, samples: int = 8) -> None:
     """README figure: per test digit (one row each) the measurement, ``samples`` sampler samples, their mean, their
     per-pixel std (scaled to the figure's max) and the truth, for box inpainting."""
-    from davi.imageio import display_measurement, make_grid, save_grid_png
+    from davi.io.images import display_measurement, make_grid, save_grid_png
 
     x0, y, op = test_problem("box", images)
     draws = mapper_draws(MAPPERS / "box_sampler", y, op, samples)  # (K, N, 1, H, W)
@@ -201,7 +201,7 @@ def plot(results: dict, path: Path) -> None:
             handles.setdefault(lab, h)
     axes[0].legend(handles.values(), handles.keys(), loc="upper left", fontsize=8)
     fig.tight_layout()
-    from davi.atomic import write_file
+    from davi.io.atomic import write_file
 
     write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
@@ -212,7 +212,7 @@ COLUMNS = [("key", "setting / task / method", "{}"), ("cov50", "50%", "{:.3f}"),
 
 
 def render_calibration(data: dict) -> str:
-    from davi.evaluation import markdown_table
+    from davi.eval.evaluate import markdown_table
 
     rows = [{"key": k, **v} for k, v in data.items() if isinstance(v, dict) and "cov90" in v]
     return markdown_table(rows, COLUMNS)

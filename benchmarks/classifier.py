@@ -1,6 +1,6 @@
 """How good the bundled digit classifier is on the 1,000 bundled test digits it never saw.
 
-The classifier (davi/classifier.py, trained by scripts/train_classifier.py) measures sample
+The classifier (davi/models/classifier.py, trained by scripts/train_classifier.py) measures sample
 quality on the embedded default: its accuracy and mean confidence on real digits are the scale
 those figures are read against. Writes benchmarks/results/classifier.json (+ .md beside it).
 
@@ -22,9 +22,9 @@ def main() -> None:
 
     from safetensors import safe_open
 
-    from davi.classifier import load_classifier, sample_quality
+    from davi.models.classifier import load_classifier, sample_quality
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
     from readme_tables import command_line, publish, render_classifier
 
     test = load_split(DataConfig(), "test")

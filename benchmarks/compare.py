@@ -6,18 +6,18 @@ For SR x4, deblur and box inpainting on the embedded default:
   evaluation per image; ``lift``: lift(y);
 * ``red_diff_1000`` / ``red_diff_100``: RED-Diff (Mardani et al. 2023) with the shipped prior at the
   lr / lambda tuned per task on TRAIN digits: a grid at 100 steps, best PSNR, widened
-  (davi.grid_search) until the chosen lr and lambda are both interior;
+  (davi.eval.grid_search) until the chosen lr and lambda are both interior;
 * ``prior_ddim50``: unconditional DDIM-50 samples of the prior, scored against the same test
   digits on the realism measures only (the realism ceiling of anything that samples this prior).
 
 Every method restores the same ``--images`` test digits (the first N of the shuffled test split,
 measurement noise seed 0), one sample per image per seed, seeds 0, 1, 2. Metrics
-(davi.metrics.score_restorations): PSNR, SSIM, classifier Fréchet distance and kernel distance
+(davi.eval.metrics.score_restorations): PSNR, SSIM, classifier Fréchet distance and kernel distance
 (KID) in the digit classifier's features, averaged over the seeds complete so far, against the
 measured digits and against test digits N..2N-1, which nothing restores (realism alone: against the
 measured digits FD and KID also reward fidelity, benchmarks/realism_floor.py); the row ``real_digits``
 (test digits 2N..3N-1, unrestored) is the measures' floor; a paired
-bootstrap (davi.bootstrap) over the images gives 95% intervals of DAVI minus each RED-Diff.
+bootstrap (davi.eval.bootstrap) over the images gives 95% intervals of DAVI minus each RED-Diff.
 Seconds per image come from a separate timing pass at one batch size for every method (warm-up,
 then the median of ``--repeats`` runs); RED-Diff is timed over ``--time-steps`` steps per run and
 scaled to N steps.
@@ -42,14 +42,14 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("sr4", "deblur", "box")
 SEEDS = (0, 1, 2)
 STEPS = (1000, 100)
-GRID_LRS = (0.05, 0.1, 0.25)  # the starting 3 x 3 grid (widened by davi.grid_search)
+GRID_LRS = (0.05, 0.1, 0.25)  # the starting 3 x 3 grid (widened by davi.eval.grid_search)
 GRID_LAMS = (0.05, 0.25, 1.0)
 GRID_STEPS = 100
 TRAIN_NOISE_SEED = 1  # the tuning measurements' noise: apart from the test set's seed 0
@@ -75,9 +75,9 @@ class Task:
     def __init__(self, name: str, args):
         import torch
 
-        from davi.chunks import digest
+        from davi.io.chunks import digest
         from davi.config import load_config
-        from davi.data import load_split
+        from davi.data.datasets import load_split
         from davi.operators import build_operator
 
         self.name, self.args = name, args
@@ -94,7 +94,7 @@ class Task:
 
     @property
     def prior(self):
-        from davi.prior import load_prior
+        from davi.models.prior import load_prior
 
         path = self.cfg.prior.path
         if path not in Task._priors:
@@ -108,7 +108,7 @@ class Task:
 
     def red_diff_key(self, steps: int, lr: float, lam: float, seed: int, y) -> dict:
         """What a cached RED-Diff result depends on (its measurements by digest)."""
-        from davi.chunks import digest
+        from davi.io.chunks import digest
 
         return {"version": 1, "task": self.name, "measurements": digest(y), "steps": steps, "lr": lr, "lam": lam,
                 "seed": seed, "red_diff": self.red_diff_config(steps, lr, lam).__dict__,
@@ -122,11 +122,11 @@ def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
     """Scores of RED-Diff-100 at (lr, lam) on the tuning digits, cached in runs/compare/<task>/grid/."""
     import torch
 
-    from davi.atomic import write_json
-    from davi.data import load_split
-    from davi.evaluation import run_method
-    from davi.inference import RedDiffMethod
-    from davi.metrics import score_restorations
+    from davi.io.atomic import write_json
+    from davi.data.datasets import load_split
+    from davi.eval.evaluate import run_method
+    from davi.solvers.methods import RedDiffMethod
+    from davi.eval.metrics import score_restorations
 
     xt = load_split(task.cfg.data, "train").tensor(limit=task.args.tune_images)
     yt = task.operator.measure(xt, generator=torch.Generator().manual_seed(TRAIN_NOISE_SEED))
@@ -148,7 +148,7 @@ def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
 
 def tune(task: Task, compute: bool) -> dict | None:
     """The widened grid and its interior choice, or None while a point is not computed (report)."""
-    from davi.grid_search import widen_or_choose
+    from davi.eval.grid_search import widen_or_choose
 
     lrs, lams, widenings, points = GRID_LRS, GRID_LAMS, 0, {}
     while True:
@@ -175,8 +175,8 @@ def tune(task: Task, compute: bool) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 def red_diff(task: Task, steps: int, seed: int, tuning: dict, compute: bool):
     """RED-Diff-``steps`` restorations of the test measurements for ``seed`` (None if not all cached)."""
-    from davi.chunks import cached_result, run_in_chunks
-    from davi.inference import RedDiffMethod
+    from davi.io.chunks import cached_result, run_in_chunks
+    from davi.solvers.methods import RedDiffMethod
 
     lr, lam = tuning["lr"], tuning["lam"]
     folder = task.runs / method_name(steps) / f"seed{seed}"
@@ -187,7 +187,7 @@ def red_diff(task: Task, steps: int, seed: int, tuning: dict, compute: bool):
     method = RedDiffMethod(task.prior, task.operator, task.red_diff_config(steps, lr, lam))
 
     def solve(a: int, b: int):
-        # the seeds run_method would give these images (davi.evaluation), whatever the chunking
+        # the seeds run_method would give these images (davi.eval.evaluate), whatever the chunking
         return method(task.y[a:b], [seed * 100003 + i for i in range(a, b)], 1)[0].cpu()
 
     return run_in_chunks(folder, key, n, chunk, solve,
@@ -199,8 +199,8 @@ def prior_samples(task: Task, compute: bool):
     """``--images`` DDIM-50 samples of the prior (seeded), cached in runs/compare/prior_ddim50/."""
     import torch
 
-    from davi.chunks import cached_result, run_in_chunks
-    from davi.prior import sample
+    from davi.io.chunks import cached_result, run_in_chunks
+    from davi.models.prior import sample
 
     n = task.args.images
     folder = Path(task.args.runs) / "prior_ddim50"
@@ -239,7 +239,7 @@ def mapper_folder(task: str, args) -> Path:
 
 
 def features(images):
-    from davi.classifier import classifier_features, load_classifier
+    from davi.models.classifier import classifier_features, load_classifier
 
     return classifier_features(load_classifier(), images)
 
@@ -261,8 +261,8 @@ def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
     """(row averaged over the seeds' restorations ``outs``, per-image items for the bootstrap)."""
     import torch
 
-    from davi.classifier import classifier_realism, load_classifier, sample_quality
-    from davi.metrics import psnr, score_restorations
+    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
+    from davi.eval.metrics import psnr, score_restorations
 
     per_seed = []
     for out in outs:
@@ -284,7 +284,7 @@ def time_methods(task: Task, methods: dict, args) -> dict:
     RED-Diff of ``--time-steps`` steps gives seconds per step and image."""
     import torch
 
-    from davi.benchmarking import median_time
+    from davi.eval.timing import median_time
 
     y = task.y[:args.time_batch]
     seeds = list(range(len(y)))
@@ -304,8 +304,8 @@ def bootstrap(task: Task, rows: dict, items: dict, args) -> dict:
     interval too (the independent digits are a sample, not the distribution)."""
     import numpy as np
 
-    from davi.bootstrap import bootstrap_differences
-    from davi.classifier import frechet_distance
+    from davi.eval.bootstrap import bootstrap_differences
+    from davi.models.classifier import frechet_distance
 
     red = {k: v for k, v in items.items() if k != "davi"}
     if not red:
@@ -333,10 +333,10 @@ def bootstrap(task: Task, rows: dict, items: dict, args) -> dict:
 
 def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, dict, dict]:
     """(rows {method: metrics}, bootstrap intervals, timing) for one task."""
-    from davi.classifier import classifier_realism, load_classifier, sample_quality
-    from davi.evaluation import run_method
-    from davi.export import load_export
-    from davi.inference import DaviMethod, LiftMethod, RedDiffMethod
+    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
+    from davi.eval.evaluate import run_method
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod, LiftMethod, RedDiffMethod
 
     folder = mapper_folder(task.name, args)
     mapper, card, _ = load_export(folder)
@@ -388,9 +388,9 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
 def report(args) -> None:
     import torch
 
-    from davi.atomic import write_json
-    from davi.benchmarking import device_description
-    from davi.classifier import load_classifier, sample_quality
+    from davi.io.atomic import write_json
+    from davi.eval.timing import device_description
+    from davi.models.classifier import load_classifier, sample_quality
     from readme_tables import command_line, publish, render_compare_md
 
     data, boot, tunings, timing = {}, {}, {}, {}

@@ -28,18 +28,18 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def score_checkpoint(checkpoint: Path, images: int) -> dict:
     """Scores of one checkpoint's EMA mapper on the first ``images`` test digits (cached beside it)."""
-    from davi.atomic import write_json
+    from davi.io.atomic import write_json
     from davi.config import load_config
-    from davi.evaluation import held_out_scores
-    from davi.inference import DaviMethod
-    from davi.mapper import Mapper
+    from davi.eval.evaluate import held_out_scores
+    from davi.solvers.methods import DaviMethod
+    from davi.models.mapper import Mapper
     from davi.operators import build_operator
 
     cache = checkpoint / f"heldout_{images}.json"
@@ -69,7 +69,7 @@ def plot(rows: list[dict], task: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from davi.atomic import write_file
+    from davi.io.atomic import write_file
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     runs = list(dict.fromkeys(r["run"] for r in rows))
@@ -104,7 +104,7 @@ def main() -> None:
                    help="keep the rows of other runs from the existing results file")
     args = p.parse_args()
 
-    from davi.checkpoints import list_checkpoints
+    from davi.training.checkpoints import list_checkpoints
     from readme_tables import command_line, publish, render_convergence
 
     results = ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json"

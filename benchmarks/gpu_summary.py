@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,7 +59,7 @@ def summary() -> dict:
 
 
 def main() -> None:
-    from davi.atomic import write_json
+    from davi.io.atomic import write_json
 
     out = summary()
     write_json(RESULTS / "speed_gpu.json", out)

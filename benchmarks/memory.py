@@ -1,11 +1,11 @@
 """Peak memory of one DAVI training iteration at 256 x 256, batch 1..8, with and without gradient checkpointing.
 
-One iteration is the trainer's own (``davi.trainer.run_iteration`` on the recipe that ``cfg.job`` names,
+One iteration is the trainer's own (``davi.training.loop.run_iteration`` on the recipe that ``cfg.job`` names,
 from a config, default ``configs/sr4_ffhq256.yaml``, then the EMA step): for DAVI the mapper forward
 (its graph kept), the score network's DSM forward + backward + clip + AdamW step, then the IKL (teacher
 forward and score forward, no gradients) + consistency + regression, the mapper backward + clip + AdamW
 step, with the non-finite guard and ``train.grad_accum`` micro-batches, and the EMA update.
-Networks are prior-sized with random weights (``--arch``, :mod:`davi.benchmarking`); memory does not
+Networks are prior-sized with random weights (``--arch``, :mod:`davi.eval.timing`); memory does not
 depend on the weights. One warm-up iteration runs first so that AdamW's moments exist, then one is
 measured:
 
@@ -51,8 +51,8 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.benchmarking import ARCHS, count_parameters, device_description, random_prior, random_unet
-from davi.cli import resolve_device, run_cli
+from davi.eval.timing import ARCHS, count_parameters, device_description, random_prior, random_unet
+from davi.cli.common import resolve_device, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,9 +91,9 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
                   baseline_kib: int | None = None) -> dict:
     """Build the recipe, warm up (see --cpu-warmup), run one measured iteration; memory in bytes.
 
-    The iteration is the trainer's own: :func:`davi.trainer.run_iteration` (the recipe's updates with
+    The iteration is the trainer's own: :func:`davi.training.loop.run_iteration` (the recipe's updates with
     backward, clipping, the non-finite guard and AdamW steps, over ``train.grad_accum`` micro-batches),
-    then the EMA step, as :func:`davi.trainer.train` runs them. CPU figures are RSS above
+    then the EMA step, as :func:`davi.training.loop.train` runs them. CPU figures are RSS above
     ``baseline_kib``, the process's RSS before any network was built.
     """
     import itertools
@@ -101,8 +101,8 @@ def measure_point(args, accelerator, prior, batch_size: int, checkpointing: bool
 
     import torch
 
-    from davi.recipes import get_recipe
-    from davi.trainer import make_ema, prepare_networks, run_iteration
+    from davi.training.recipes import get_recipe
+    from davi.training.loop import make_ema, prepare_networks, run_iteration
 
     device = accelerator.device
     cuda = device.type == "cuda"
@@ -184,8 +184,8 @@ def run_points(args, points: list[tuple[bool, int]], emit=None) -> list[dict]:
     import diffusers.training_utils  # noqa: F401  (import everything before the CPU baseline is taken)
     from diffusers import DDPMScheduler, UNet2DModel  # noqa: F401
 
-    import davi.recipes  # noqa: F401
-    import davi.trainer  # noqa: F401
+    import davi.training.recipes  # noqa: F401
+    import davi.training.loop  # noqa: F401
 
     make_accelerator(args)  # the first one sets up the process state (and the CUDA context)
     gc.collect()

@@ -3,7 +3,7 @@
     python benchmarks/onnx_speed.py                   # shipped SR x4 mapper, batch 1 and 50, 2 then 1 thread(s)
 
 Exports the mapper to ONNX in a temporary copy of the export (the shipped folder stays as it is),
-checks that both runtimes agree, then times y, z -> x_hat (lift included, davi/onnx_export.py)
+checks that both runtimes agree, then times y, z -> x_hat (lift included, davi/io/onnx.py)
 with each: warm-up calls, then repeats that alternate between the two runtimes so both see the
 same machine load; the medians are compared. The load average is recorded with the results.
 The goals are set at 2 threads; the 1-thread rows show how much of the difference is thread
@@ -28,7 +28,7 @@ if not SPIN:  # must precede the OpenMP runtime's start, i.e. the torch import
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import davi  # noqa: E402,F401  (torchvision shim before diffusers)
-from davi.cli import run_cli  # noqa: E402
+from davi.cli.common import run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {1: 2.5, 50: 1.1}  # ONNX Runtime speed-up goals at batch 1 and batch 50 ...
@@ -44,7 +44,7 @@ def timed(fn) -> float:
 def measure(graph, session, y, z, warmup: int, repeats: int) -> dict:
     import torch
 
-    from davi.onnx_export import run_session
+    from davi.io.onnx import run_session
 
     with torch.no_grad():
         eager = lambda: graph(y, z)  # noqa: E731
@@ -79,8 +79,8 @@ def main() -> None:
 
     import torch
 
-    from davi.export import load_export
-    from davi.onnx_export import RestoreGraph, example_inputs, export_onnx, make_session
+    from davi.io.export import load_export
+    from davi.io.onnx import RestoreGraph, example_inputs, export_onnx, make_session
     from readme_tables import command_line, publish, render_onnx_speed
 
     load_before = os.getloadavg()[0]

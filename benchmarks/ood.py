@@ -3,7 +3,7 @@ refinement fix it?
 
 Held-out test digits 0-499 of the bundled data (the shipped mappers' thresholds were calibrated on
 test digits 500-999, so none of these images set the threshold) under the controlled shifts of
-davi/shifts.py (each at two strengths), measured by the shipped SR x4, deblur and box mappers'
+davi/eval/shifts.py (each at two strengths), measured by the shipped SR x4, deblur and box mappers'
 operators. Per task and shift: PSNR/SSIM of lift(y), DAVI (one sample), DAVI + refine auto
 (refined only where flagged), DAVI + refine forced (every image), RED-Diff-100 (on a fixed subset:
 it costs ~1 s/image on this CPU); the flag rate (consistency statistic above the card's
@@ -39,9 +39,9 @@ RED_DIFF_TUNED = {"deblur": (0.1, 0.05), "sr4": (0.05, 0.05), "box": (0.05, 0.05
 
 
 def _load(task: str):
-    from davi.consistency import card_threshold
-    from davi.export import load_export
-    from davi.prior import DiffusionPrior
+    from davi.solvers.consistency import card_threshold
+    from davi.io.export import load_export
+    from davi.models.prior import DiffusionPrior
 
     mapper, card, operator = load_export(MAPPERS / task)
     threshold = card_threshold(card)
@@ -52,7 +52,7 @@ def _load(task: str):
 
 def _eval_digits(n: int) -> torch.Tensor:
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
 
     if n > 500:
         raise SystemExit("--images: at most 500 (test digits 500-999 calibrated the thresholds)")
@@ -66,10 +66,10 @@ def _batched(fn, y: torch.Tensor, seeds: list[int], batch: int) -> torch.Tensor:
 def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
     """(the row of one task/shift, its tensors) -- every method on the same measurements and seeds."""
     from davi.config import RedDiffConfig
-    from davi.consistency import residual_statistic
-    from davi.inference import REFINE_STEPS, DaviMethod, RedDiffMethod, Refiner
-    from davi.metrics import psnr, ssim
-    from davi.shifts import apply_shift
+    from davi.solvers.consistency import residual_statistic
+    from davi.solvers.methods import REFINE_STEPS, DaviMethod, RedDiffMethod, Refiner
+    from davi.eval.metrics import psnr, ssim
+    from davi.eval.shifts import apply_shift
 
     mapper, card, op, prior, threshold = loaded
     x = apply_shift(x0, shift)
@@ -110,7 +110,7 @@ def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
 
 
 def _cache_key(task: str, shift: str, threshold: float, args) -> str:
-    from davi.inference import REFINE, REFINE_STEPS
+    from davi.solvers.methods import REFINE, REFINE_STEPS
 
     blob = json.dumps([task, shift, threshold, args.images, args.red_diff_images, args.seed, REFINE, REFINE_STEPS,
                        RED_DIFF_TUNED[task]])
@@ -118,8 +118,8 @@ def _cache_key(task: str, shift: str, threshold: float, args) -> str:
 
 
 def run(args) -> dict:
-    from davi.atomic import write_json
-    from davi.shifts import shift_names
+    from davi.io.atomic import write_json
+    from davi.eval.shifts import shift_names
 
     x0 = _eval_digits(args.images)
     cache = Path(args.cache_dir)
@@ -159,7 +159,7 @@ def summarise(results: dict) -> dict:
 
 def figure(args, out_path: str) -> None:
     """Flagged inputs: measurement, DAVI, DAVI + refine, truth, for the worst-hit shift of each task."""
-    from davi.imageio import display_measurement, make_grid, save_grid_png
+    from davi.io.images import display_measurement, make_grid, save_grid_png
 
     x0 = _eval_digits(16)
     rows = []
@@ -194,7 +194,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)  # RED-Diff turns autograd on for itself
 
-    from davi.inference import REFINE, REFINE_STEPS
+    from davi.solvers.methods import REFINE, REFINE_STEPS
 
     results = run(args)
     head = (f"Held-out test digits 0-{args.images - 1} per shift (thresholds calibrated on test digits 500-999), "

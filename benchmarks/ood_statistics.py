@@ -1,7 +1,7 @@
 """Which per-image statistic can say that a one-step answer is wrong? Candidates side by side.
 
 The shipped SR x4, deblur and box mappers restore held-out test digits 0..N-1 under the shifts
-of davi/shifts.py (as benchmarks/ood.py does, same measurements and seeds). Each candidate's
+of davi/eval/shifts.py (as benchmarks/ood.py does, same measurements and seeds). Each candidate's
 threshold is a quantile of its values on test digits 500-999, unshifted (the card's calibration
 images). Candidates, with their network evaluations per image:
 
@@ -45,7 +45,7 @@ from ood import RESULTS, _batched, _eval_digits, _load, shift_protocol_arguments
 from readme_tables import command_line, publish, render_ood_statistics
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 CANDIDATES = ("residual", "mean residual", "pooled residual", "spread", "ppca16", "knn5")
 TWO_SIDED = " two-sided"
@@ -80,9 +80,9 @@ class MeasurementDensity:
 
 def statistics(task_objects, density, x: torch.Tensor, seed: int, batch: int) -> dict[str, torch.Tensor]:
     """Every candidate on the measurements of ``x`` (noise ``seed``), plus lift(y) - DAVI in dB."""
-    from davi.consistency import residual_statistic
-    from davi.inference import DaviMethod
-    from davi.metrics import psnr
+    from davi.solvers.consistency import residual_statistic
+    from davi.solvers.methods import DaviMethod
+    from davi.eval.metrics import psnr
 
     mapper, _, op, _, _ = task_objects
     y = op.measure(x, generator=torch.Generator().manual_seed(seed))
@@ -99,7 +99,7 @@ def statistics(task_objects, density, x: torch.Tensor, seed: int, batch: int) ->
 def low_dimensional_residuals(op, x_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The residual A x_hat - y (measured entries) tested on fewer degrees of freedom: its mean, and its
     2x2 block means, each normalised so that pure measurement noise gives ~1 per degree of freedom."""
-    from davi.consistency import measured_residual
+    from davi.solvers.consistency import measured_residual
 
     res, m = measured_residual(op, x_hat, y)
     pooled = torch.nn.functional.avg_pool2d(res, 2) * 2  # a block mean of 4 noises, times 2: variance sigma^2
@@ -126,9 +126,9 @@ def flagger(candidate: str, calibration: dict[str, torch.Tensor], alpha: float):
 
 def evaluate_task(task: str, args) -> dict:
     from davi.config import DataConfig
-    from davi.consistency import calibration_images
-    from davi.data import load_split
-    from davi.shifts import apply_shift, shift_names
+    from davi.solvers.consistency import calibration_images
+    from davi.data.datasets import load_split
+    from davi.eval.shifts import apply_shift, shift_names
 
     objects = _load(task)
     op, card = objects[2], objects[1]

@@ -21,7 +21,7 @@ Methods per task (keys of ``benchmarks/results/posterior.json``: ``"<prior>/<tas
 
 * ``sampler`` (``davi.objective=sampler``): warm-started from the paired mapper below
   (``davi.init_mapper``), then trained with lambda_reg = 0 and the derived consistency weight at a
-  small t_ikl (davi.recipes.sampler);
+  small t_ikl (davi.training.recipes.sampler);
 * ``paired`` (``davi.objective=paired``, the paper's recipe at the paper's box settings (DAVI, Lee et al. 2024) t_ikl 1000,
   lambda_con 0.5, lambda_reg 1): a point estimator; it is also the sampler's warm start;
 * ``exact``: exact posterior samples through the same estimators (the Monte-Carlo floor);
@@ -149,9 +149,9 @@ def sampler_settings(args) -> list[str]:
 def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
     """Train DAVI against the analytic ``prior`` on ``num_train`` of its samples (resuming a killed run);
     (EMA mapper, export folder, CPU seconds)."""
-    from davi.export import load_export
-    from davi.recipes.davi import davi_recipe
-    from davi.trainer import train
+    from davi.io.export import load_export
+    from davi.training.recipes.davi import davi_recipe
+    from davi.training.loop import train
 
     g = torch.Generator().manual_seed(10_000 + seed)
     images = prior.sample(num_train, generator=g).float()
@@ -193,7 +193,7 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from davi.losses import sampler_consistency_weight
+    from davi.training.losses import sampler_consistency_weight
 
     prior, op, y, posts = problem(prior_name, task, args)
     g = torch.Generator().manual_seed(TRUTH_SEED)
@@ -243,7 +243,7 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
                               **mapper_args)
     sampler, _, sampler_s = train_mapper(prior, sampler_cfg)
     add("sampler", mapper_samples(sampler, op, y, args.samples), warm_s + sampler_s, notes)
-    from davi.atomic import write_text
+    from davi.io.atomic import write_text
 
     write_text(cache, json.dumps(rows, indent=1))
     return rows
@@ -261,7 +261,7 @@ def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
     rows = [{"prior": prior_name, "task": task, "method": f"red-diff-{args.red_diff_steps}",
              **figures(red, posts, truths), "seconds": time.process_time() - t0,
              "notes": f"point estimates of {args.red_diff_seeds} seeds (their spread is optimiser noise)"}]
-    from davi.atomic import write_text
+    from davi.io.atomic import write_text
 
     write_text(cache, json.dumps(rows, indent=1))
     return rows
@@ -271,7 +271,7 @@ def red_diff_estimates(prior, op, y: torch.Tensor, seeds: int, num_steps: int = 
                        lam: float = 0.25) -> torch.Tensor:
     """(seeds, B, D): RED-Diff's point estimate from ``seeds`` noise seeds per y (unclamped)."""
     from davi.config import RedDiffConfig
-    from davi.red_diff import RedDiff
+    from davi.solvers.red_diff import RedDiff
 
     solver = RedDiff(prior, op, RedDiffConfig(num_steps=num_steps, lr=lr, lam=lam))
     yy = y.float().repeat(seeds, 1, 1, 1)
@@ -333,7 +333,7 @@ def goals(rows: list[dict]) -> list[str]:
 
 
 def render_results(data: dict) -> str:
-    from davi.evaluation import markdown_table
+    from davi.eval.evaluate import markdown_table
 
     rows = [{**r, "top5": f"{r['var_top5'][0]:.2f}-{r['var_top5'][1]:.2f}"} for r in data["rows"]]
     return markdown_table(rows, COLUMNS) + "\n\nGoals (sampler rows):\n\n" + "\n".join(goals(data["rows"]))

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from davi.atomic import write_text
-from davi.evaluation import markdown_table
+from davi.io.atomic import write_text
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

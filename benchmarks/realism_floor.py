@@ -31,7 +31,7 @@ import torch
 from readme_tables import command_line, publish
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,7 +43,7 @@ COLUMNS = [("set", "images scored", "{}"), ("fd_measured", "classifier FD vs the
 
 
 def score(classifier, images: torch.Tensor, measured: torch.Tensor, independent: torch.Tensor) -> dict:
-    from davi.classifier import classifier_realism
+    from davi.models.classifier import classifier_realism
 
     return {**classifier_realism(classifier, images, measured, "measured"),
             **classifier_realism(classifier, images, independent, "independent")}
@@ -52,8 +52,8 @@ def score(classifier, images: torch.Tensor, measured: torch.Tensor, independent:
 def restorations(task: str, measured: torch.Tensor) -> dict[str, torch.Tensor]:
     """The shipped mapper's sample and lift(y) for compare.py's measurements of ``measured``."""
     from davi.config import load_config
-    from davi.export import load_export
-    from davi.inference import DaviMethod
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod
     from davi.operators import build_operator
 
     cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml")
@@ -65,7 +65,7 @@ def restorations(task: str, measured: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def render(data: dict) -> str:
-    from davi.evaluation import markdown_table
+    from davi.eval.evaluate import markdown_table
 
     rows = [{**r, **{f"kid_{k}": f"{r[f'kid_{k}']:+.3f} ± {r[f'kid_std_{k}']:.3f}" for k in ("measured", "independent")}}
             for r in data["rows"]]
@@ -78,10 +78,10 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "realism_floor.json"))
     args = p.parse_args()
     torch.set_grad_enabled(False)
-    from davi.classifier import load_classifier
+    from davi.models.classifier import load_classifier
     from davi.config import load_config
-    from davi.data import load_split
-    from davi.prior import load_prior, sample
+    from davi.data.datasets import load_split
+    from davi.models.prior import load_prior, sample
 
     cfg = load_config(ROOT / "configs" / "sr4_mnist.yaml")  # the embedded default's data and prior
 

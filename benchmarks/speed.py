@@ -3,9 +3,9 @@
 Both methods are the library's, run as ``infer.py`` runs them, on the same prior-sized network
 (random weights: speed does not depend on them), device, dtype and memory layout:
 
-* **DAVI**: :class:`davi.inference.DaviMethod` -- lift, per-image noise, ONE network evaluation
+* **DAVI**: :class:`davi.solvers.methods.DaviMethod` -- lift, per-image noise, ONE network evaluation
   ``I_phi(lift(y) + h z, T - 1)``, clamp;
-* **RED-Diff**: :class:`davi.inference.RedDiffMethod` (:class:`davi.red_diff.RedDiff`) run for
+* **RED-Diff**: :class:`davi.solvers.methods.RedDiffMethod` (:class:`davi.solvers.red_diff.RedDiff`) run for
   ``--red-diff-steps`` steps; each step is one prior evaluation (no gradient) + the data-fit
   gradient through ``A`` + one Adam step on the estimate. RED-Diff-N costs N such steps, so
   ``RED-Diff-1000 = 1000 x (measured seconds per step)``; steps are measured, not assumed.
@@ -13,12 +13,12 @@ Both methods are the library's, run as ``infer.py`` runs them, on the same prior
 Both draw their noise per image on the CPU (results do not depend on batch composition), as in
 ``infer.py``. bf16/fp16 run under ``torch.autocast`` with fp32 weights (DAVI through
 ``DaviMethod``'s dtype, as ``infer.py --dtype`` does; RED-Diff with its whole step under autocast).
-Timing is :func:`davi.benchmarking.median_time`: on CUDA every timing is bracketed by
+Timing is :func:`davi.eval.timing.median_time`: on CUDA every timing is bracketed by
 ``torch.cuda.synchronize()``; each figure is the median of ``--repeats`` timed runs after
 ``--warmup`` untimed ones (which absorb cuDNN autotuning and ``torch.compile``). Loading and
 building are never timed. fp32 is strict fp32 (TF32 off) unless ``--tf32``.
 
-Architectures (:mod:`davi.benchmarking`): ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters),
+Architectures (:mod:`davi.eval.timing`): ``ffhq256`` (DPS's FFHQ DDPM, 93.6M parameters),
 ``imagenet256`` (guided-diffusion's unconditional ImageNet model, 552.8M) and ``small`` (1.5M, for
 quick CPU runs: its numbers say nothing about the real scale).
 
@@ -40,8 +40,8 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.benchmarking import ARCHS, device_description, median_time, random_prior, random_unet
-from davi.cli import resolve_device, resolve_dtype, run_cli
+from davi.eval.timing import ARCHS, device_description, median_time, random_prior, random_unet
+from davi.cli.common import resolve_device, resolve_dtype, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("fp32", "bf16", "fp16")
@@ -50,7 +50,7 @@ TASKS = ("sr", "box_inpaint", "deblur", "random_inpaint", "denoise")
 
 def make_davi_fn(mapper, operator, y, dtype_name: str, noise_on_device: bool = False):
     """One DAVI restoration of the batch y (one sample per image), as infer.py runs it."""
-    from davi.inference import DaviMethod
+    from davi.solvers.methods import DaviMethod
 
     method = DaviMethod(mapper, operator, resolve_dtype(dtype_name), noise_on_device)
     seeds = list(range(y.shape[0]))
@@ -58,11 +58,11 @@ def make_davi_fn(mapper, operator, y, dtype_name: str, noise_on_device: bool = F
 
 
 def make_red_diff_fn(prior, operator, y, device, dtype_name: str, steps: int, lr: float = 0.25, lam: float = 0.25):
-    """``steps`` RED-Diff steps on the batch y (davi.red_diff.RedDiff through RedDiffMethod)."""
+    """``steps`` RED-Diff steps on the batch y (davi.solvers.red_diff.RedDiff through RedDiffMethod)."""
     import torch
 
     from davi.config import RedDiffConfig
-    from davi.inference import RedDiffMethod
+    from davi.solvers.methods import RedDiffMethod
 
     method = RedDiffMethod(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam))
     seeds = list(range(y.shape[0]))
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
     import torch
 
     from davi.config import OperatorConfig
-    from davi.mapper import Mapper
+    from davi.models.mapper import Mapper
     from davi.operators import build_operator
     from readme_tables import publish, render_speed
 

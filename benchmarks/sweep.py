@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> overrides. The baseline is the task config itself; lambda_reg pulls samples towards the
@@ -45,9 +45,9 @@ def run_setting(task: str, name: str, overrides: list[str], args) -> dict:
     """Train one setting (resuming a killed run) and score its last checkpoint."""
     from convergence import score_checkpoint
 
-    from davi.checkpoints import list_checkpoints
+    from davi.training.checkpoints import list_checkpoints
     from davi.config import load_config
-    from davi.recipes import train_job
+    from davi.training.recipes import train_job
 
     out = Path(args.runs) / task / name
     cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml", [

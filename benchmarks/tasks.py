@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ SHIPPED = ROOT / "davi" / "assets" / "mappers"
 
 def ship(export_dir: Path, task: str) -> None:
     """Copy an export into the package as float16 weights (half the size; evaluated as shipped)."""
-    from davi.export import export_float16
+    from davi.io.export import export_float16
 
     export_float16(export_dir, SHIPPED / task)
 
@@ -61,13 +61,13 @@ def main() -> None:
     import torch
 
     from davi.config import load_config
-    from davi.data import load_split
-    from davi.evaluation import run_method
-    from davi.metrics import score_restorations
+    from davi.data.datasets import load_split
+    from davi.eval.evaluate import run_method
+    from davi.eval.metrics import score_restorations
     from readme_tables import command_line, publish, render_tasks
-    from davi.export import load_export
-    from davi.inference import DaviMethod, LiftMethod
-    from davi.recipes import train_job
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod, LiftMethod
+    from davi.training.recipes import train_job
 
     rows = []
     for task in args.tasks:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,9 @@ def main() -> None:
 
     from davi.config import load_config
     from readme_tables import command_line, publish, render_train_cost
-    from davi.mapper import Mapper
-    from davi.prior import load_prior
-    from davi.recipes import train_job
+    from davi.models.mapper import Mapper
+    from davi.models.prior import load_prior
+    from davi.training.recipes import train_job
 
     runs = ROOT / "runs" / "train_cost"
     base = [f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", "train.checkpoint_every=100000",
@@ -82,7 +82,7 @@ def main() -> None:
     def adamw_steps():
         opt_m.step(), opt_s.step()
 
-    from davi.benchmarking import median_time
+    from davi.eval.timing import median_time
 
     cpu = torch.device("cpu")
     parts = {name: median_time(fn, cpu, warmup=1, repeats=args.repeats) for name, fn in (

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("sr4", "deblur", "box")
@@ -49,9 +49,9 @@ def train_mapper(cfg, recipe_kwargs=None) -> tuple[Path, float]:
     """Train (resuming a killed run) and return (export folder, CPU minutes for the full run).
 
     A resumed run measures only its last segment: its CPU time per step is scaled to every step."""
-    from davi.checkpoints import list_checkpoints
-    from davi.recipes import get_recipe
-    from davi.trainer import train
+    from davi.training.checkpoints import list_checkpoints
+    from davi.training.recipes import get_recipe
+    from davi.training.loop import train
 
     out = Path(cfg.train.output_dir)
     done = (out / "export" / "card.json").is_file()
@@ -67,18 +67,18 @@ def train_mapper(cfg, recipe_kwargs=None) -> tuple[Path, float]:
 
 
 def restore_with_mapper(export: Path, y):
-    from davi.evaluation import run_method
-    from davi.export import load_export
-    from davi.inference import DaviMethod
+    from davi.eval.evaluate import run_method
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod
 
     mapper, _, operator = load_export(export)
     return run_method(DaviMethod(mapper, operator), y, 100)[0]
 
 
 def run_variant(task: str, variant: str, args, y, x0) -> dict:
-    from davi.anchors import anchor_cpu_seconds, compute_anchors
+    from davi.data.anchors import anchor_cpu_seconds, compute_anchors
     from davi.config import load_config
-    from davi.measurements import MeasurementDataset
+    from davi.data.measurements import MeasurementDataset
 
     runs = Path(args.runs)
     if variant == "paired" and args.paired == "shipped":
@@ -87,7 +87,7 @@ def run_variant(task: str, variant: str, args, y, x0) -> dict:
                 "train_batch": card["config"]["train"]["batch_size"], "train_images": "4,000 (all)",
                 "train_cpu_minutes": None}
     if variant == "paired":
-        from davi.data import load_split
+        from davi.data.datasets import load_split
 
         cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml", [
             *(shipped_objective(task) if args.paired == "recipe" else []),
@@ -101,7 +101,7 @@ def run_variant(task: str, variant: str, args, y, x0) -> dict:
         cfg = unpaired_config(task, args, [])
         data = MeasurementDataset(y, cfg_operator_params(cfg), f"{cfg.data.source}:test[:{len(y)}] measured (seed 0)")
         folder = compute_anchors(cfg, runs / "red_diff_test" / f"{task}-{len(y)}", data=data, progress=False)
-        from davi.anchors import load_anchors
+        from davi.data.anchors import load_anchors
 
         return {"restored": load_anchors(folder, data).clamp(-1, 1), "nfe": cfg.red_diff.num_steps,
                 "cpu_minutes": anchor_cpu_seconds(folder) / 60,
@@ -167,9 +167,9 @@ def main() -> None:
 
     import torch
 
-    from davi.atomic import write_json
-    from davi.data import load_split
-    from davi.metrics import score_restorations
+    from davi.io.atomic import write_json
+    from davi.data.datasets import load_split
+    from davi.eval.metrics import score_restorations
     from davi.operators import build_operator
 
     for task in args.tasks:

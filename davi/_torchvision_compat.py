@@ -102,7 +102,7 @@ PTH_NAME = "davi_torchvision_compat.pth"
 
 def install_pth(site_packages: str | None = None) -> Path:
     """Write the .pth that installs the hook at interpreter start (site-packages of this env)."""
-    from davi.atomic import write_text
+    from davi.io.atomic import write_text
 
     target = Path(site_packages or sysconfig.get_paths()["purelib"]) / PTH_NAME
     write_text(target, "import davi._torchvision_compat\n")

@@ -100,7 +100,7 @@ class DaviConfig:
     paired regression: a realistic point estimator (with lambda_reg > 0 its optimum is a point mass
     near the posterior mean, so its spread is not a posterior std). ``sampler`` trains a posterior
     sampler: lambda_reg must be 0, the consistency weight is derived from operator.sigma_y
-    (davi.losses.sampler_consistency_weight; lambda_con is not used), s_psi learns the score on the
+    (davi.training.losses.sampler_consistency_weight; lambda_con is not used), s_psi learns the score on the
     IKL's own t range, and t_ikl should be small (<= 50: docs/posterior_check.md).
     """
 
@@ -125,14 +125,14 @@ class DaviConfig:
     # The first score_warmup steps train s_psi only (the mapper's learning rate is 0), so that a
     # fresh s_psi learns a warm-started mapper's score before its IKL gradients move the mapper.
     score_warmup: int = 0
-    # Sampler objective: weight of the mean-matching term (davi.losses.mean_matching_loss, paired: it
+    # Sampler objective: weight of the mean-matching term (davi.training.losses.mean_matching_loss, paired: it
     # needs the clean image). Its minimiser is any sampler whose mean is E[x | y], whatever its spread,
     # so it moves no optimum of the sampler objective; 0 = off.
     lambda_mean: float = 0.0
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
     init_mapper: str = ""
-    # The export's consistency threshold (davi.consistency) is calibrated on this many held-out test
+    # The export's consistency threshold (davi.solvers.consistency) is calibrated on this many held-out test
     # images at the end of training, one restoration each; 0 exports without one (then
     # scripts/calibrate_consistency.py can add it later, e.g. on a GPU for a 256x256 mapper).
     calibration_images: int = 500
@@ -199,7 +199,7 @@ class UnpairedConfig:
     measurement each, shape ``(C, h, w)`` / ``(h, w)`` as the operator produces them), or
     ``simulate``: measure the train split of ``data`` (noise seed ``seed``, the first ``limit``
     images) and keep only the measurements, to compare with paired training.
-    ``anchors``: a folder written by ``python -m davi.anchors`` (RED-Diff solutions of exactly these
+    ``anchors``: a folder written by ``python -m davi.data.anchors`` (RED-Diff solutions of exactly these
     measurements); with anchors the Perturbed Posterior Bridge starts at them, without it is off.
     """
 

@@ -1,4 +1,4 @@
-"""Add the consistency threshold (davi/consistency.py) to mapper exports' card.json.
+"""Add the consistency threshold (davi/solvers/consistency.py) to mapper exports' card.json.
 
 For each export: its DAVI samples' measurement-consistency statistic on held-out test images
 500-999 of the data set it was trained on (test images 0-499 stay unseen, for the false-alarm
@@ -17,16 +17,16 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 
 def calibrate(export: Path, quantile: float, seed: int) -> dict:
-    from davi.atomic import write_json
-    from davi.consistency import calibrate_consistency, calibration_images
-    from davi.export import ExportError, load_export
-    from davi.inference import DaviMethod
-    from davi.prior import safetensors_digest
-    from davi.model_card import write_model_card
+    from davi.io.atomic import write_json
+    from davi.solvers.consistency import calibrate_consistency, calibration_images
+    from davi.io.export import ExportError, load_export
+    from davi.solvers.methods import DaviMethod
+    from davi.models.prior import safetensors_digest
+    from davi.io.model_card import write_model_card
 
     before = safetensors_digest(export)
     mapper, card, operator = load_export(export)

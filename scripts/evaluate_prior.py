@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +29,12 @@ def main() -> None:
 
     import torch
 
-    from davi.atomic import write_json
-    from davi.classifier import load_classifier, sample_quality
+    from davi.io.atomic import write_json
+    from davi.models.classifier import load_classifier, sample_quality
     from davi.config import DataConfig, PriorConfig
-    from davi.data import load_split
-    from davi.imageio import make_grid, save_grid_png
-    from davi.prior import load_prior, sample
+    from davi.data.datasets import load_split
+    from davi.io.images import make_grid, save_grid_png
+    from davi.models.prior import load_prior, sample
 
     prior = load_prior(PriorConfig(path=args.prior))
     t0 = time.time()

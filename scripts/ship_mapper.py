@@ -2,10 +2,10 @@
 
 From one checkpoint of a training run (its EMA mapper, default: the latest checkpoint):
 
-1. export it (``davi.export.export_checkpoint``) and copy it as float16 safetensors into
-   ``davi/assets/mappers/<name>`` (``davi.export.export_float16``);
+1. export it (``davi.io.export.export_checkpoint``) and copy it as float16 safetensors into
+   ``davi/assets/mappers/<name>`` (``davi.io.export.export_float16``);
 2. calibrate the export's consistency threshold on held-out test digits 500-999
-   (``davi.consistency.with_consistency``), with the weights as shipped;
+   (``davi.solvers.consistency.with_consistency``), with the weights as shipped;
 3. restore the first ``--images`` held-out test digits with the shipped weights (measurement noise
    seed 0, one sample each; benchmarks/convergence.py's protocol), write the scores as a results
    file ``benchmarks/results/shipped_<name>.json`` (row ``davi (shipped, fp16)``, with this command)
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "davi" / "assets" / "mappers"
@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> None:
                                              "(e.g. a run resumed with other settings); stored in card.json")
     args = p.parse_args(argv)
 
-    from davi.atomic import write_json
-    from davi.checkpoints import list_checkpoints
-    from davi.consistency import data_config, with_consistency
-    from davi.evaluation import held_out_scores
-    from davi.export import export_checkpoint, export_float16, load_export, read_card
-    from davi.inference import DaviMethod
-    from davi.model_card import metrics_from_results, write_model_card
+    from davi.io.atomic import write_json
+    from davi.training.checkpoints import list_checkpoints
+    from davi.solvers.consistency import data_config, with_consistency
+    from davi.eval.evaluate import held_out_scores
+    from davi.io.export import export_checkpoint, export_float16, load_export, read_card
+    from davi.solvers.methods import DaviMethod
+    from davi.io.model_card import metrics_from_results, write_model_card
 
     checkpoint = args.source
     if not (checkpoint / "trainer_state.json").is_file():

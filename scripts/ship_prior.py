@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def main() -> None:
 
     import torch
 
-    from davi.prior import load_unet_and_scheduler, save_prior
+    from davi.models.prior import load_unet_and_scheduler, save_prior
 
     unet, scheduler, _, _ = load_unet_and_scheduler(args.prior)
     record = {}

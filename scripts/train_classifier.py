@@ -1,7 +1,7 @@
 """Train the bundled digit classifier on the bundled 32x32 MNIST train split (one CPU thread).
 
 Reports test accuracy and mean confidence on the 1000 bundled test digits, then writes
-``davi/assets/digit_classifier.safetensors`` atomically (davi.atomic.write_file), as float16
+``davi/assets/digit_classifier.safetensors`` atomically (davi.io.atomic.write_file), as float16
 (the loader computes in float32). The numbers are recorded in the file's metadata.
 
     python scripts/train_classifier.py            # about 2-3 minutes on one core
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from davi.cli import run_cli
+from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +36,10 @@ def main() -> None:
     from safetensors.torch import save_file
 
     torch.set_num_threads(1)
-    from davi.atomic import write_file
-    from davi.classifier import load_classifier, sample_quality, train_classifier
+    from davi.io.atomic import write_file
+    from davi.models.classifier import load_classifier, sample_quality, train_classifier
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
 
     t0 = time.time()
     cfg = DataConfig()

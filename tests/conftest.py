@@ -23,7 +23,7 @@ TINY_UNET = ["prior.block_out_channels=[8,16]", "prior.attention_levels=[]", "pr
 
 def make_tiny_prior(folder, seed: int = 0, channels: int = 1, resolution: int = 32):
     from davi.config import DataConfig, PriorConfig
-    from davi.prior import build_scheduler, build_unet, save_prior
+    from davi.models.prior import build_scheduler, build_unet, save_prior
 
     torch.manual_seed(seed)
     pc = PriorConfig(block_out_channels=[8, 16], attention_levels=[], attention_head_dim=8)

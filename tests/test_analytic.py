@@ -218,9 +218,9 @@ def test_ddpm_ancestral_sampling_reproduces_the_gaussian():
 
 def ddim_affine_map(prior, num_steps: int):
     """Deterministic DDIM (eta = 0) with the prior's exact eps is an affine map x_T -> c + G x_T:
-    push 0 and the basis vectors through the same DDIMScheduler that davi.prior.sample uses.
+    push 0 and the basis vectors through the same DDIMScheduler that davi.models.prior.sample uses.
     With x_T ~ N(0, I) its output is exactly N(c, G G^T)."""
-    from davi.prior import ddim_scheduler
+    from davi.models.prior import ddim_scheduler
 
     sched = ddim_scheduler(prior.schedule.alphas_cumprod)
     sched.set_timesteps(num_steps)
@@ -250,9 +250,9 @@ def test_ddim_converges_to_the_gaussian():
 
 
 def test_ddim_sampler_on_the_gaussian_prior():
-    """davi.prior.sample (DDIM, eta = 0, 100 steps, float32, diffusers) runs on the analytic prior
+    """davi.models.prior.sample (DDIM, eta = 0, 100 steps, float32, diffusers) runs on the analytic prior
     unchanged and draws from the law the affine map predicts (Monte Carlo tolerance)."""
-    from davi.prior import sample
+    from davi.models.prior import sample
 
     g = torch.Generator().manual_seed(7)
     D, N = 4, 2000
@@ -271,7 +271,7 @@ def test_red_diff_on_the_gaussian_prior_gets_closer_to_the_exact_posterior_mean(
     """RED-Diff starts at pinv(y) (exactly consistent, blind to the prior) and must end nearer the exact
     posterior mean, on every image. Adam's step does not shrink with the gradient, so a small lr is needed
     for the last iterates to settle (at the benchmarks' lr 0.25 it ends ~lr away from any fixed point)."""
-    from davi.red_diff import RedDiff
+    from davi.solvers.red_diff import RedDiff
 
     g = torch.Generator().manual_seed(8)
     prior = GaussianPrior(torch.zeros(1, 8, 8, dtype=F64), cov=random_cov(64, g, scale=0.1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from davi.atomic import recover_folder, replace_folder, temp_folder_for, write_file, write_text
+from davi.io.atomic import recover_folder, replace_folder, temp_folder_for, write_file, write_text
 
 
 def _folder(path, text):

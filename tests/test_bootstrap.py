@@ -1,11 +1,11 @@
-"""davi.bootstrap: paired percentile intervals of a difference of set statistics."""
+"""davi.eval.bootstrap: paired percentile intervals of a difference of set statistics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from davi.bootstrap import bootstrap_differences, paired_bootstrap
+from davi.eval.bootstrap import bootstrap_differences, paired_bootstrap
 
 
 def _mean(x):

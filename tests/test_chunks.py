@@ -1,11 +1,11 @@
-"""davi.chunks: chunked results are cached under a key, recomputed when it changes, resumed after a kill."""
+"""davi.io.chunks: chunked results are cached under a key, recomputed when it changes, resumed after a kill."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from davi.chunks import cached_result, digest, run_in_chunks
+from davi.io.chunks import cached_result, digest, run_in_chunks
 
 
 def _compute(calls):

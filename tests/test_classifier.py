@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from davi.classifier import (
+from davi.models.classifier import (
     ClassifierError,
     DigitClassifier,
     classifier_features,
@@ -28,7 +28,7 @@ def classifier():
 @pytest.fixture(scope="module")
 def test_digits():
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
 
     # The first 200 of the (shuffled, seeded) test split: every class is present.
     ds = load_split(DataConfig(), "test")
@@ -125,7 +125,7 @@ def test_realism_against_the_measured_digits_rewards_fidelity(classifier):
     from realism_floor import score
 
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
 
     x = load_split(DataConfig(), "test").tensor(limit=300)
     measured, other, independent = x[:100], x[100:200], x[200:300]

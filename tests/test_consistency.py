@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from davi.config import Config, OperatorConfig, load_config
-from davi.consistency import (STATISTIC, ConsistencyError, calibrate_consistency, card_threshold,
+from davi.solvers.consistency import (STATISTIC, ConsistencyError, calibrate_consistency, card_threshold,
                               consistency_report, parse_refine, residual_statistic, with_consistency)
-from davi.export import export_mapper, make_card, read_card
-from davi.inference import DaviMethod
-from davi.mapper import Mapper
+from davi.io.export import export_mapper, make_card, read_card
+from davi.solvers.methods import DaviMethod
+from davi.models.mapper import Mapper
 from davi.operators import build_operator
-from davi.prior import DiffusionPrior
+from davi.models.prior import DiffusionPrior
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32
@@ -110,7 +110,7 @@ def test_report_rows_and_summary():
 def test_training_export_carries_the_threshold_from_held_out_test_images(tiny_prior_dir, tmp_path):
     from accelerate import Accelerator
 
-    from davi.recipes.davi import davi_recipe
+    from davi.training.recipes.davi import davi_recipe
 
     cfg = load_config(ROOT / "configs" / "sr4_mnist.yaml", [f"prior.path={tiny_prior_dir}",
                                                            f"train.output_dir={tmp_path}"])

@@ -1,4 +1,4 @@
-"""guided-diffusion -> diffusers conversion (davi.convert) against the reference UNet in guided_reference.py."""
+"""guided-diffusion -> diffusers conversion (davi.io.convert) against the reference UNet in guided_reference.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from guided_reference import from_script_args
 
-from davi.convert import PRESETS, ConversionError, convert_checkpoint, convert_state_dict, main, unet_config_from_guided
-from davi.prior import DiffusionPrior
+from davi.io.convert import PRESETS, ConversionError, convert_checkpoint, convert_state_dict, main, unet_config_from_guided
+from davi.models.prior import DiffusionPrior
 
 # The DPS / ImageNet layout at toy size: learned sigma, scale-shift norm, resblock up/down, legacy QKV,
 # attention at 16 and 8 (levels 1 and 2), 4 heads of 16 channels.
@@ -196,7 +196,7 @@ def test_cli_converts(tmp_path, capsys):
 
 @pytest.mark.slow  # launches a Python process
 def test_module_entry_point_missing_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "davi.convert", "guided", str(tmp_path / "nope.pt"),
+    proc = subprocess.run([sys.executable, "-m", "davi.io.convert", "guided", str(tmp_path / "nope.pt"),
                            str(tmp_path / "out"), "--preset", "ffhq256"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert proc.returncode != 0

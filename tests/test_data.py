@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from davi.config import DataConfig
-from davi.data import DataError, StepBatchSampler, load_image_file, load_split
+from davi.data.datasets import DataError, StepBatchSampler, load_image_file, load_split
 
 # ---------------------------------------------------------------------------------------------
 # The bundled MNIST32 digits
@@ -232,7 +232,7 @@ def test_sixteen_bit_and_palette_images(tmp_path):
     x = load_image_file(tmp_path / "g16.png", 16, 1)
     expected = torch.from_numpy(ramp.astype(np.float64) / 65535 * 2 - 1).float()[None]
     assert torch.allclose(x, expected, atol=1e-4)
-    from davi.imageio import read_image  # infer.py's reader treats modes the same way
+    from davi.io.images import read_image  # infer.py's reader treats modes the same way
 
     assert torch.allclose(read_image(tmp_path / "g16.png", 1), expected, atol=1e-4)
     # A palette image follows the configured channels.

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from davi.config import load_config
-from davi.recipes import train_job
-from davi.trainer import TrainingError, list_checkpoints
+from davi.training.recipes import train_job
+from davi.training.loop import TrainingError, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,11 @@ def trained_run(tiny_prior_dir, tmp_path_factory):
 
 @pytest.mark.slow  # the 60-step trained_run fixture: ~30 s
 def test_trained_mapper_beats_the_lifted_measurement(trained_run):
-    from davi.data import load_split
-    from davi.evaluation import run_method
-    from davi.export import load_export
-    from davi.inference import DaviMethod, LiftMethod
-    from davi.metrics import psnr
+    from davi.data.datasets import load_split
+    from davi.eval.evaluate import run_method
+    from davi.io.export import load_export
+    from davi.solvers.methods import DaviMethod, LiftMethod
+    from davi.eval.metrics import psnr
 
     mapper, card, op = load_export(trained_run / "export")
     assert card["task"] == "sr" and card["steps"] == 60 and card["prior"]["digest"]
@@ -71,7 +71,7 @@ def test_training_logs_curves_grids_and_phase_timings(trained_run):
 
 @pytest.mark.slow  # the 60-step trained_run fixture: ~30 s
 def test_export_of_a_checkpoint_equals_the_final_export(trained_run, tmp_path):
-    from davi.export import export_checkpoint
+    from davi.io.export import export_checkpoint
 
     export_checkpoint(trained_run / "checkpoint-60", tmp_path / "exp")
     a = load_file(str(trained_run / "export" / "diffusion_pytorch_model.safetensors"))
@@ -113,8 +113,8 @@ def test_regression_ablation_trains_no_score_network(tiny_prior_dir, tmp_path):
 
 def _one_iteration(cfg, out, x0):
     """The updates one iteration of the DAVI recipe yields, and the bridge times a the mapper was run at."""
-    from davi.recipes import davi_recipe
-    from davi.trainer import make_accelerator
+    from davi.training.recipes import davi_recipe
+    from davi.training.loop import make_accelerator
 
     recipe = davi_recipe(cfg, make_accelerator(cfg.train, out))
     times = []
@@ -136,7 +136,7 @@ def test_score_steps_and_ppb_switch(tiny_prior_dir, tmp_path):
 
 
 def test_prior_and_data_of_different_sizes_is_a_one_line_error(tiny_prior_dir, tmp_path):
-    from davi.prior import PriorError
+    from davi.models.prior import PriorError
 
     with pytest.raises(PriorError) as e:
         train_job(davi_cfg(tiny_prior_dir, tmp_path / "m", "data.resolution=16"))
@@ -151,12 +151,12 @@ def test_the_ikl_term_alone_moves_the_mapper_to_the_prior(tmp_path):
     the mean of the restorations most of the way to 0.5; a sign error in the IKL term drives them away
     (measured: 4.7 -> 1.0 here, -> 15 with the sign flipped)."""
     from davi.analytic import GaussianPrior
-    from davi.export import load_export
-    from davi.mapper import Mapper
+    from davi.io.export import load_export
+    from davi.models.mapper import Mapper
     from davi.operators import build_operator
-    from davi.prior import build_unet
-    from davi.recipes import davi_recipe
-    from davi.trainer import train
+    from davi.models.prior import build_unet
+    from davi.training.recipes import davi_recipe
+    from davi.training.loop import train
 
     res = 4
     m = torch.full((1, res, res), 0.5, dtype=torch.float64)

@@ -13,9 +13,9 @@ def test_demo_writes_grid_table_and_results_that_agree(tmp_path):
     import demo  # the repository root is on pytest's pythonpath (pyproject.toml)
 
     from davi.config import DataConfig
-    from davi.data import load_split
-    from davi.export import load_export, read_card
-    from davi.metrics import psnr
+    from davi.data.datasets import load_split
+    from davi.io.export import load_export, read_card
+    from davi.eval.metrics import psnr
 
     out = tmp_path / "demo"
     argv = ["--steps", "2", "--images", "4", "--out", str(out), "train.batch_size=2", "log.image_every=0",

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from davi.config import Config
-from davi.export import ExportError, export_checkpoint, export_mapper, load_export, make_card, read_card
-from davi.mapper import Mapper
+from davi.io.export import ExportError, export_checkpoint, export_mapper, load_export, make_card, read_card
+from davi.models.mapper import Mapper
 from davi.operators import build_operator
-from davi.prior import DiffusionPrior
+from davi.models.prior import DiffusionPrior
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -159,7 +159,7 @@ def test_an_export_killed_between_its_two_renames_is_recovered(setup, export):
 def test_export_float16_stores_half_weights_and_loads_them_as_float32(setup, export, tmp_path):
     from safetensors.torch import load_file
 
-    from davi.export import export_float16
+    from davi.io.export import export_float16
 
     out = export_float16(export, tmp_path / "shipped")
     stored = load_file(str(out / WEIGHTS))

@@ -1,4 +1,4 @@
-"""davi.grid_search: the grid widens until its best point is interior."""
+"""davi.eval.grid_search: the grid widens until its best point is interior."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from davi.grid_search import widen_or_choose
+from davi.eval.grid_search import widen_or_choose
 
 
 def _scores(xs, ys, best):

@@ -75,5 +75,5 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_the_loop_and_recipe_types_know_no_job():
     graph = import_graph()
-    assert not any(m.startswith("davi.recipes") for m in graph["davi.trainer"])
-    assert graph["davi.recipe"] == set()
+    assert not any(m.startswith("davi.training.recipes") for m in graph["davi.training.loop"])
+    assert graph["davi.training.recipe"] == set()

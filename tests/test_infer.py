@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from davi.config import Config
-from davi.export import export_mapper, load_export, make_card
-from davi.imageio import to_uint8
-from davi.inference import DaviMethod
-from davi.mapper import Mapper
+from davi.io.export import export_mapper, load_export, make_card
+from davi.io.images import to_uint8
+from davi.solvers.methods import DaviMethod
+from davi.models.mapper import Mapper
 from davi.operators import build_operator
-from davi.prior import DiffusionPrior
+from davi.models.prior import DiffusionPrior
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from davi.config import OperatorConfig, PriorConfig
-from davi.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
+from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
 from davi.operators import build_operator
-from davi.prior import Schedule, ScorePrior, build_scheduler
+from davi.models.prior import Schedule, ScorePrior, build_scheduler
 
 
 class LinearEps(ScorePrior):

@@ -3,14 +3,14 @@
 import numpy as np
 import torch
 
-from davi.mapper import Mapper, PPBSampler, bridge_schedule
-from davi.prior import DiffusionPrior
+from davi.models.mapper import Mapper, PPBSampler, bridge_schedule
+from davi.models.prior import DiffusionPrior
 
 T = 1000
 
 
 def i2sb_schedule(n: int = T, beta_start: float = 1e-4, beta_end: float = 0.02):
-    """The symmetric I2SB schedule written out in numpy, independently of davi.mapper (Liu et al.
+    """The symmetric I2SB schedule written out in numpy, independently of davi.models.mapper (Liu et al.
     2023, I2SB): betas linear in sqrt space, first half then its mirror; std_fwd = sqrt(cumsum),
     std_bwd = sqrt(reverse cumsum); mu_x0 = std_bwd^2 / (std_fwd^2 + std_bwd^2), mu_x1 = 1 - mu_x0."""
     b = np.linspace(beta_start ** 0.5, beta_end ** 0.5, n) ** 2

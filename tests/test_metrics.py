@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from davi.evaluation import markdown_table
-from davi.metrics import psnr, score_restorations, ssim
+from davi.eval.evaluate import markdown_table
+from davi.eval.metrics import psnr, score_restorations, ssim
 
 
 def test_psnr_is_per_image_on_a_data_range_of_two_with_clamping():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from davi.export import read_card
-from davi.model_card import ModelCardError, metrics_from_results, model_card, read_front_matter, write_model_card
+from davi.io.export import read_card
+from davi.io.model_card import ModelCardError, metrics_from_results, model_card, read_front_matter, write_model_card
 
 SHIPPED = Path(__file__).resolve().parents[1] / "davi" / "assets" / "mappers"
 TASKS = ("sr4", "deblur", "box")

@@ -16,11 +16,11 @@ pytest.importorskip("onnxruntime", reason="the optional extra davi[onnx] is not 
 onnx = pytest.importorskip("onnx", reason="the optional extra davi[onnx] is not installed")
 
 from davi.config import DataConfig  # noqa: E402
-from davi.data import load_split  # noqa: E402
-from davi.export import ExportError, load_export  # noqa: E402
-from davi.inference import DaviMethod  # noqa: E402
-from davi.model_card import read_front_matter  # noqa: E402
-from davi.onnx_export import (  # noqa: E402
+from davi.data.datasets import load_split  # noqa: E402
+from davi.io.export import ExportError, load_export  # noqa: E402
+from davi.solvers.methods import DaviMethod  # noqa: E402
+from davi.io.model_card import read_front_matter  # noqa: E402
+from davi.io.onnx import (  # noqa: E402
     INSTALL_HINT, OnnxDaviMethod, RestoreGraph, example_inputs, make_session, run_session,
 )
 
@@ -146,7 +146,7 @@ def onnx_export_task(export: Path) -> str:
 @pytest.mark.slow
 def test_export_of_a_checkpoint_with_onnx_writes_model_card_and_graph(tiny_prior_dir, tmp_path, infer_main):
     from davi.config import load_config
-    from davi.recipes import train_job
+    from davi.training.recipes import train_job
 
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
@@ -169,8 +169,8 @@ def test_export_of_a_checkpoint_with_onnx_writes_model_card_and_graph(tiny_prior
 def test_an_export_with_noise_channels_runs_in_onnx_and_its_card_is_checked(tmp_path, test_digits, infer_main):
     """A mapper with its own noise channels: the graph's z carries them, PyTorch and ONNX agree, and
     a card that disagrees with the weights is refused."""
-    from davi.export import export_mapper, read_card
-    from davi.mapper import Mapper
+    from davi.io.export import export_mapper, read_card
+    from davi.models.mapper import Mapper
 
     shipped, card, operator = load_export(SHIPPED / "box")
     mapper = Mapper.from_prior_unet(shipped.net, h=0.1, tanh=False, noise_channels=1)

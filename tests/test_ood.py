@@ -1,4 +1,4 @@
-"""The controlled distribution shifts of davi/shifts.py: deterministic, in range, each doing what its
+"""The controlled distribution shifts of davi/eval/shifts.py: deterministic, in range, each doing what its
 name says, level 2 stronger than level 1."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from davi.shifts import LEVELS, SHIFTS, apply_shift, shift_names
+from davi.eval.shifts import LEVELS, SHIFTS, apply_shift, shift_names
 
 
 def digits(n: int = 8) -> torch.Tensor:
@@ -105,7 +105,7 @@ def test_low_dimensional_residuals_are_noise_sized_at_the_truth_and_see_added_in
     from ood_statistics import low_dimensional_residuals
 
     from davi.config import OperatorConfig
-    from davi.consistency import measured_mask
+    from davi.solvers.consistency import measured_mask
     from davi.operators import build_operator
 
     op = build_operator(OperatorConfig(sigma_y=0.05, **cfg), 32, 1)

@@ -486,9 +486,9 @@ def test_file_operators_rebuild_from_params_without_their_file(make, files, tmp_
     ],
 )
 def test_an_export_of_a_plugged_in_operator_loads_without_its_files(tiny_prior_dir, files, tmp_path, overrides):
-    from davi.export import export_mapper, load_export, make_card
-    from davi.mapper import Mapper
-    from davi.prior import DiffusionPrior
+    from davi.io.export import export_mapper, load_export, make_card
+    from davi.models.mapper import Mapper
+    from davi.models.prior import DiffusionPrior
 
     mask = np.full((32, 32), 255, np.uint8)
     mask[8:24, 12:20] = 0

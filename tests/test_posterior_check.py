@@ -113,8 +113,8 @@ def test_davi_fixed_point_is_a_stationary_point_of_davi_objective(problem):
 
 
 def test_check_passes_exact_samples_and_fails_an_untrained_mapper(problem):
-    from davi.mapper import Mapper
-    from davi.prior import build_unet
+    from davi.models.mapper import Mapper
+    from davi.models.prior import build_unet
 
     prior, op, y, posts = problem
     g = torch.Generator().manual_seed(0)
@@ -131,9 +131,9 @@ def test_check_passes_exact_samples_and_fails_an_untrained_mapper(problem):
 
 @pytest.mark.slow
 def test_trained_mapper_is_close_to_the_exact_posterior(problem, tmp_path):
-    from davi.export import load_export
-    from davi.recipes import davi_recipe
-    from davi.trainer import train
+    from davi.io.export import load_export
+    from davi.training.recipes import davi_recipe
+    from davi.training.loop import train
 
     prior, op, y, posts = problem
     images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()
@@ -149,9 +149,9 @@ def test_trained_mapper_is_close_to_the_exact_posterior(problem, tmp_path):
 
 @pytest.mark.slow
 def test_sampler_objective_trains_towards_the_exact_posterior(problem, tmp_path):
-    from davi.export import load_export
-    from davi.recipes import davi_recipe
-    from davi.trainer import train
+    from davi.io.export import load_export
+    from davi.training.recipes import davi_recipe
+    from davi.training.loop import train
 
     prior, op, y, posts = problem
     images = prior.sample(8192, generator=torch.Generator().manual_seed(0)).float()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from davi.config import DataConfig, PriorConfig
-from davi.prior import (BUNDLED_PRIORS, DiffusionPrior, PriorError, Schedule, ScorePrior, build_scheduler, build_unet,
+from davi.models.prior import (BUNDLED_PRIORS, DiffusionPrior, PriorError, Schedule, ScorePrior, build_scheduler, build_unet,
                         load_prior, sample, save_prior)
 
 TINY = PriorConfig(block_out_channels=[8, 16], attention_levels=[], attention_head_dim=8)
@@ -270,7 +270,7 @@ def test_bundled_prior_loads():
 
 @pytest.mark.parametrize("zero", [True, False])
 def test_with_extra_inputs_keeps_the_weights_and_zero_keeps_the_function(tiny_prior_dir, zero):
-    from davi.prior import with_extra_inputs
+    from davi.models.prior import with_extra_inputs
 
     unet = DiffusionPrior.from_pretrained(str(tiny_prior_dir)).unet
     c = unet.config.in_channels

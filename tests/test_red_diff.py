@@ -7,8 +7,8 @@ import torch
 
 from davi.config import OperatorConfig, RedDiffConfig
 from davi.operators import build_operator
-from davi.prior import DiffusionPrior, Schedule, ScorePrior
-from davi.red_diff import RedDiff
+from davi.models.prior import DiffusionPrior, Schedule, ScorePrior
+from davi.solvers.red_diff import RedDiff
 
 RES, CH = 8, 1
 
@@ -38,7 +38,7 @@ class GaussianPrior(ScorePrior):
 def tiny_unet_prior() -> DiffusionPrior:
     from diffusers import UNet2DModel
 
-    from davi.prior import build_scheduler
+    from davi.models.prior import build_scheduler
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=RES, in_channels=CH, out_channels=CH, block_out_channels=(8, 16),

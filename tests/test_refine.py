@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from davi.config import DataConfig, RedDiffConfig
-from davi.consistency import residual_statistic
-from davi.data import load_split
-from davi.export import load_export
-from davi.inference import DaviMethod, RefinedDaviMethod, Refiner
-from davi.prior import DiffusionPrior
-from davi.red_diff import RedDiff
-from davi.shifts import apply_shift
+from davi.solvers.consistency import residual_statistic
+from davi.data.datasets import load_split
+from davi.io.export import load_export
+from davi.solvers.methods import DaviMethod, RefinedDaviMethod, Refiner
+from davi.models.prior import DiffusionPrior
+from davi.solvers.red_diff import RedDiff
+from davi.eval.shifts import apply_shift
 
 ROOT = Path(__file__).resolve().parents[1]
 SR4 = ROOT / "davi" / "assets" / "mappers" / "sr4"

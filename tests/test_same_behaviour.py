@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from davi.config import load_config
-from davi.export import load_export
-from davi.recipes import train_job
-from davi.trainer import weights_digest
+from davi.io.export import load_export
+from davi.training.recipes import train_job
+from davi.training.loop import weights_digest
 
 # Re-recorded 2026-12-03: the code of the previous recording (commit 2a6fa1c) gives this digest in a
 # fresh install of that day (torch 2.13.0+cpu, accelerate 1.16.0, diffusers 0.42.1, datasets 5.2.0,

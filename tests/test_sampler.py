@@ -10,7 +10,7 @@ import torch
 
 from davi.analytic import davi_fixed_point, digit_images, exact_posterior, fit_gaussian
 from davi.config import ConfigError, load_config
-from davi.losses import mean_matching_loss, sampler_consistency_weight
+from davi.training.losses import mean_matching_loss, sampler_consistency_weight
 from davi.operators import build_operator
 
 PRESETS = ("box", "sr4", "deblur")
@@ -78,7 +78,7 @@ def test_sigma_y_zero_with_the_sampler_is_a_one_line_config_error():
 def test_mean_matching_pins_the_mean_and_leaves_the_spread_alone():
     """Two independent draws x_hat = mu + s z: the loss's gradient is 2 (mu - x0) / D in mu and zero in s
     on average, where the paired regression's gradient in s is 2 s (it shrinks the spread to a point)."""
-    from davi.losses import regression_loss
+    from davi.training.losses import regression_loss
 
     g = torch.Generator().manual_seed(0)
     n, D = 20_000, 4
@@ -115,8 +115,8 @@ def test_score_condition_gives_s_psi_the_measurement_or_the_deviation_from_the_m
     """center: s_psi sees x_t - sqrt(ab_t) c(y) and c(y), a function of y alone, so it learns the score
     of q(x_t | y); none: x_t alone (the marginal score)."""
     from davi.config import DaviConfig
-    from davi.prior import Schedule, build_scheduler
-    from davi.recipes.parts import score_condition
+    from davi.models.prior import Schedule, build_scheduler
+    from davi.training.recipes.parts import score_condition
 
     schedule = Schedule(build_scheduler().alphas_cumprod)
     g = torch.Generator().manual_seed(0)

@@ -10,8 +10,8 @@ from convergence import combine, score_checkpoint
 from sweep import pick
 
 from davi.config import Config
-from davi.mapper import Mapper
-from davi.prior import DiffusionPrior
+from davi.models.mapper import Mapper
+from davi.models.prior import DiffusionPrior
 
 
 def test_pick_takes_the_most_realistic_setting_within_the_psnr_slack():

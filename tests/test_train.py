@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from davi.config import ConfigError, load_config
-from davi.prior import DiffusionPrior, sample
-from davi.recipes import train_job
-from davi.trainer import TrainingError, list_checkpoints
+from davi.models.prior import DiffusionPrior, sample
+from davi.training.recipes import train_job
+from davi.training.loop import TrainingError, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "prior_mnist.yaml"
@@ -192,8 +192,8 @@ from diffusers import ConfigMixin, ModelMixin  # noqa: E402
 from diffusers.configuration_utils import register_to_config  # noqa: E402
 
 from davi.config import Config, TrainConfig  # noqa: E402
-from davi.recipe import Recipe, Update  # noqa: E402
-from davi.trainer import make_accelerator, prepare_networks, run_iteration, train  # noqa: E402
+from davi.training.recipe import Recipe, Update  # noqa: E402
+from davi.training.loop import make_accelerator, prepare_networks, run_iteration, train  # noqa: E402
 
 
 class Toy(ModelMixin, ConfigMixin):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from davi.anchors import AnchorError, compute_anchors, load_anchors
+from davi.data.anchors import AnchorError, compute_anchors, load_anchors
 from davi.config import ConfigError, load_config
-from davi.data import DataError
-from davi.measurements import MeasurementDataset, load_measurements, read_folder
+from davi.data.datasets import DataError
+from davi.data.measurements import MeasurementDataset, load_measurements, read_folder
 from davi.operators import build_operator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +105,12 @@ def test_anchors_resume_and_refuse_another_set(tmp_path):
 def test_nan_anchors_are_refused(tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    import davi.red_diff
+    import davi.solvers.red_diff
 
     cfg = small_config(tmp_path)
     # a solver that diverges: the shard is not written
     with monkeypatch.context() as m:
-        m.setattr(davi.red_diff.RedDiff, "__call__", lambda self, y, seeds, **kw: torch.full(
+        m.setattr(davi.solvers.red_diff.RedDiff, "__call__", lambda self, y, seeds, **kw: torch.full(
             (len(y), 1, 32, 32), float("nan")))
         with pytest.raises(AnchorError, match=r"non-finite .* measurement\(s\) \[0, 1\]"):
             compute_anchors(cfg, progress=False)
@@ -139,9 +139,9 @@ def test_config_fields():
 def test_no_clean_image_reaches_the_recipe(tmp_path, monkeypatch):
     """Measurements from a folder, anchors attached: the clean-image reader is made to fail, and every
     batch the recipe's iteration receives is checked for its keys."""
-    import davi.data
-    from davi.recipes import RECIPES
-    from davi.trainer import train
+    import davi.data.datasets
+    from davi.training.recipes import RECIPES
+    from davi.training.loop import train
 
     (tmp_path / "meas").mkdir()
     op = operator_of(small_config(tmp_path))
@@ -156,7 +156,7 @@ def test_no_clean_image_reaches_the_recipe(tmp_path, monkeypatch):
     def no_clean_images(self, i):
         raise AssertionError("a clean image was read")
 
-    monkeypatch.setattr(davi.data.ImageDataset, "__getitem__", no_clean_images)
+    monkeypatch.setattr(davi.data.datasets.ImageDataset, "__getitem__", no_clean_images)
     seen = []
 
     def spying_recipe(cfg, accelerator, **kw):
@@ -182,7 +182,7 @@ def test_no_clean_image_reaches_the_recipe(tmp_path, monkeypatch):
 def test_anchor_cli_bad_folder_is_one_line(tmp_path):
     (tmp_path / "meas").mkdir()
     np.save(tmp_path / "meas" / "x.npy", np.zeros((1, 32, 32), np.float32))
-    r = subprocess.run([sys.executable, "-m", "davi.anchors", "--config", str(CONFIG), "--no-progress",
+    r = subprocess.run([sys.executable, "-m", "davi.data.anchors", "--config", str(CONFIG), "--no-progress",
                         f"unpaired.measurements={tmp_path / 'meas'}", f"unpaired.anchors={tmp_path / 'a'}"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2, r.stderr
@@ -206,7 +206,7 @@ class _CpuAccelerator:
 
 def _bridge_inputs(cfg, batch):
     """(x_a, a) the unpaired iteration feeds the mapper for ``batch`` (a spy mapper, no score network)."""
-    from davi.recipes.unpaired import unpaired_recipe
+    from davi.training.recipes.unpaired import unpaired_recipe
 
     recipe = unpaired_recipe(cfg, _CpuAccelerator())
     real, seen = recipe.networks["mapper"], {}

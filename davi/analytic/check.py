@@ -3,7 +3,7 @@
 :func:`posterior_figures` summarises (n, B, D) samples of B measurements against their exact
 :class:`~davi.analytic.posterior.Posterior` s with the distances of :mod:`davi.analytic.distances`;
 :func:`mapper_samples` draws such samples from a DAVI mapper (unclamped, unlike
-:class:`~davi.inference.DaviMethod`, which clamps to the image range).
+:class:`~davi.solvers.methods.DaviMethod`, which clamps to the image range).
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ def ikl_curvature(v: torch.Tensor, alphas_cumprod: torch.Tensor, t_ikl: int, dim
     """f(v) = (1 / 2D) mean_{t < t_ikl} w_t a_t / (a_t v + 1 - a_t), w_t = sqrt((1 - a_t) / a_t).
 
     For a Gaussian prior N(m, S) and Gaussian q = N(mu, C), the mapper's IKL surrogate
-    (davi.losses.IKLLoss: per element (eps_theta - eps_psi) * x_hat, averaged over the D pixels)
+    (davi.training.losses.IKLLoss: per element (eps_theta - eps_psi) * x_hat, averaged over the D pixels)
     is the gradient of (1/D) mean_t w_t KL(q_t || p_t). Its stationarity conditions read
     ``2 f(S) (mu - m)`` for the mean and ``f(S) - f(C)`` for the covariance (f acting on eigenvalues):
     f plays the role that S^{-1} / 2 plays for the plain KL(q || p). f is not proportional to 1/v

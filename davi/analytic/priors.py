@@ -19,7 +19,7 @@ Conventions:
   computes in float64 (float32 on MPS, which has no float64) and returns the input's dtype;
 * the covariance is eigendecomposed once (``S = V diag(lam) V^T``), so one ``eps`` call is two
   ``(B, D) x (D, D)`` matmuls: use these priors for small images (D up to a few thousand);
-* like :class:`~davi.prior.DiffusionPrior`, ``eps`` runs without autograd (the prior is frozen);
+* like :class:`~davi.models.prior.DiffusionPrior`, ``eps`` runs without autograd (the prior is frozen);
   ``eps_with_grad`` keeps the graph through ``x_t``.
 """
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from davi.analytic._common import LOG_2PI, f64
-from davi.prior import Schedule, ScorePrior, build_scheduler
+from davi.models.prior import Schedule, ScorePrior, build_scheduler
 
 __all__ = ["GaussianPrior", "GaussianMixturePrior", "prior_components", "fit_gaussian", "fit_gmm", "digit_images"]
 
@@ -155,7 +155,7 @@ class _AnalyticPrior(ScorePrior):
 
 
 class GaussianPrior(_AnalyticPrior):
-    """``x0 ~ N(mean, Sigma)`` on ``(C, H, W)`` images, as a :class:`~davi.prior.ScorePrior`.
+    """``x0 ~ N(mean, Sigma)`` on ``(C, H, W)`` images, as a :class:`~davi.models.prior.ScorePrior`.
 
     Sigma is given as a full matrix (``cov``) or as low-rank-plus-diagonal
     ``cov_factor @ cov_factor.T + diag(cov_diag)`` (either part may be left out). ``mean`` is
@@ -391,7 +391,7 @@ def digit_images(classes: Sequence[int] = (0, 1), resolution: int = 8, split: st
     that many of each class.
     """
     from davi.config import DataConfig
-    from davi.data import load_split
+    from davi.data.datasets import load_split
 
     ds = load_split(DataConfig(), split)
     labels = ds.labels()

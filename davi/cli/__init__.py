@@ -1,0 +1,1 @@
+"""The command line: the installed ``davi`` command. Nothing else in the package imports this layer."""

@@ -1,0 +1,223 @@
+"""Hugging Face model cards (``README.md`` with YAML front matter) for mapper exports.
+
+Everything in a card comes from the export's ``card.json`` and from measured metrics; metrics
+carry the command that produced them and are absent when unknown. A card is rewritten whenever
+the export changes (export, ONNX added); metrics already in the folder's README are kept, since
+the folder is replaced as a whole when its weights change.
+
+    python infer.py card --export davi/assets/mappers/sr4 \
+        --results benchmarks/results/tasks.json --row sr4 "davi (shipped, fp16)"
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from davi.io.atomic import write_text
+
+README = "README.md"
+LICENSE = "mit"
+DEFAULT_OBJECTIVE = "paired"  # the DAVI recipe with the regression term, before objectives had names
+ONNX_FILE = "mapper.onnx"
+METRIC_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "classifier_fd": "classifier FD (digit-classifier features, not FID)",
+                "kid": "KID (digit-classifier features)"}
+
+
+class ModelCardError(ValueError):
+    """A model card or metrics file that cannot be read (the message names the file)."""
+
+
+def describe_task(op: dict[str, Any]) -> str:
+    """A human name for the operator, e.g. '4x super-resolution (4x4 average pooling)': its own describe()."""
+    from davi.operators import OperatorError, operator_from_params
+
+    try:
+        return operator_from_params(op).describe()
+    except (OperatorError, KeyError, TypeError, ValueError):
+        return str(op.get("name", "operator"))
+
+
+def objective(card: dict[str, Any]) -> str:
+    """The training objective: the card's own key, else the training config's, else the original one."""
+    return card.get("objective") or card.get("config", {}).get("davi", {}).get("objective") or DEFAULT_OBJECTIVE
+
+
+def model_name(card: dict[str, Any]) -> str:
+    data = card.get("config", {}).get("data", {})
+    source = Path(str(data.get("source", "images"))).name or "images"
+    return f"davi-{card.get('task', card['operator'].get('name', 'mapper'))}-{source}"
+
+
+def front_matter(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> dict[str, Any]:
+    """The YAML header: hub keys (license, library_name, tags, pipeline_tag, model-index) + a davi block."""
+    op = card["operator"]
+    cfg = card.get("config", {})
+    tags = ["davi", "image-restoration", "inverse-problems", "diffusion-prior", "posterior-sampling",
+            "one-step", card.get("task", op.get("name", ""))] + (["onnx"] if onnx else [])
+    davi_block = {
+        "task": card.get("task", op.get("name")),
+        "task_description": describe_task(op),
+        "operator": op,
+        "sigma_y": card.get("sigma_y", op.get("sigma_y")),
+        "h": card["h"],
+        "resolution": card["resolution"],
+        "channels": card["channels"],
+        "prior": {"identity": card.get("prior", {}).get("identity"), "digest": card.get("prior", {}).get("digest")},
+        "training": {"steps": card.get("steps"), "objective": objective(card),
+                     "data": cfg.get("data", {}).get("source"),
+                     "loss_weights": {k: v for k, v in cfg.get("davi", {}).items() if k != "objective"}},
+        "weights_dtype": card.get("shipped_dtype", "float32"),
+        "files": ["diffusion_pytorch_model.safetensors", "config.json", "card.json"] + (["mapper.onnx"] if onnx else []),
+    }
+    if card.get("consistency"):
+        davi_block["consistency"] = card["consistency"]
+    if metrics:
+        davi_block["metrics"] = metrics
+    front = {"license": LICENSE, "library_name": "davi", "pipeline_tag": "image-to-image", "tags": tags}
+    if metrics:
+        front["model-index"] = [_model_index(card, metrics)]
+    front["davi"] = davi_block
+    return front
+
+
+def _model_index(card: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    values = [{"type": k, "name": METRIC_NAMES.get(k, k), "value": v} for k, v in metrics["values"].items()]
+    return {"name": model_name(card), "results": [{
+        "task": {"type": "image-to-image", "name": describe_task(card["operator"])},
+        "dataset": {"name": metrics.get("data", ""), "type": metrics.get("data", ""), "split": metrics.get("split", "")},
+        "metrics": values,
+        "source": {"name": metrics.get("command", "")},
+    }]}
+
+
+def model_card(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> str:
+    """README.md text: YAML front matter + what the mapper does, how to run it, what was measured."""
+    front = yaml.safe_dump(front_matter(card, metrics, onnx), sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n" + _body(card, metrics, onnx)
+
+
+def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> str:
+    op, c, r = card["operator"], card["channels"], card["resolution"]
+    prior = card.get("prior", {})
+    lines = [
+        f"# {model_name(card)}",
+        "",
+        f"A DAVI mapper (Lee et al. 2024) for **{describe_task(op)}** of {c}x{r}x{r} images, measurement noise "
+        f"sigma_y = {card.get('sigma_y', op.get('sigma_y'))}: a one-step restorer "
+        f"x_hat = I_phi(lift(y) + h z, T - 1) with h = {card['h']}, trained for {card.get('steps')} steps "
+        f"(objective: {objective(card)}) against the frozen diffusion prior `{prior.get('identity')}` "
+        f"(digest `{prior.get('digest')}`). " + _spread(card),
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "# with this repository installed (pip install -e .)",
+        "python infer.py restore --export THIS_FOLDER --input measurements/ --samples 8 --out restored/",
+    ]
+    if onnx:
+        lines.append("python infer.py restore --export THIS_FOLDER --input measurements/ --runtime onnx --out restored/")
+    lines += ["```", "", f"Pixels are in [-1, 1] (PNG 0..255 maps linearly). Measurements are {c}x"
+              f"{_measured(card).replace(', ', 'x')} images (or float `.npy` arrays, which keep the noise below "
+              "8-bit quantisation).", ""]
+    if onnx:
+        lines += ["## ONNX", "", "`mapper.onnx` is the whole restore including the lift (opset 17, dynamic batch):",
+                  "", "| name | shape | meaning |", "|---|---|---|",
+                  f"| input `y` | (B, {c}, {_measured(card)}) float32 | the measurement, pixels in [-1, 1] |",
+                  f"| input `z` | (B, {c}, {r}, {r}) float32 | standard normal noise, one draw per sample |",
+                  f"| output `x_hat` | (B, {c}, {r}, {r}) float32 | the restoration, unclamped (clamp to [-1, 1]) |", ""]
+    consistency = card.get("consistency")
+    if isinstance(consistency, dict) and "threshold" in consistency:
+        lines += ["## When to trust a restoration", "",
+                  f"Per image, the consistency statistic r ({consistency.get('definition', consistency.get('statistic', ''))}) "
+                  f"is about 1 when the restoration fits the measurement as well as the truth does. This "
+                  f"export's threshold is **{consistency['threshold']:.3f}** (quantile "
+                  f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
+                  f"images of `{consistency.get('source', '?')}`); `infer.py restore` flags images above it.", ""]
+    if metrics:
+        lines += ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
+                  f"(split `{metrics.get('split', '?')}`), one sample per image:", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics["values"].items()]
+        lines += ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
+    else:
+        lines += ["## Measured", "", "No metrics recorded for this export yet "
+                  "(`python infer.py card --export FOLDER --results ... --row ...` adds them from a benchmark's results).", ""]
+    lines += ["Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
+              "`card.json` (operator, prior, training config)" + (", `mapper.onnx`" if onnx else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def _spread(card: dict[str, Any]) -> str:
+    """What different noise draws z mean for this objective."""
+    if objective(card) == "paired":
+        return ("The paired objective (the paper's recipe, with the regression term) makes it a point "
+                "estimator: different noise draws z give slightly different restorations, but their spread "
+                "is not a posterior standard deviation.")
+    return ("Different noise draws z give samples of the approximate posterior; their mean and standard "
+            "deviation give a restoration and a per-pixel uncertainty map.")
+
+
+def _measured(card: dict[str, Any]) -> str:
+    from davi.operators import operator_from_params
+
+    c, r = card["channels"], card["resolution"]
+    _, _, h, w = operator_from_params(card["operator"]).measurement_shape((1, c, r, r))
+    return f"{h}, {w}"
+
+
+def read_front_matter(path: str | Path) -> dict[str, Any]:
+    """The YAML front matter of a model card; ModelCardError naming the file when there is none."""
+    text = Path(path).read_text()
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        raise ModelCardError(f"{path}: no YAML front matter (--- ... ---)")
+    try:
+        front = yaml.safe_load(text[4: text.index("\n---\n", 4)])
+    except yaml.YAMLError as e:
+        raise ModelCardError(f"{path}: unreadable YAML front matter ({e.__class__.__name__})") from None
+    if not isinstance(front, dict):
+        raise ModelCardError(f"{path}: front matter is not a mapping")
+    return front
+
+
+def write_model_card(export_dir: str | Path, card: dict[str, Any], metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``<export_dir>/README.md`` for ``card`` (its card.json); ``metrics=None`` keeps the
+    metrics of the README already there (same weights: an export folder is replaced as a whole)."""
+    export_dir = Path(export_dir)
+    path = export_dir / README
+    if metrics is None and path.is_file():
+        try:
+            metrics = read_front_matter(path).get("davi", {}).get("metrics")
+        except ModelCardError:
+            metrics = None
+    if metrics and not metrics.get("data"):
+        metrics = {**metrics, "data": card.get("config", {}).get("data", {}).get("source", "")}
+    text = model_card(card, metrics, onnx=(export_dir / ONNX_FILE).is_file())
+    write_text(path, text)
+    return path
+
+
+def metrics_from_results(results: str | Path, task: str, method: str) -> dict[str, Any]:
+    """Metrics of one row (task, method) of a benchmark's results JSON (``command``, ``head``, ``rows``,
+    as benchmarks/readme_tables.publish writes them), with its command and held-out image count."""
+    try:
+        data = json.loads(Path(results).read_text())
+        rows, command = data["rows"], data["command"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelCardError(f"{results}: not a benchmark results JSON ({e.__class__.__name__})") from None
+    for row in rows:
+        if row.get("task") == task and row.get("method") == method:
+            values = {k: row[k] for k in METRIC_NAMES if row.get(k) is not None}
+            images = _held_out_images(data.get("head", ""))
+            return {"values": values, "images": images, "split": "test" if images else "",
+                    "command": command, "results": str(results)}
+    raise ModelCardError(f"{results}: no row with task '{task}' and method '{method}'")
+
+
+def _held_out_images(text: str) -> int | None:
+    m = re.search(r"(\d[\d,]*) held-out test images", text)
+    return int(m.group(1).replace(",", "")) if m else None

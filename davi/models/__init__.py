@@ -1,0 +1,1 @@
+"""Networks: the frozen diffusion prior, the mapper, the digit classifier."""
