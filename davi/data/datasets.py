@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from davi.config import DataConfig
 
-BUNDLED = {"mnist32": Path(__file__).resolve().parent / "assets" / "mnist32"}
+BUNDLED = {"mnist32": Path(__file__).resolve().parents[1] / "assets" / "mnist32"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "assets" / "digit_classifier.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "digit_classifier.safetensors"
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 

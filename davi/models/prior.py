@@ -23,7 +23,7 @@ from torch import nn
 
 from davi.config import DataConfig, PriorConfig
 
-BUNDLED_PRIORS = {"mnist32": Path(__file__).resolve().parent / "assets" / "prior_mnist32"}
+BUNDLED_PRIORS = {"mnist32": Path(__file__).resolve().parents[1] / "assets" / "prior_mnist32"}
 
 
 class PriorError(ValueError):
