@@ -97,15 +97,15 @@ def red_diff_tuning(task: str) -> tuple[dict, str]:
 @lru_cache(maxsize=None)
 def load_red_diff(task: str):
     """(RedDiffMethod with RED_DIFF_STEPS steps, a note on where its lr and lambda come from)."""
-    from davi.config import RedDiffConfig
+    from davi.builders import red_diff_settings
     from davi.solvers.methods import RedDiffMethod
     from davi.models.prior import DiffusionPrior
 
     _, card, operator = load_task(task)
     prior = DiffusionPrior.from_pretrained(card["prior"]["identity"])
     tuned, where = red_diff_tuning(task)
-    cfg = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **tuned, "num_steps": RED_DIFF_STEPS})
-    return RedDiffMethod(prior, operator, cfg), f"lr {cfg.lr:g}, lambda {cfg.lam:g}: {where}"
+    settings = red_diff_settings(card.get("config", {}).get("red_diff", {}), **tuned, num_steps=RED_DIFF_STEPS)
+    return RedDiffMethod(prior, operator, **settings), f"lr {settings['lr']:g}, lambda {settings['lam']:g}: {where}"
 
 
 # ---------------------------------------------------------------------------------------------

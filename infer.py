@@ -115,7 +115,7 @@ def restore_timing(method, y, batch_size: int, batch_seconds: list[tuple[float, 
 def cmd_restore(args) -> None:
     import torch
 
-    from davi.config import RedDiffConfig
+    from davi.builders import red_diff_settings
     from davi.data.datasets import DataError
     from davi.io.export import ExportError, load_export
     from davi.io.images import write_array, write_image
@@ -180,8 +180,8 @@ def cmd_restore(args) -> None:
         prior = _prior_of(args, card, device)
         overrides = {k: v for k, v in (("num_steps", args.red_diff_steps), ("lr", args.red_diff_lr),
                                           ("lam", args.red_diff_lam)) if v is not None}
-        rd = RedDiffConfig(**{**card.get("config", {}).get("red_diff", {}), **overrides})
-        method = RedDiffMethod(prior, operator, rd, progress=False)
+        settings = red_diff_settings(card.get("config", {}).get("red_diff", {}), **overrides)
+        method = RedDiffMethod(prior, operator, progress=False, **settings)
 
     if refine is not None:
         refiner = Refiner(_prior_of(args, card, device), operator, steps=REFINE_STEPS if refine == "auto" else refine)

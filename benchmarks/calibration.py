@@ -92,15 +92,14 @@ def mapper_draws(export: Path, y: torch.Tensor, op, k: int) -> torch.Tensor:
 
 def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.Tensor:
     """(K, N, ...) RED-Diff estimates from K seeds per image, at compare.py's tuned lr / lambda."""
-    from davi.config import RedDiffConfig
-    from davi.models.prior import load_prior
+    from davi.builders import prior_from_config
     from davi.solvers.red_diff import RedDiff
 
     tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
     from davi.config import load_config
 
-    prior = load_prior(load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml").prior)
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=steps, lr=tuning["lr"], lam=tuning["lam"]))
+    prior = prior_from_config(load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml"))
+    solver = RedDiff(prior, op, steps=steps, lr=tuning["lr"], lam=tuning["lam"])
     N = y.shape[0]
     out = []
     for seed in range(k):

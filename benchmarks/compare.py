@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.builders import red_diff_settings
 from davi.cli.common import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,11 +95,11 @@ class Task:
 
     @property
     def prior(self):
-        from davi.models.prior import load_prior
+        from davi.builders import prior_from_config
 
         path = self.cfg.prior.path
         if path not in Task._priors:
-            Task._priors[path] = load_prior(self.cfg.prior)
+            Task._priors[path] = prior_from_config(self.cfg)
         return Task._priors[path]
 
     def red_diff_config(self, steps: int, lr: float, lam: float):
@@ -138,7 +139,7 @@ def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
             return cached["scores"]
     if not compute:
         return None
-    out, _ = run_method(RedDiffMethod(task.prior, task.operator, task.red_diff_config(task.args.grid_steps, lr, lam)), yt,
+    out, _ = run_method(RedDiffMethod(task.prior, task.operator, **red_diff_settings(task.red_diff_config(task.args.grid_steps, lr, lam))), yt,
                         len(yt), desc=f"grid {task.name} lr={lr:g} lam={lam:g}")
     scores = score_restorations(out, xt, explain_absent=False)
     write_json(path, {"key": key, "scores": scores})
@@ -184,7 +185,7 @@ def red_diff(task: Task, steps: int, seed: int, tuning: dict, compute: bool):
     n, chunk = len(task.y), task.args.chunk
     if not compute:
         return cached_result(folder, key, n, chunk)
-    method = RedDiffMethod(task.prior, task.operator, task.red_diff_config(steps, lr, lam))
+    method = RedDiffMethod(task.prior, task.operator, **red_diff_settings(task.red_diff_config(steps, lr, lam)))
 
     def solve(a: int, b: int):
         # the seeds run_method would give these images (davi.eval.evaluate), whatever the chunking
@@ -351,7 +352,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     timed = {"lift": (LiftMethod(task.operator), 1), "davi": (davi_method, 1)}
     if tuning is not None:
         timed["red_diff"] = (RedDiffMethod(task.prior, task.operator,
-                                           task.red_diff_config(args.time_steps, tuning["lr"], tuning["lam"])), args.time_steps)
+                                           **red_diff_settings(task.red_diff_config(args.time_steps, tuning["lr"], tuning["lam"]))), args.time_steps)
         for steps in args.steps:
             done = {s: o for s in args.seeds if (o := red_diff(task, steps, s, tuning, compute=False)) is not None}
             if done:

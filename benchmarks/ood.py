@@ -65,7 +65,6 @@ def _batched(fn, y: torch.Tensor, seeds: list[int], batch: int) -> torch.Tensor:
 
 def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
     """(the row of one task/shift, its tensors) -- every method on the same measurements and seeds."""
-    from davi.config import RedDiffConfig
     from davi.solvers.consistency import residual_statistic
     from davi.solvers.methods import REFINE_STEPS, DaviMethod, RedDiffMethod, Refiner
     from davi.eval.metrics import psnr, ssim
@@ -84,7 +83,7 @@ def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
     auto = torch.where(flag[:, None, None, None], forced, davi_x)
     n = args.red_diff_images
     lr, lam = RED_DIFF_TUNED[task]
-    rd_method = RedDiffMethod(prior, op, RedDiffConfig(num_steps=100, lr=lr, lam=lam))
+    rd_method = RedDiffMethod(prior, op, steps=100, lr=lr, lam=lam)
     red_diff = _batched(lambda yb, sb: rd_method(yb, sb, 1)[0], y[:n], seeds[:n], args.batch_size)
 
     outs = {"lift": lift, "davi": davi_x, "davi_refine": auto, "davi_refine_forced": forced}

@@ -270,10 +270,9 @@ def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
 def red_diff_estimates(prior, op, y: torch.Tensor, seeds: int, num_steps: int = 1000, lr: float = 0.25,
                        lam: float = 0.25) -> torch.Tensor:
     """(seeds, B, D): RED-Diff's point estimate from ``seeds`` noise seeds per y (unclamped)."""
-    from davi.config import RedDiffConfig
     from davi.solvers.red_diff import RedDiff
 
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=num_steps, lr=lr, lam=lam))
+    solver = RedDiff(prior, op, steps=num_steps, lr=lr, lam=lam)
     yy = y.float().repeat(seeds, 1, 1, 1)
     mu = solver(yy, seeds=list(range(yy.shape[0])))
     return mu.double().reshape(seeds, y.shape[0], -1)

@@ -81,7 +81,8 @@ def main() -> None:
     from davi.models.classifier import load_classifier
     from davi.config import load_config
     from davi.data.datasets import load_split
-    from davi.models.prior import load_prior, sample
+    from davi.builders import prior_from_config
+    from davi.models.prior import sample
 
     cfg = load_config(ROOT / "configs" / "sr4_mnist.yaml")  # the embedded default's data and prior
 
@@ -91,7 +92,7 @@ def main() -> None:
         raise SystemExit(f"error: --images {n}: needs 3 x {n} test digits, the split has {len(test)}")
     measured, independent, other = test[:n], test[n:2 * n], test[2 * n:3 * n]
     train = load_split(cfg.data, "train").tensor()
-    prior = load_prior(cfg.prior)
+    prior = prior_from_config(cfg)
     sets = {"truth (the measured digits)": measured, f"real test digits {2 * n}-{3 * n - 1}": other,
             f"real train digits (every {len(train) // n}th)": train[:: len(train) // n][:n],
             "prior DDIM-50": sample(prior, n, 50, generator=torch.Generator().manual_seed(0), batch_size=n)}

@@ -61,10 +61,9 @@ def make_red_diff_fn(prior, operator, y, device, dtype_name: str, steps: int, lr
     """``steps`` RED-Diff steps on the batch y (davi.solvers.red_diff.RedDiff through RedDiffMethod)."""
     import torch
 
-    from davi.config import RedDiffConfig
     from davi.solvers.methods import RedDiffMethod
 
-    method = RedDiffMethod(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam))
+    method = RedDiffMethod(prior, operator, steps=steps, lr=lr, lam=lam)
     seeds = list(range(y.shape[0]))
     cast = (contextlib.nullcontext if dtype_name == "fp32" else
             lambda: torch.autocast(device_type=device.type, dtype=resolve_dtype(dtype_name)))

@@ -43,7 +43,7 @@ def main() -> None:
     from davi.config import load_config
     from readme_tables import command_line, publish, render_train_cost
     from davi.models.mapper import Mapper
-    from davi.models.prior import load_prior
+    from davi.builders import prior_from_config
     from davi.training.recipes import train_job
 
     runs = ROOT / "runs" / "train_cost"
@@ -57,7 +57,7 @@ def main() -> None:
         measured[name] = json.loads((out / "train_summary.json").read_text())["seconds_per_step"]
 
     cfg = load_config(args.config, base)
-    prior = load_prior(cfg.prior)
+    prior = prior_from_config(cfg)
     c, r, b = cfg.data.channels, cfg.data.resolution, args.batch_size
     mapper = Mapper.from_prior_unet(prior.unet, cfg.mapper.h, cfg.mapper.tanh).train()
     score = copy.deepcopy(prior.unet).train().requires_grad_(True)

@@ -31,12 +31,12 @@ def main() -> None:
 
     from davi.io.atomic import write_json
     from davi.models.classifier import load_classifier, sample_quality
-    from davi.config import DataConfig, PriorConfig
+    from davi.config import DataConfig
     from davi.data.datasets import load_split
     from davi.io.images import make_grid, save_grid_png
-    from davi.models.prior import load_prior, sample
+    from davi.models.prior import DiffusionPrior, sample
 
-    prior = load_prior(PriorConfig(path=args.prior))
+    prior = DiffusionPrior.from_pretrained(args.prior)
     t0 = time.time()
     images = sample(prior, args.samples, num_steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
                     progress=True, batch_size=250)

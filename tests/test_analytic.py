@@ -25,7 +25,7 @@ from davi.analytic import (
     sliced_wasserstein,
     variance_ratios,
 )
-from davi.config import OperatorConfig, RedDiffConfig
+from davi.config import OperatorConfig
 from davi.operators import build_operator
 
 F64 = torch.float64
@@ -280,7 +280,7 @@ def test_red_diff_on_the_gaussian_prior_gets_closer_to_the_exact_posterior_mean(
     y = op.measure(x0, g)
     mean, _ = exact_posterior(prior, op, y)
     err = lambda x: (x - mean).flatten(1).norm(dim=1) / mean.flatten(1).norm(dim=1)  # noqa: E731
-    out = RedDiff(prior, op, RedDiffConfig(num_steps=300, lr=0.01, lam=0.25))(y)
+    out = RedDiff(prior, op, steps=300, lr=0.01, lam=0.25)(y)
     assert out.shape == x0.shape and torch.isfinite(out).all()
     assert (err(out) < 0.85 * err(op.pinv(y))).all(), (err(out), err(op.pinv(y)))
 

@@ -8,7 +8,7 @@ import torch
 
 from davi.config import DataConfig, PriorConfig
 from davi.models.prior import (BUNDLED_PRIORS, DiffusionPrior, PriorError, Schedule, ScorePrior, build_scheduler, build_unet,
-                        load_prior, sample, save_prior)
+                        sample, save_prior)
 
 TINY = PriorConfig(block_out_channels=[8, 16], attention_levels=[], attention_head_dim=8)
 RES = 16
@@ -200,7 +200,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prior):
     assert not torch.allclose(again.eps(x, torch.tensor([5, 5])), loaded.eps(x, torch.tensor([5, 5])), atol=1e-3)
     assert again.digest != loaded.digest
     assert not (tmp_path / "prior.old").exists() and not (tmp_path / "prior.tmp").exists()
-    assert load_prior(PriorConfig(path=str(folder))).digest == again.digest
+    assert DiffusionPrior.from_pretrained(str(folder)).digest == again.digest
 
 
 def test_a_loaded_prior_keeps_its_own_schedule(tmp_path):
@@ -261,7 +261,7 @@ def test_bundled_prior_loads():
     # a shipped asset: missing weights are a packaging bug, never a skip
     assert (BUNDLED / "unet" / "diffusion_pytorch_model.safetensors").is_file(), f"{BUNDLED}: shipped weights missing"
     assert (BUNDLED / "scheduler" / "scheduler_config.json").is_file(), f"{BUNDLED}: shipped scheduler missing"
-    p = load_prior(PriorConfig(path="bundled:mnist32"))
+    p = DiffusionPrior.from_pretrained("bundled:mnist32")
     assert p.channels == 1 and p.resolution == 32 and p.num_timesteps == 1000
     assert torch.allclose(p.schedule.alphas_cumprod, reference_alpha_bar(), rtol=1e-5)
     x = sample(p, 2, num_steps=5, generator=torch.Generator().manual_seed(0))

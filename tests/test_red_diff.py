@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from davi.config import OperatorConfig, RedDiffConfig
+from davi.config import OperatorConfig
 from davi.operators import build_operator
 from davi.models.prior import DiffusionPrior, Schedule, ScorePrior
 from davi.solvers.red_diff import RedDiff
@@ -63,7 +63,7 @@ def measure(op, x, seed: int = 1):
 def test_batch_independence_and_seeds():
     prior, op = tiny_unet_prior(), operator("sr", scale=2)
     y = measure(op, images(3))
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=5, lam=0.5))
+    solver = RedDiff(prior, op, steps=5, lam=0.5)
     together = solver(y)  # default seeds: range(B)
     alone = torch.cat([solver(y[i: i + 1], seeds=[i]) for i in range(3)])
     assert together.dtype == torch.float64 and together.shape == (3, CH, RES, RES)
@@ -79,7 +79,7 @@ def test_batch_independence_and_seeds():
 def test_one_prior_evaluation_per_step_on_descending_timesteps():
     prior = GaussianPrior(torch.zeros(CH, RES, RES), 0.1)
     op = operator("denoise")
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=7))
+    solver = RedDiff(prior, op, steps=7)
     solver(measure(op, images(2)))
     assert len(prior.calls) == 7 == solver.nfe_per_sample
     ts = [c[1][0] for c in prior.calls]
@@ -93,7 +93,7 @@ def test_prior_gets_no_gradient_and_y_is_untouched():
     y_before = y.clone()
     steps = []
     with torch.no_grad():  # the solver turns autograd on for itself
-        out = RedDiff(prior, op, RedDiffConfig(num_steps=4))(y, callback=lambda k, t, mu: steps.append((k, t)))
+        out = RedDiff(prior, op, steps=4)(y, callback=lambda k, t, mu: steps.append((k, t)))
     assert out.dtype == torch.float32 and out.shape == (2, CH, RES, RES) and torch.isfinite(out).all()
     assert not out.requires_grad
     assert all(p.grad is None and not p.requires_grad for p in prior.parameters())
@@ -105,7 +105,7 @@ def test_without_regulariser_denoise_fits_the_measurement():
     prior = GaussianPrior(torch.zeros(CH, RES, RES), 0.1)
     op = operator("denoise")
     y = measure(op, images(2))
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=300, lam=0.0))
+    solver = RedDiff(prior, op, steps=300, lam=0.0)
     # Started at y (pinv of the identity) the data term is already at its minimum: it stays there.
     torch.testing.assert_close(solver(y), y, rtol=0, atol=1e-12)
     # Started far away, Adam on the data term alone converges to y.
@@ -127,7 +127,7 @@ def test_gaussian_prior_pulls_toward_its_mean_with_the_inverse_snr_weight():
     for lam in (0.5, 1.0):
         mid = []
         keep = lambda k, t, mu: mid.append(mu.clone()) if 300 <= t <= 700 else None  # noqa: E731
-        RedDiff(prior, op, RedDiffConfig(num_steps=100, lam=lam))(y, seeds=[3, 4], callback=keep)
+        RedDiff(prior, op, steps=100, lam=lam)(y, seeds=[3, 4], callback=keep)
         target = (y + lam * m) / (1 + lam)
         err = (torch.stack(mid).mean(0) - target).flatten(1).norm(dim=1) / gap
         assert (err < 0.03).all(), (lam, err)
@@ -141,7 +141,7 @@ def test_final_estimate_moves_from_y_toward_a_narrow_prior_mean():
     y = measure(op, images(2))
     dist = {}
     for lam in (0.0, 1.0):
-        out = RedDiff(prior, op, RedDiffConfig(num_steps=100, lam=lam))(y, seeds=[3, 4])
+        out = RedDiff(prior, op, steps=100, lam=lam)(y, seeds=[3, 4])
         dist[lam] = (out - m).flatten(1).norm(dim=1) / (y - m).flatten(1).norm(dim=1)
         if lam > 0:
             # Every image moved from y toward m (positive projection on m - y).
@@ -154,14 +154,14 @@ def test_sr_result_is_more_consistent_than_its_lift_init():
     # (pinv(y) is the nearest upsampling, already exactly consistent; the bilinear lift is not.)
     prior, op = GaussianPrior(torch.zeros(CH, RES, RES), 0.25), operator("sr", scale=2)
     y = measure(op, images(2))
-    out = RedDiff(prior, op, RedDiffConfig(num_steps=50, lam=0.25, init="lift"))(y)
+    out = RedDiff(prior, op, steps=50, lam=0.25, init="lift")(y)
     resid = lambda x: (y - op(x)).flatten(1).norm(dim=1)  # noqa: E731
     assert (resid(out) < 0.6 * resid(op.lift(y))).all(), (resid(out), resid(op.lift(y)))
     # The pinv init starts exactly consistent; the prior moves it, and the data term keeps its residual
     # at the noise level (rms of order sigma_y), not at 0 (nothing happened) or far above (data term lost).
     start = op.pinv(y)
     assert resid(start).max() < 1e-12
-    out = RedDiff(prior, op, RedDiffConfig(num_steps=50, lam=0.25, init="pinv"))(y)
+    out = RedDiff(prior, op, steps=50, lam=0.25, init="pinv")(y)
     assert ((out - start).flatten(1).norm(dim=1) > 0.2 * start.flatten(1).norm(dim=1)).all()
     rms = resid(out) / y[0].numel() ** 0.5
     assert ((0.2 * op.sigma_y < rms) & (rms < 2 * op.sigma_y)).all(), rms / op.sigma_y
@@ -169,10 +169,10 @@ def test_sr_result_is_more_consistent_than_its_lift_init():
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda p, o: RedDiff(p, o, RedDiffConfig(num_steps=0)), r"red_diff.num_steps must be >= 1, got 0"),
-    (lambda p, o: RedDiff(p, o, RedDiffConfig(init="zeros")), r"red_diff.init must be 'pinv' or 'lift', got 'zeros'"),
-    (lambda p, o: RedDiff(p, o, RedDiffConfig(), t_max=1000), r"need 0 <= t_min <= t_max <= 999, got t_min=0, t_max=1000"),
-    (lambda p, o: RedDiff(p, o, RedDiffConfig(), t_max=10, t_min=20), r"got t_min=20, t_max=10"),
+    (lambda p, o: RedDiff(p, o, steps=0), r"RedDiff steps must be an integer >= 1, got 0"),
+    (lambda p, o: RedDiff(p, o, init="zeros"), r"RedDiff init must be 'pinv' or 'lift', got 'zeros'"),
+    (lambda p, o: RedDiff(p, o, t_max=1000), r"need 0 <= t_min <= t_max <= 999, got t_min=0, t_max=1000"),
+    (lambda p, o: RedDiff(p, o, t_max=10, t_min=20), r"got t_min=20, t_max=10"),
 ])
 def test_bad_arguments_are_one_line_errors(make, pattern):
     with pytest.raises(ValueError, match=pattern) as e:
@@ -182,7 +182,7 @@ def test_bad_arguments_are_one_line_errors(make, pattern):
 
 def test_bad_call_arguments_are_one_line_errors():
     op = operator("sr", scale=2)
-    solver = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, RedDiffConfig(num_steps=2))
+    solver = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, steps=2)
     y = measure(op, images(2))
     with pytest.raises(ValueError, match="got 3 seeds for a batch of 2 measurements"):
         solver(y, seeds=[0, 1, 2])
@@ -193,16 +193,36 @@ def test_bad_call_arguments_are_one_line_errors():
     # a warm start is where the estimate starts: with t_max = t_min = 0 and lam = 0 one Adam step moves
     # every pixel by at most lr
     warm = torch.full((2, CH, RES, RES), 0.3, dtype=torch.float64)
-    out = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, RedDiffConfig(num_steps=1, lam=0.0),
+    out = RedDiff(GaussianPrior(torch.zeros(CH, RES, RES), 0.1), op, steps=1, lam=0.0,
                   t_max=0)(y, init=warm)
-    assert (out - warm).abs().max() <= RedDiffConfig().lr * 1.001
+    assert (out - warm).abs().max() <= 0.25 * 1.001  # RedDiff's default lr
 
 
 def test_wrong_measurement_shape_is_a_one_line_error():
     prior, op = GaussianPrior(torch.zeros(CH, RES, RES), 0.1), operator("sr", scale=2)
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=2))
+    solver = RedDiff(prior, op, steps=2)
     y_bad = torch.zeros(2, CH, RES, RES)  # image-sized, not the 4x4 measurement
     with pytest.raises(ValueError) as e:
         solver(y_bad)
     msg = str(e.value)
     assert "\n" not in msg and "(2, 1, 4, 4)" in msg and "(2, 1, 8, 8)" in msg
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"num_steps": 0}, r"red_diff.num_steps must be >= 1, got 0"),
+    ({"init": "zeros"}, r"red_diff.init must be 'pinv' or 'lift', got 'zeros'"),
+    ({"steps": 5}, r"red_diff.steps: unknown key"),
+])
+def test_a_red_diff_section_at_fault_is_named_by_its_config_key(section, message):
+    from davi.builders import red_diff_settings
+    from davi.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        red_diff_settings(section)
+
+
+def test_red_diff_settings_map_the_config_names_to_the_solver_arguments():
+    from davi.builders import red_diff_settings
+
+    s = red_diff_settings({"num_steps": 7, "adam_beta2": 0.5}, lr=0.1, lam=None)
+    assert s == {"steps": 7, "lr": 0.1, "lam": 0.25, "init": "pinv", "obs_weight": 1.0, "betas": (0.9, 0.5)}

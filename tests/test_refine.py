@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from davi.config import DataConfig, RedDiffConfig
+from davi.config import DataConfig
 from davi.solvers.consistency import residual_statistic
 from davi.data.datasets import load_split
 from davi.io.export import load_export
@@ -60,14 +60,14 @@ def test_warm_start_begins_at_the_given_image_and_rejects_a_wrong_shape(shipped,
     _, _, op, prior = shipped
     x, y = measurements
     seen = []
-    solver = RedDiff(prior, op, RedDiffConfig(num_steps=3, lr=1e-9, lam=0.0), t_max=50)
+    solver = RedDiff(prior, op, steps=3, lr=1e-9, lam=0.0, t_max=50)
     out = solver(y, init=x, callback=lambda k, t, mu: seen.append(t))
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)  # a vanishing step leaves the warm start
     assert seen == [50, 25, 0]
     with pytest.raises(ValueError, match=r"warm-start image must have shape \(8, 1, 32, 32\)"):
         solver(y, init=x[:, :, :16])
     with pytest.raises(ValueError, match="t_max"):
-        RedDiff(prior, op, RedDiffConfig(num_steps=3), t_max=1000)
+        RedDiff(prior, op, steps=3, t_max=1000)
 
 
 def test_refining_improves_consistency_within_the_network_budget(shipped, measurements):

@@ -92,15 +92,14 @@ def compute_anchors(cfg, folder: str | Path | None = None, device: str = "cpu", 
     from davi.config import ConfigError
     from davi.data.measurements import load_measurements
     from davi.operators import build_operator
-    from davi.models.prior import load_prior
-    from davi.solvers.red_diff import RedDiff
+    from davi.builders import prior_from_config, red_diff_from_config
 
     folder = Path(folder or cfg.unpaired.anchors)
     if not str(folder) or str(folder) == ".":
         raise ConfigError("unpaired.anchors: empty; name the folder the anchors go to")
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     data = load_measurements(cfg, operator) if data is None else data
-    prior = load_prior(cfg.prior)
+    prior = prior_from_config(cfg)
     if (prior.channels, prior.resolution) != (cfg.data.channels, cfg.data.resolution):
         raise ConfigError(f"prior {cfg.prior.path} is {prior.channels}x{prior.resolution}x{prior.resolution} but "
                           f"data.channels={cfg.data.channels}, data.resolution={cfg.data.resolution}")
@@ -114,7 +113,7 @@ def compute_anchors(cfg, folder: str | Path | None = None, device: str = "cpu", 
 
     prior.to(device)
     operator.to(device)
-    solver = RedDiff(prior, operator, cfg.red_diff)
+    solver = red_diff_from_config(prior, operator, cfg.red_diff)
     size, n = cfg.unpaired.anchor_batch_size, len(data)
     todo = [k for k in range((n + size - 1) // size) if not _shard(folder, k).is_file()]
     bar = tqdm(total=n, initial=n - sum(min(size, n - k * size) for k in todo), desc="red-diff anchors",

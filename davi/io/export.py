@@ -106,7 +106,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     from davi.config import ConfigError, load_config
     from davi.models.mapper import Mapper
     from davi.operators import build_operator
-    from davi.models.prior import load_prior
+    from davi.builders import prior_from_config
 
     ckpt = Path(checkpoint)
     state_file, cfg_file, ema_dir = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "ema"
@@ -127,7 +127,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
         mapper = Mapper.from_pretrained(str(ema_dir), use_safetensors=True)
     except Exception as e:
         raise ExportError(f"{ema_dir}: cannot load the EMA mapper ({e.__class__.__name__})") from None
-    prior = load_prior(cfg.prior)  # for the card's prior identity and digest
+    prior = prior_from_config(cfg)  # for the card's prior identity and digest
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
     return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))
 

@@ -280,10 +280,6 @@ def save_prior(unet, scheduler, folder: str | Path, extra: dict | None = None) -
     replace_folder(tmp, folder)
 
 
-def load_prior(cfg: PriorConfig) -> DiffusionPrior:
-    return DiffusionPrior.from_pretrained(cfg.path)
-
-
 def ddim_scheduler(alphas_cumprod: torch.Tensor):
     """A diffusers DDIMScheduler (Song et al. 2021) on a prior's own alpha_bar (float32, as diffusers
     computes), final step to alpha_bar = 1: the deterministic sampler of :func:`sample`."""

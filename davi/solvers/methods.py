@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from davi.config import RedDiffConfig
 
 
 def per_image_noise(shape: tuple[int, ...], seeds: list[int], salt: int = 0, device=None,
@@ -87,12 +86,13 @@ class RedDiffMethod(Method):
     name = "red-diff"
     stochastic = True
 
-    def __init__(self, prior, operator, cfg: RedDiffConfig, progress: bool = False):
+    def __init__(self, prior, operator, progress: bool = False, **settings):
+        """``settings``: :class:`davi.solvers.red_diff.RedDiff`'s (steps, lr, lam, init, ...)."""
         from davi.solvers.red_diff import RedDiff
 
-        self.solver = RedDiff(prior, operator, cfg)
-        self.nfe_per_sample = cfg.num_steps
-        self.name = f"red-diff-{cfg.num_steps}"
+        self.solver = RedDiff(prior, operator, **settings)
+        self.nfe_per_sample = self.solver.steps
+        self.name = f"red-diff-{self.solver.steps}"
         self.progress = progress
 
     def __call__(self, y, seeds, num_samples=1):
@@ -126,8 +126,7 @@ class Refiner:
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"refinement steps must be a positive integer, got {steps!r}")
         self.operator, self.steps, self.project = operator, steps, project
-        self.solver = RedDiff(prior, operator, RedDiffConfig(num_steps=steps, lr=lr, lam=lam),
-                              t_max=t_max, t_min=t_min)
+        self.solver = RedDiff(prior, operator, steps=steps, lr=lr, lam=lam, t_max=t_max, t_min=t_min)
 
     def start(self, x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         op = self.operator

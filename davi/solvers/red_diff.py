@@ -36,7 +36,6 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from davi.config import RedDiffConfig
 from davi.models.prior import ScorePrior
 
 
@@ -45,35 +44,41 @@ def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 class RedDiff:
-    """``RedDiff(prior, operator, cfg)(y, seeds)`` -> restored images ``(B, C, H, W)``.
+    """``RedDiff(prior, operator, steps=100, lr=0.25, lam=0.25)(y, seeds)`` -> restored images ``(B, C, H, W)``.
 
-    ``callback(step, t, mu)``, if given, is called after every Adam step with the step index,
-    the integer timestep and the current estimate (a detached view: clone it to keep it).
+    ``steps`` Adam steps (one prior evaluation each) at learning rate ``lr`` and Adam betas
+    ``betas``; ``lam`` weighs the prior term and ``obs_weight`` the data term; ``init`` is where
+    ``mu`` starts (``"pinv"``, or ``"lift"`` for operators without a cheap pseudo-inverse);
+    ``t_max`` / ``t_min`` restrict the timesteps (a warm start). ``callback(step, t, mu)``, if given,
+    is called after every Adam step with the step index, the integer timestep and the current
+    estimate (a detached view: clone it to keep it).
     """
 
-    def __init__(self, prior: ScorePrior, operator, cfg: RedDiffConfig, t_max: int | None = None,
-                 t_min: int = 0):
-        if cfg.num_steps < 1:
-            raise ValueError(f"red_diff.num_steps must be >= 1, got {cfg.num_steps}")
-        if cfg.init not in ("pinv", "lift"):
-            raise ValueError(f"red_diff.init must be 'pinv' or 'lift', got {cfg.init!r}")
+    def __init__(self, prior: ScorePrior, operator, steps: int = 100, lr: float = 0.25, lam: float = 0.25,
+                 init: str = "pinv", obs_weight: float = 1.0, betas: tuple[float, float] = (0.9, 0.99),
+                 t_max: int | None = None, t_min: int = 0):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"RedDiff steps must be an integer >= 1, got {steps!r}")
+        if init not in ("pinv", "lift"):
+            raise ValueError(f"RedDiff init must be 'pinv' or 'lift', got {init!r}")
         T = prior.num_timesteps
         t_max = T - 1 if t_max is None else int(t_max)
         if not 0 <= int(t_min) <= t_max <= T - 1:
-            raise ValueError(f"red_diff timesteps: need 0 <= t_min <= t_max <= {T - 1}, got t_min={t_min}, "
+            raise ValueError(f"RedDiff timesteps: need 0 <= t_min <= t_max <= {T - 1}, got t_min={t_min}, "
                              f"t_max={t_max}")
         self.prior = prior
         self.operator = operator
-        self.cfg = cfg
+        self.steps, self.lr, self.lam, self.init = steps, float(lr), float(lam), init
+        self.obs_weight, self.betas = float(obs_weight), (float(betas[0]), float(betas[1]))
         self.t_max, self.t_min = t_max, int(t_min)
 
     @property
     def nfe_per_sample(self) -> int:
-        return self.cfg.num_steps  # one prior evaluation per step
+        return self.steps  # one prior evaluation per step
 
     def timesteps(self) -> list[int]:
         """The descending integer timesteps, t_max ... t_min (default T - 1 ... 0), one per step."""
-        return torch.linspace(self.t_max, self.t_min, self.cfg.num_steps,
+        return torch.linspace(self.t_max, self.t_min, self.steps,
                               dtype=torch.float64).round().long().tolist()
 
     def _check_measurement(self, y: torch.Tensor) -> None:
@@ -87,7 +92,7 @@ class RedDiff:
 
     def _init(self, y: torch.Tensor) -> torch.Tensor:
         op = self.operator
-        if self.cfg.init == "pinv" and op.has_pinv:
+        if self.init == "pinv" and op.has_pinv:
             return op.pinv(y)
         return op.lift(y)  # e.g. deblur, which has no cheap pseudo-inverse
 
@@ -102,13 +107,13 @@ class RedDiff:
     def __call__(self, y: torch.Tensor, seeds: list[int] | None = None, progress: bool = False,
                  callback: Callable[[int, int, torch.Tensor], None] | None = None,
                  init: torch.Tensor | None = None) -> torch.Tensor:
-        """``init``, if given, is the starting estimate (B, C, H, W) (a warm start); else cfg.init."""
+        """``init``, if given, is the starting estimate (B, C, H, W) (a warm start); else the solver's ``init`` rule."""
         self._check_measurement(y)
         B = y.shape[0]
         seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != B:
             raise ValueError(f"got {len(seeds)} seeds for a batch of {B} measurements")
-        cfg, prior, op = self.cfg, self.prior, self.operator
+        prior, op = self.prior, self.operator
         y = y.detach()
         # Noise is drawn on the CPU from one generator per image, then moved: the same seeds
         # give the same noise on every device and for every batch composition.
@@ -118,7 +123,7 @@ class RedDiff:
             with torch.no_grad():
                 mu0 = self._init(y) if init is None else self._check_init(init, y)
             mu = mu0.detach().clone().to(dtype=y.dtype).requires_grad_(True)
-            opt = torch.optim.Adam([mu], lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+            opt = torch.optim.Adam([mu], lr=self.lr, betas=self.betas)
             steps = self.timesteps()
             for k, t_int in enumerate(tqdm(steps, desc="red-diff", disable=not progress, leave=False)):
                 t = torch.full((B,), t_int, dtype=torch.long, device=y.device)
@@ -132,7 +137,7 @@ class RedDiff:
 
                 obs = 0.5 * _per_sample_mean((y - op(mu)) ** 2)
                 reg = _per_sample_mean(w * gap * mu)
-                loss = (cfg.obs_weight * obs + cfg.lam * reg).sum()  # sum: images are independent
+                loss = (self.obs_weight * obs + self.lam * reg).sum()  # sum: images are independent
 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

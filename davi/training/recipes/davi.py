@@ -35,7 +35,8 @@ from davi.training.losses import DDPMLoss, IKLLoss, regression_loss
 from davi.models.mapper import Mapper, PPBSampler
 from davi.eval.metrics import psnr
 from davi.operators import build_operator
-from davi.models.prior import PriorError, load_prior, with_extra_inputs
+from davi.builders import prior_from_config
+from davi.models.prior import PriorError, with_extra_inputs
 from davi.training.recipe import Recipe, Update
 from davi.training.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
 from davi.training.recipes.sampler import consistency_weight, sampler_iteration
@@ -78,7 +79,7 @@ def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
 def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor | None = None) -> Recipe:
     """``prior`` may be any ScorePrior (e.g. an analytic one); ``val_images`` replace the first test images."""
     device = accelerator.device
-    prior = load_prior(cfg.prior) if prior is None else prior
+    prior = prior_from_config(cfg) if prior is None else prior
     check_prior_fits_data(prior, cfg)
     prior.to(device)
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)

@@ -33,7 +33,7 @@ from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, regression
 from davi.models.mapper import PPBSampler
 from davi.data.measurements import load_measurements
 from davi.operators import build_operator
-from davi.models.prior import load_prior
+from davi.builders import prior_from_config
 from davi.training.recipe import Recipe, Update
 from davi.training.recipes.davi import build_networks, check_prior_fits_data
 from davi.training.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
@@ -41,7 +41,7 @@ from davi.training.recipes.parts import ikl_and_consistency, mapper_center, scor
 
 def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
     device = accelerator.device
-    prior = load_prior(cfg.prior) if prior is None else prior
+    prior = prior_from_config(cfg) if prior is None else prior
     check_prior_fits_data(prior, cfg)
     prior.to(device)
     operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)
