@@ -221,7 +221,7 @@ def test_corrupt_export_is_named(sr_export, tmp_path, infer):
 
 
 def test_restore_timing_reuses_the_restore_and_never_reruns_an_expensive_method():
-    from infer import restore_timing
+    from davi.cli.restore import restore_timing
 
     class Counting:
         calls = 0
