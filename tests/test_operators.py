@@ -451,7 +451,7 @@ def test_params_round_trip_through_json(make, case, size):
     params = json.loads(json.dumps(op.params()))
     assert set(params) == {"name", "sigma_y", "resolution", "channels"} | OWN_KEYS.get(case, set())
     assert params["name"] == type(op).name and params["resolution"] == size and params["channels"] == 3
-    rebuilt = operator_from_params(params)
+    rebuilt = operator_from_params(params, trust_remote_code=case == USER)  # a user operator is code: opt in
     assert type(rebuilt) is type(op) and isinstance(rebuilt, Operator)
     assert rebuilt.params() == op.params()
     x = rand((2, 3, size, size), seed=13)

@@ -21,12 +21,11 @@ import torch
 from davi.io.atomic import recover_folder, replace_folder, temp_folder_for
 from davi.io.model_card import write_model_card
 
-CARD = "card.json"
+from davi.io.card import CARD, ExportError
+
 CARD_VERSION = 1
-
-
-class ExportError(ValueError):
-    """A mapper export that cannot be used (the message names the file and the problem)."""
+__all__ = ["CARD", "CARD_VERSION", "ExportError", "export_mapper", "read_card", "load_export", "make_card",
+           "export_checkpoint", "export_float16"]
 
 
 def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
@@ -76,12 +75,22 @@ def read_card(export_dir: str | Path) -> dict[str, Any]:
     return card
 
 
-def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
-    """(mapper in eval mode, card, operator) from an export folder; ExportError on any defect."""
+def load_export(export_dir: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False):
+    """(mapper in eval mode, card dict, operator) from an export folder; ExportError on any defect.
+
+    An operator the card names by import path (``"module:Class"``) is code outside this package:
+    importing it runs that module, so it is refused unless ``trust_remote_code=True`` (the Hugging
+    Face convention; checked before any weights are read). The typed way in is
+    :class:`davi.Restorer` / :class:`davi.ExportCard`.
+    """
     from davi.models.mapper import Mapper
     from davi.operators import OperatorError, operator_from_params
 
     card = read_card(export_dir)
+    try:
+        operator = operator_from_params(card["operator"], trust_remote_code=trust_remote_code)
+    except OperatorError as e:
+        raise ExportError(f"{Path(export_dir) / CARD}: bad operator ({e})") from None
     weights = Path(export_dir) / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise ExportError(f"{weights}: missing mapper weights")
@@ -93,10 +102,6 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu"):
     if mapper.config.noise_channels != card.get("noise_channels", 0):
         raise ExportError(f"{Path(export_dir) / CARD}: noise_channels {card.get('noise_channels', 0)} but the weights "
                           f"have {mapper.config.noise_channels}")
-    try:
-        operator = operator_from_params(card["operator"])
-    except OperatorError as e:
-        raise ExportError(f"{Path(export_dir) / CARD}: bad operator ({e})") from None
     # float() also undoes float16 storage of shipped weights
     return mapper.float().to(device).eval().requires_grad_(False), card, operator.to(device)
 
@@ -135,6 +140,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
 def export_float16(export_dir: str | Path, out_dir: str | Path) -> Path:
     """Copy an export with float16 weights (half the size), for shipping. The card says so; restoring
     casts back to float32, so an evaluation of the copy measures exactly what is shipped."""
-    mapper, _, _ = load_export(export_dir)
+    mapper, _, _ = load_export(export_dir, trust_remote_code=True)  # our own export, being copied
     card = {k: v for k, v in read_card(export_dir).items() if k not in ("format", "version")}
     return export_mapper(mapper, out_dir, {**card, "shipped_dtype": "float16"}, half=True)

@@ -35,14 +35,23 @@ def register_operator(name: str) -> Callable[[type[Operator]], type[Operator]]:
 
 
 
-def operator_class(name: str) -> type[Operator]:
-    """The class ``operator.name`` names: a registered name or a ``"module:Class"`` import path."""
+def operator_class(name: str, trust_remote_code: bool = True) -> type[Operator]:
+    """The class ``operator.name`` names: a registered name or a ``"module:Class"`` import path.
+
+    Importing a module runs its code. A config the user wrote names its own code (trusted by
+    default); a downloaded export card's name is refused unless ``trust_remote_code`` is set.
+    """
     if isinstance(name, str) and name in OPERATORS:
         return OPERATORS[name]
     if not isinstance(name, str) or ":" not in name:
         raise OperatorError(
             f"operator.name: {name!r} is not one of {', '.join(OPERATORS)} "
             f"(or a 'module:Class' import path to an Operator subclass)"
+        )
+    if not trust_remote_code:
+        raise OperatorError(
+            f"operator.name: {name!r} is code outside davi: loading it would import and run module "
+            f"'{name.partition(':')[0]}'; pass trust_remote_code=True (CLI: --trust-remote-code) if you trust it"
         )
     module_name, _, qualname = name.partition(":")
     try:
@@ -59,9 +68,10 @@ def operator_class(name: str) -> type[Operator]:
     return obj
 
 
-def build_operator(cfg: Any, resolution: int, channels: int) -> Operator:
-    """The operator ``cfg`` (an ``OperatorConfig``) names, for ``channels`` x ``resolution`` x ``resolution`` images."""
-    cls = operator_class(cfg.name)
+def build_operator(cfg: Any, resolution: int, channels: int, trust_remote_code: bool = True) -> Operator:
+    """The operator ``cfg`` (an ``OperatorConfig``) names, for ``channels`` x ``resolution`` x ``resolution`` images
+    (``trust_remote_code``: see :func:`operator_class`)."""
+    cls = operator_class(cfg.name, trust_remote_code)
     if not _is_int(resolution) or resolution < 1:
         raise OperatorError(f"data.resolution: expected a positive integer, got {resolution!r}")
     if not _is_int(channels) or channels < 1:
@@ -100,15 +110,16 @@ _VERSION1_KEYS = frozenset(
 )
 
 
-def operator_from_params(params: dict) -> Operator:
-    """Inverse of :meth:`Operator.params` (e.g. an export card's ``operator`` entry)."""
+def operator_from_params(params: dict, trust_remote_code: bool = False) -> Operator:
+    """Inverse of :meth:`Operator.params` (e.g. an export card's ``operator`` entry). A card may come from
+    anywhere, so an import-path operator is refused unless ``trust_remote_code`` (see :func:`operator_class`)."""
     if not isinstance(params, dict):
         raise OperatorError(f"operator params: expected a mapping, got {type(params).__name__}")
     for key in ("name", "resolution", "channels"):
         if key not in params:
             raise OperatorError(f"operator params: missing key '{key}'")
     try:
-        op = build_operator(_ParamsAsConfig(params), params["resolution"], params["channels"])
+        op = build_operator(_ParamsAsConfig(params), params["resolution"], params["channels"], trust_remote_code)
     except _MissingParam as e:
         raise OperatorError(f"operator params: missing key '{e.args[0]}'") from None
     valid = op.params()

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from davi.config import ConfigError
+from davi.io.card import STATISTIC
 
-STATISTIC = "measurement_residual"
 DEFINITION = "||A x_hat - y||^2 / (M sigma_y^2) over the M measured entries, first DAVI sample"
 QUANTILES = (0.5, 0.9, 0.95, 0.98, 0.99, 0.995)
 
@@ -117,17 +117,12 @@ def calibrate_consistency(method, operator, images: torch.Tensor, source: str = 
 
 def card_threshold(card: dict) -> float | None:
     """The calibrated threshold in an export card, or None when the card has none."""
-    entry = card.get("consistency")
-    if not entry:
-        return None
-    where = "card.json: consistency"
-    if not isinstance(entry, dict) or entry.get("statistic") != STATISTIC:
-        raise ConsistencyError(f"{where}: expected statistic '{STATISTIC}', got "
-                               f"{entry.get('statistic') if isinstance(entry, dict) else entry!r}")
-    thr = entry.get("threshold")
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
-        raise ConsistencyError(f"{where}.threshold: expected a positive number, got {thr!r}")
-    return float(thr)
+    from davi.io.card import ExportError, parse_threshold
+
+    try:
+        return parse_threshold(card.get("consistency"))
+    except ExportError as e:
+        raise ConsistencyError(str(e)) from None
 
 
 def parse_refine(value: str | None) -> int | str | None:

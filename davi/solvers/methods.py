@@ -199,3 +199,39 @@ def time_method(method: Method, y: torch.Tensor, batch_size: int, repeats: int =
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return Timing(best / yb.shape[0], yb.shape[0])
+
+
+@dataclass
+class BatchedRun:
+    """What :func:`restore_in_batches` returns: ``samples`` (K, N, C, H, W) on the CPU, each batch's
+    (seconds, images), and for a refining method the one-step statistic and which images it refined."""
+
+    samples: torch.Tensor
+    batch_seconds: list[tuple[float, int]]
+    one_step_statistic: torch.Tensor | None = None
+    refined: torch.Tensor | None = None
+
+
+def image_seeds(seed: int, start: int, n: int) -> list[int]:
+    """The per-image seeds of images ``start .. start + n - 1`` of a run with ``seed``: a sample depends
+    on (seed, the image's index), never on the batch it is restored in."""
+    return [seed * 100003 + start + i for i in range(n)]
+
+
+def restore_in_batches(method: Method, y: torch.Tensor, samples: int = 1, seed: int = 0, batch_size: int = 16,
+                       progress: bool = True) -> BatchedRun:
+    """``samples`` restorations of every measurement in ``y`` (N, ...), ``batch_size`` at a time."""
+    from tqdm.auto import tqdm
+
+    outs, stats, refined, seconds = [], [], [], []
+    starts = range(0, y.shape[0], batch_size)
+    for start in tqdm(starts, desc=f"restoring ({method.name})", disable=not progress or len(starts) <= 1):
+        yb = y[start: start + batch_size]
+        t0 = time.perf_counter()
+        outs.append(method(yb, image_seeds(seed, start, yb.shape[0]), samples).cpu())
+        seconds.append((time.perf_counter() - t0, yb.shape[0]))
+        if isinstance(method, RefinedDaviMethod):
+            stats.append(method.last_statistic)
+            refined.append(method.last_refined)
+    return BatchedRun(torch.cat(outs, dim=1), seconds, torch.cat(stats) if stats else None,
+                      torch.cat(refined) if refined else None)

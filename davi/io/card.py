@@ -1,0 +1,136 @@
+"""An export's ``card.json`` as a typed, read-only record (:class:`ExportCard`).
+
+The card says what a user of the weights needs besides them: the task and its operator's
+settings, the measurement noise ``sigma_y``, the bridge's ``h``, the image size, the prior it was
+trained against, the objective (``paired``: a point estimator; ``sampler``: posterior samples), the
+calibrated consistency threshold, and the training config. ``ExportCard.from_dict`` checks the
+keys a restore needs and names the one at fault; keys it does not know are kept in ``extra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CARD = "card.json"
+STATISTIC = "measurement_residual"  # the consistency statistic a threshold is calibrated on (davi.solvers.consistency)
+
+
+class ExportError(ValueError):
+    """A mapper export that cannot be used (the message names the file and the problem)."""
+
+
+@dataclass(frozen=True)
+class PriorRef:
+    """The diffusion prior an export was trained against: a folder, ``bundled:NAME`` or a hub id, and
+    the sha256 (16 hex digits) of its safetensors."""
+
+    identity: str
+    digest: str = ""
+
+
+def _number(card: dict, key: str, where: str, kind: type = float) -> Any:
+    value = card.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise ExportError(f"{where}: key '{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class ExportCard:
+    """What an export folder's ``card.json`` says about its mapper.
+
+    ``operator`` holds the operator's settings (``Operator.params()``; rebuild it with
+    ``davi.operators.operator_from_params``); ``threshold`` is the calibrated consistency threshold
+    (None when the card has none); ``objective`` is ``paired`` (a point estimator: the spread of its
+    samples is not a posterior std) or ``sampler`` (posterior samples).
+    """
+
+    task: str
+    operator: dict[str, Any]
+    sigma_y: float
+    h: float
+    resolution: int
+    channels: int
+    prior: PriorRef
+    tanh: bool = False
+    noise_channels: int = 0
+    steps: int = 0
+    objective: str = "paired"
+    consistency: dict[str, Any] | None = None
+    shipped_dtype: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, card: dict[str, Any], where: str = CARD) -> "ExportCard":
+        """The typed card of a parsed ``card.json``; ExportError naming ``where`` and the key at fault."""
+        if not isinstance(card, dict):
+            raise ExportError(f"{where}: expected a JSON object, got {type(card).__name__}")
+        for key in ("operator", "resolution", "channels", "h"):
+            if key not in card:
+                raise ExportError(f"{where}: missing key '{key}'")
+        if not isinstance(card["operator"], dict) or "name" not in card["operator"]:
+            raise ExportError(f"{where}: key 'operator' must be an object with a 'name'")
+        prior = card.get("prior") or {}
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            task=str(card.get("task", card["operator"]["name"])),
+            operator=dict(card["operator"]),
+            sigma_y=float(card.get("sigma_y", card["operator"].get("sigma_y", 0.0))),
+            h=_number(card, "h", where),
+            resolution=_number(card, "resolution", where, int),
+            channels=_number(card, "channels", where, int),
+            prior=PriorRef(str(prior.get("identity", "")), str(prior.get("digest", ""))),
+            tanh=bool(card.get("tanh", False)),
+            noise_channels=int(card.get("noise_channels", 0)),
+            steps=int(card.get("steps", 0)),
+            objective=str(card.get("objective", "paired")),
+            consistency=card.get("consistency") or None,
+            shipped_dtype=card.get("shipped_dtype"),
+            config=dict(card.get("config") or {}),
+            extra={k: v for k, v in card.items() if k not in known},
+        )
+
+    @classmethod
+    def read(cls, export_dir: str | Path) -> "ExportCard":
+        """The card of an export folder (see :func:`davi.io.export.read_card` for the checks)."""
+        from davi.io.export import read_card
+
+        return cls.from_dict(read_card(export_dir), str(Path(export_dir) / CARD))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object this card was read from (key order aside)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "prior")}
+        out["prior"] = {"identity": self.prior.identity, "digest": self.prior.digest}
+        out = {k: v for k, v in out.items() if v is not None}
+        return {**self.extra, **out}
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated consistency threshold on ``||A x - y||^2 / (M sigma_y^2)``, or None."""
+        return parse_threshold(self.consistency)
+
+    @property
+    def trained_data(self) -> dict[str, Any]:
+        """The training run's ``data`` section (where its held-out images are), or {}."""
+        return dict(self.config.get("data") or {})
+
+    @property
+    def red_diff(self) -> dict[str, Any]:
+        """The training config's ``red_diff`` section (the RED-Diff settings tuned for this task), or {}."""
+        return dict(self.config.get("red_diff") or {})
+
+
+def parse_threshold(entry: Any, where: str = f"{CARD}: consistency") -> float | None:
+    """The threshold of a card's ``consistency`` entry; None when there is none; ExportError when broken."""
+    if not entry:
+        return None
+    if not isinstance(entry, dict) or entry.get("statistic") != STATISTIC:
+        got = entry.get("statistic") if isinstance(entry, dict) else entry
+        raise ExportError(f"{where}: expected statistic '{STATISTIC}', got {got!r}")
+    thr = entry.get("threshold")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
+        raise ExportError(f"{where}.threshold: expected a positive number, got {thr!r}")
+    return float(thr)
