@@ -305,6 +305,36 @@ def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | No
                int(state.get("nonfinite_total", 0)))
 
 
+def _stop_nonfinite(run: Run, step: int) -> None:
+    """End a run stopped by a streak of non-finite losses: TrainingError naming the last good checkpoint."""
+    tc = run.cfg.train
+    run.accelerator.end_training()
+    last = run.checkpoints.latest()
+    raise TrainingError(f"{tc.max_nonfinite} non-finite losses in a row at step {step}"
+                        + (f"; last good checkpoint: {last}" if last else "; no checkpoint was written")
+                        + " (lower train.lr, raise train.max_grad_norm or try mixed_precision=no)")
+
+
+def _log_step(run: Run, step: int, logs: dict, bar) -> None:
+    """Scalars to TensorBoard (and the progress bar) every log.every steps; image grids every log.image_every."""
+    cfg, acc = run.cfg, run.accelerator
+    if step % cfg.log.every == 0 or step == cfg.train.max_steps:
+        logs["nonfinite/total"] = float(run.nonfinite_total)
+        logs.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in run.opts.items()})
+        acc.log(logs, step=step)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in logs.items() if k.startswith("loss/")})
+    if cfg.log.image_every and step % cfg.log.image_every == 0 and step != cfg.train.max_steps:
+        run_validation(acc, run.recipe, run.ema, run.nets, step, cfg, run.out)
+
+
+def _over_time(acc, tc: TrainConfig, t_start: float) -> bool:
+    """train.max_minutes reached (on any process: all stop at the same step)."""
+    over = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
+    if acc.num_processes > 1:
+        over = acc.reduce(torch.tensor([float(over)], device=acc.device), "max").item() > 0
+    return over
+
+
 def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None = None,
           train_images: torch.Tensor | None = None, **recipe_kwargs) -> Path:
     """Run ``cfg`` to ``cfg.train.max_steps`` with the recipe ``build_recipe(cfg, accelerator, **recipe_kwargs)``.
@@ -328,28 +358,14 @@ def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None =
         nonfinite_run, run.nonfinite_total = (nonfinite_run + 1) * nonfinite, run.nonfinite_total + nonfinite
         if nonfinite_run >= tc.max_nonfinite:
             bar.close()
-            acc.end_training()
-            last = run.checkpoints.latest()
-            raise TrainingError(f"{tc.max_nonfinite} non-finite losses in a row at step {step}"
-                                + (f"; last good checkpoint: {last}" if last else "; no checkpoint was written")
-                                + " (lower train.lr, raise train.max_grad_norm or try mixed_precision=no)")
+            _stop_nonfinite(run, step)
         run.ema.step(run.ema_net.parameters())
         step += 1
         bar.update(1)
-
-        # Scalars and image grids.
-        if step % cfg.log.every == 0 or step == tc.max_steps:
-            logs["nonfinite/total"] = float(run.nonfinite_total)
-            logs.update({f"lr/{k}": opt.param_groups[0]["lr"] for k, opt in run.opts.items()})
-            acc.log(logs, step=step)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in logs.items() if k.startswith("loss/")})
-        if cfg.log.image_every and step % cfg.log.image_every == 0 and step != tc.max_steps:
-            run_validation(acc, run.recipe, run.ema, run.nets, step, cfg, run.out)
+        _log_step(run, step, logs, bar)
 
         # Checkpoints (never in the middle of a non-finite streak) and the wall-clock budget.
-        over_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
-        if acc.num_processes > 1:
-            over_time = acc.reduce(torch.tensor([float(over_time)], device=acc.device), "max").item() > 0
+        over_time = _over_time(acc, tc, t_start)
         if (step % tc.checkpoint_every == 0 or step == tc.max_steps or over_time) and nonfinite_run == 0:
             run.save_checkpoint(step)
         if over_time:
