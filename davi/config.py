@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    # "mnist32" (the bundled digits), a folder of images, or a hub data set id.
+    # "mnist32" (the bundled digits), "photos" (the bundled photo set), a folder of images, or a hub data set id.
     source: str = "mnist32"
     resolution: int = 32
     channels: int = 1
@@ -36,6 +36,19 @@ class DataConfig:
     train_range: str = ""
     test_range: str = ""
     num_workers: int = 0
+    # Patches (davi.data.patches): serve a folder of large images, or "photos" (the bundled photo set,
+    # split by its manifest), as random resolution x resolution crops instead of whole resized images.
+    # Item k of a split is the crop of image k % images drawn from (patch_seed, split, k) alone, so a
+    # batch is a pure function of (seeds, step) and resume is exact. Split by image, never by patch.
+    patches: bool = False
+    # Virtual size of a split: images x patches_per_image crops, all different within a sampler epoch.
+    patches_per_image: int = 8192
+    # Each crop rescales its image by a factor drawn log-uniformly in [min, max] (0 < min <= max;
+    # 0.5 halves the image, so a crop covers 2 x resolution of its pixels), then crops.
+    patch_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Flip each crop left-right with probability 1/2.
+    flip: bool = False
+    patch_seed: int = 0
 
 
 @dataclass
@@ -245,7 +258,7 @@ _CHOICES = {
 # Counts and weights that cannot be negative.
 _AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean")
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
-_AT_LEAST_ONE = ("data.resolution", "data.channels", "train.batch_size", "train.grad_accum",
+_AT_LEAST_ONE = ("data.resolution", "data.channels", "data.patches_per_image", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
 
 
@@ -325,6 +338,8 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
             raise ConfigError(f"{key}: must be at least 1, got {v!r}")
         if key in _AT_LEAST_ZERO and v < 0:
             raise ConfigError(f"{key}: must be at least 0, got {v!r}")
+        if key == "data.patch_scale" and not (len(v) == 2 and 0 < v[0] <= v[1]):
+            raise ConfigError(f"{key}: expected [min, max] with 0 < min <= max, got {v!r}")
         setattr(obj, k, v)
 
 

@@ -183,6 +183,21 @@ def load_split(cfg: DataConfig, split: str) -> ImageDataset:
     """The ``train`` or ``test`` split of the configured source, never overlapping."""
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    from davi.data import patches
+
+    if cfg.patches or patches.has_manifest(cfg):  # random crops, or a folder whose manifest.json fixes the split
+        try:
+            if cfg.patches:
+                return patches.load_split(cfg, split)
+            files = patches.split_files(cfg, split)
+        except patches.PatchError as e:
+            raise DataError(str(e)) from None
+        import datasets
+
+        ds = datasets.Dataset.from_dict({"image": [str(f) for f in files]}).cast_column("image", datasets.Image(decode=False))
+        dataset = ImageDataset(ds, list(range(len(files))), cfg.resolution, cfg.channels, "image", None, f"{cfg.source}:{split}")
+        dataset[0]
+        return dataset
     dd, label_column = _load_source(cfg)
     if "train" in dd and "test" in dd:
         ds = dd[split]
