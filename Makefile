@@ -22,15 +22,15 @@ test: install
 
 # The main job on the embedded default (MNIST 32x32, shipped prior): see README.
 demo: install
-	$(PY) demo.py $(ARGS)
+	$(VENV)/bin/davi demo $(ARGS)
 
 # The restoration web page on http://127.0.0.1:$${DAVI_APP_PORT:-7860} (loopback only): see README.
 app: install
-	$(PY) app.py $(ARGS)
+	$(VENV)/bin/davi app $(ARGS)
 
 # Retrain the embedded prior from scratch (hours on 2 CPU cores; resumable).
 prior: install
-	$(VENV)/bin/accelerate launch --num_processes 1 --cpu train.py --config configs/prior_mnist.yaml $(ARGS)
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu -m davi train --config configs/prior_mnist.yaml $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,5 @@
-"""app.py's handlers without a browser: every input source, and bad uploads become one message."""
+"""The app's handlers (davi/cli/app.py, behind `davi app` and app.py) without a browser: every input
+source, and bad uploads become one message."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the optional extra davi[app] is not installed")
 
-import app  # noqa: E402  (the repository root is on pytest's pythonpath)
+from davi.cli import app  # noqa: E402
 
 
 def restore(source, **kw):

@@ -11,7 +11,8 @@ import torch
 
 from guided_reference import from_script_args
 
-from davi.io.convert import PRESETS, ConversionError, convert_checkpoint, convert_state_dict, main, unet_config_from_guided
+from davi.cli.main import main as davi_main
+from davi.io.convert import PRESETS, ConversionError, convert_checkpoint, convert_state_dict, unet_config_from_guided
 from davi.models.prior import DiffusionPrior
 
 # The DPS / ImageNet layout at toy size: learned sigma, scale-shift norm, resblock up/down, legacy QKV,
@@ -170,13 +171,18 @@ def test_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "prior"]
 
 
+def convert(*argv: str) -> int:
+    """`davi convert guided ARGV...` in-process; the exit status."""
+    return davi_main(["convert", "guided", *argv])
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["guided", str(tmp_path / "missing.pt"), str(tmp_path / "out"), "--preset", "ffhq256"]) == 2
+    assert convert(str(tmp_path / "missing.pt"), str(tmp_path / "out"), "--preset", "ffhq256") == 2
     torch.save([1, 2, 3], tmp_path / "list.pt")
-    assert main(["guided", str(tmp_path / "list.pt"), str(tmp_path / "out"), "--preset", "ffhq256"]) == 2
+    assert convert(str(tmp_path / "list.pt"), str(tmp_path / "out"), "--preset", "ffhq256") == 2
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert main(["guided", str(tmp_path / "junk.pt"), str(tmp_path / "out"), "--preset", "ffhq256"]) == 2
-    assert main(["guided", str(tmp_path / "list.pt"), str(tmp_path / "out"), "--preset", "ffhq512"]) == 2
+    assert convert(str(tmp_path / "junk.pt"), str(tmp_path / "out"), "--preset", "ffhq256") == 2
+    assert convert(str(tmp_path / "list.pt"), str(tmp_path / "out"), "--preset", "ffhq512") == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 4 and all(line.startswith("error: ") for line in lines), lines
     assert "no such checkpoint" in lines[0] and "not a state dict" in lines[1]
@@ -189,14 +195,14 @@ def test_cli_converts(tmp_path, capsys):
     args = ["guided", str(path), str(tmp_path / "out"), "--image-size", "32", "--num-channels", "32",
             "--num-res-blocks", "1", "--channel-mult", "1,2,2", "--attention-resolutions", "16,8",
             "--num-head-channels", "16", "--learn-sigma", "true", "--resblock-updown", "true"]
-    assert main(args) == 0
+    assert davi_main(["convert", *args]) == 0
     assert "wrote" in capsys.readouterr().out
     assert DiffusionPrior.from_pretrained(str(tmp_path / "out")).unet.config.out_channels == 6
 
 
 @pytest.mark.slow  # launches a Python process
 def test_module_entry_point_missing_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "davi.io.convert", "guided", str(tmp_path / "nope.pt"),
+    proc = subprocess.run([sys.executable, "-m", "davi", "convert", "guided", str(tmp_path / "nope.pt"),
                            str(tmp_path / "out"), "--preset", "ffhq256"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert proc.returncode != 0

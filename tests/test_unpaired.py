@@ -182,7 +182,7 @@ def test_no_clean_image_reaches_the_recipe(tmp_path, monkeypatch):
 def test_anchor_cli_bad_folder_is_one_line(tmp_path):
     (tmp_path / "meas").mkdir()
     np.save(tmp_path / "meas" / "x.npy", np.zeros((1, 32, 32), np.float32))
-    r = subprocess.run([sys.executable, "-m", "davi.data.anchors", "--config", str(CONFIG), "--no-progress",
+    r = subprocess.run([sys.executable, "-m", "davi", "anchors", "--config", str(CONFIG), "--no-progress",
                         f"unpaired.measurements={tmp_path / 'meas'}", f"unpaired.anchors={tmp_path / 'a'}"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2, r.stderr

@@ -4,7 +4,7 @@ Measurement-only training (job ``unpaired``) has no clean image for the clean en
 Perturbed Posterior Bridge; the RED-Diff solution of each measurement (Mardani et al. 2023;
 :mod:`davi.solvers.red_diff`) stands in for it. This job computes those solutions::
 
-    python -m davi.data.anchors --config configs/sr4_mnist_unpaired.yaml      # -> unpaired.anchors
+    davi anchors --config configs/sr4_mnist_unpaired.yaml      # -> unpaired.anchors
 
 The folder holds ``manifest.json`` (the measurement set's digest, the operator, the RED-Diff
 settings, the prior) and ``shard-00000.safetensors``, ... (``anchor`` (b, C, H, W) and ``index``),
@@ -17,7 +17,6 @@ overwritten.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -52,7 +51,7 @@ def manifest_for(data, cfg, prior) -> dict:
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise AnchorError(f"{folder}: no {MANIFEST}; compute the anchors with python -m davi.data.anchors --config ...")
+        raise AnchorError(f"{folder}: no {MANIFEST}; compute the anchors with davi anchors --config ...")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -150,7 +149,7 @@ def load_anchors(folder: str | Path, data) -> torch.Tensor:
     missing = [k for k in shards if not _shard(folder, k).is_file()]
     if missing:
         raise AnchorError(f"{folder}: {len(missing)} of {len(shards)} shards missing (first: "
-                          f"{_shard(folder, missing[0]).name}); finish them with python -m davi.data.anchors --config ...")
+                          f"{_shard(folder, missing[0]).name}); finish them with davi anchors --config ...")
     out = []
     for k in shards:
         try:
@@ -176,24 +175,7 @@ def anchor_cpu_seconds(folder: str | Path) -> float:
     return total
 
 
-def main(argv: list[str] | None = None) -> None:
-    from davi.cli.common import resolve_device
-    from davi.config import load_config
-
-    p = argparse.ArgumentParser(prog="python -m davi.data.anchors", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="an unpaired config (unpaired.measurements, operator, red_diff)")
-    p.add_argument("--out", default="", help="anchor folder (default: the config's unpaired.anchors)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    folder = compute_anchors(cfg, args.out or None, resolve_device(args.device), progress=not args.no_progress)
-    print(f"anchors of {cfg.unpaired.measurements} in {folder} ({anchor_cpu_seconds(folder) / 60:.1f} CPU minutes)")
-
-
-if __name__ == "__main__":
-    from davi.cli.common import run_cli
-
-    sys.exit(run_cli(main))
+if __name__ == "__main__":  # the command line moved to the installed command
+    print("error: python -m davi.data.anchors is now `davi anchors` (e.g. davi anchors --config "
+          "configs/sr4_mnist_unpaired.yaml)", file=sys.stderr)
+    sys.exit(2)

@@ -9,7 +9,7 @@ checkpoints,
 both with learned variance (6 output channels; :class:`davi.models.prior.DiffusionPrior` keeps the first 3).
 Usage::
 
-    python -m davi.io.convert guided ffhq_10m.pt priors/ffhq256 --preset ffhq256
+    davi convert guided ffhq_10m.pt priors/ffhq256 --preset ffhq256
 
 The architecture maps exactly onto diffusers' ``UNet2DModel`` (checked tensor by tensor against a
 re-implementation of guided-diffusion's ``UNetModel`` in ``tests/guided_reference.py``):
@@ -59,11 +59,10 @@ by 1000 / diffusion_steps), T = ``diffusion_steps`` (1000), or guided-diffusion'
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -508,52 +507,7 @@ def convert_checkpoint(pt_path: str | Path, out_dir: str | Path, preset: str | N
     return out_dir
 
 
-# ---------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------
-
-def _bool(text: str) -> bool:
-    v = text.strip().lower()
-    if v in ("1", "true", "t", "yes", "y"):
-        return True
-    if v in ("0", "false", "f", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m davi.io.convert", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    g = sub.add_parser("guided", help="OpenAI guided-diffusion / DPS UNet checkpoint (.pt)",
-                       description="Convert a guided-diffusion UNet checkpoint to a diffusers folder. Flags "
-                                   "override the preset; they use guided-diffusion's names.")
-    g.add_argument("checkpoint", help="guided-diffusion .pt state dict")
-    g.add_argument("out_dir", help="output folder (unet/ + scheduler/)")
-    g.add_argument("--preset", help=f"published hyper-parameters: {', '.join(PRESETS)}")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    for name, typ in (("image_size", int), ("num_channels", int), ("num_res_blocks", int), ("channel_mult", str),
-                      ("attention_resolutions", str), ("num_head_channels", int), ("num_heads", int),
-                      ("num_heads_upsample", int), ("in_channels", int), ("learn_sigma", _bool),
-                      ("use_scale_shift_norm", _bool), ("resblock_updown", _bool),
-                      ("use_new_attention_order", _bool), ("diffusion_steps", int), ("noise_schedule", str)):
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, metavar="V")
-    return p
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    from davi.cli.common import run_cli
-
-    args = vars(_parser().parse_args(None if argv is None else list(argv)))
-    fmt, ckpt, out, preset, overwrite = (args.pop(k) for k in ("format", "checkpoint", "out_dir", "preset",
-                                                                "overwrite"))
-
-    def job() -> None:
-        path = convert_checkpoint(ckpt, out, preset, overwrite=overwrite, **args)
-        info = json.loads((path / "conversion.json").read_text())
-        print(f"wrote {path} ({fmt}: {info['parameters']:,} parameters, preset {preset or 'none'})")
-
-    return run_cli(job)  # ConversionError is a PriorError: one line on stderr, exit 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line moved to the installed command
+    print("error: python -m davi.io.convert is now `davi convert` (e.g. davi convert guided ffhq_10m.pt "
+          "priors/ffhq256 --preset ffhq256)", file=sys.stderr)
+    sys.exit(2)
