@@ -62,6 +62,8 @@ class ExportCard:
     shipped_dtype: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the keys the card was read with: to_dict() writes a default only where the card had it
+    present: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, card: dict[str, Any], where: str = CARD) -> "ExportCard":
@@ -74,7 +76,7 @@ class ExportCard:
         if not isinstance(card["operator"], dict) or "name" not in card["operator"]:
             raise ExportError(f"{where}: key 'operator' must be an object with a 'name'")
         prior = card.get("prior") or {}
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = {f.name for f in fields(cls)} - {"extra", "present"}
         return cls(
             task=str(card.get("task", card["operator"]["name"])),
             operator=dict(card["operator"]),
@@ -91,6 +93,7 @@ class ExportCard:
             shipped_dtype=card.get("shipped_dtype"),
             config=dict(card.get("config") or {}),
             extra={k: v for k, v in card.items() if k not in known},
+            present=frozenset(card),
         )
 
     @classmethod
@@ -102,9 +105,11 @@ class ExportCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object this card was read from (key order aside)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "prior")}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "prior", "present")}
         out["prior"] = {"identity": self.prior.identity, "digest": self.prior.digest}
-        out = {k: v for k, v in out.items() if v is not None}
+        defaults = {f.name: f.default for f in fields(self) if not callable(f.default_factory)}
+        out = {k: v for k, v in out.items()
+               if k in self.present or not (v is None or k in defaults and v == defaults[k] or v == {})}
         return {**self.extra, **out}
 
     @property
