@@ -127,18 +127,7 @@ def _int_tuple(value, name: str) -> tuple:
     return out
 
 
-def unet_config_from_guided(image_size: int, num_channels: int, num_res_blocks: int, channel_mult=None,
-                            attention_resolutions=(16, 8), num_head_channels: int = -1, learn_sigma: bool = False,
-                            in_channels: int = 3, num_heads: int = 4, num_heads_upsample: int = -1,
-                            use_scale_shift_norm: bool = True, resblock_updown: bool = False,
-                            class_cond: bool = False, **ignored) -> dict:
-    """``UNet2DModel`` kwargs reproducing guided-diffusion's ``create_model(...)`` exactly.
-
-    Arguments follow guided-diffusion's ``script_util.create_model``: ``attention_resolutions`` are image
-    resolutions (``"32,16,8"`` or a tuple), turned into downsampling rates ``image_size // res``;
-    ``channel_mult`` None/"" picks guided-diffusion's default for the image size. Keys in ``ignored`` that
-    do not touch the architecture (``use_new_attention_order``, ``dropout``, ``use_fp16``, ...) are accepted.
-    """
+def _check_hparams(ignored: dict, class_cond: bool) -> None:
     unknown = sorted(set(ignored) - HPARAMS)
     if unknown:
         raise ConversionError(f"unknown guided-diffusion hyper-parameter {unknown[0]!r} (known: "
@@ -146,20 +135,11 @@ def unet_config_from_guided(image_size: int, num_channels: int, num_res_blocks: 
     if class_cond:
         raise ConversionError("class_cond=True: class-conditional checkpoints are not supported "
                               "(the prior is unconditional; use e.g. 256x256_diffusion_uncond.pt)")
-    image_size, num_channels, num_res_blocks = int(image_size), int(num_channels), int(num_res_blocks)
-    mult = default_channel_mult(image_size) if channel_mult in (None, "", ()) else _int_tuple(channel_mult,
-                                                                                              "channel_mult")
-    channels = tuple(int(m * num_channels) for m in mult)
-    levels = len(channels)
-    attention_ds = {image_size // r for r in _int_tuple(attention_resolutions, "attention_resolutions")}
-    attn = [2 ** level in attention_ds for level in range(levels)]  # guided: `if ds in attention_resolutions`
-    if num_res_blocks < 1 or num_channels < 1 or not channels:
-        raise ConversionError("num_res_blocks, num_channels and channel_mult must be positive")
-    bad = [c for c in channels if c % 32]
-    if bad:
-        raise ConversionError(f"channel width {bad[0]} is not divisible by the 32 GroupNorm groups")
 
-    # One attention head width for the whole network (diffusers' attention_head_dim).
+
+def _attention_head_dim(channels: tuple, attn: list, num_heads: int, num_heads_upsample: int,
+                        num_head_channels: int) -> int:
+    """The one attention head width of the whole network (diffusers' ``attention_head_dim``)."""
     sites = [("down", c, num_heads) for c, a in zip(channels, attn) if a] + [("middle", channels[-1], num_heads)]
     heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
     sites += [("up", c, heads_up) for c, a in zip(channels, attn) if a]
@@ -177,15 +157,48 @@ def unet_config_from_guided(image_size: int, num_channels: int, num_res_blocks: 
     if len(widths) != 1:
         raise ConversionError(f"attention head widths differ across levels ({sorted(widths)}): not representable "
                               f"by UNet2DModel's single attention_head_dim (use num_head_channels)")
-    head_dim = widths.pop()
+    return widths.pop()
 
+
+def _block_types(attn: list, resblock_updown: bool) -> tuple[tuple, tuple, str]:
+    """(down block types, up block types, up/downsample kind) for attention at ``attn``'s levels."""
     kind = "resnet" if resblock_updown else "conv"
-    if resblock_updown:
-        down = tuple("AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attn)
-        up = tuple("AttnUpBlock2D" if a else "ResnetUpsampleBlock2D" for a in reversed(attn))
-    else:
-        down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
-        up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
+    plain_down, plain_up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if resblock_updown else \
+        ("DownBlock2D", "UpBlock2D")
+    down = tuple("AttnDownBlock2D" if a else plain_down for a in attn)
+    up = tuple("AttnUpBlock2D" if a else plain_up for a in reversed(attn))
+    return down, up, kind
+
+
+def unet_config_from_guided(image_size: int, num_channels: int, num_res_blocks: int, channel_mult=None,
+                            attention_resolutions=(16, 8), num_head_channels: int = -1, learn_sigma: bool = False,
+                            in_channels: int = 3, num_heads: int = 4, num_heads_upsample: int = -1,
+                            use_scale_shift_norm: bool = True, resblock_updown: bool = False,
+                            class_cond: bool = False, **ignored) -> dict:
+    """``UNet2DModel`` kwargs reproducing guided-diffusion's ``create_model(...)`` exactly.
+
+    Arguments follow guided-diffusion's ``script_util.create_model``: ``attention_resolutions`` are image
+    resolutions (``"32,16,8"`` or a tuple), turned into downsampling rates ``image_size // res``;
+    ``channel_mult`` None/"" picks guided-diffusion's default for the image size. Keys in ``ignored`` that
+    do not touch the architecture (``use_new_attention_order``, ``dropout``, ``use_fp16``, ...) are accepted.
+    """
+    _check_hparams(ignored, class_cond)
+    image_size, num_channels, num_res_blocks = int(image_size), int(num_channels), int(num_res_blocks)
+    mult = default_channel_mult(image_size) if channel_mult in (None, "", ()) else _int_tuple(channel_mult,
+                                                                                              "channel_mult")
+    channels = tuple(int(m * num_channels) for m in mult)
+    levels = len(channels)
+    attention_ds = {image_size // r for r in _int_tuple(attention_resolutions, "attention_resolutions")}
+    attn = [2 ** level in attention_ds for level in range(levels)]  # guided: `if ds in attention_resolutions`
+    if num_res_blocks < 1 or num_channels < 1 or not channels:
+        raise ConversionError("num_res_blocks, num_channels and channel_mult must be positive")
+    bad = [c for c in channels if c % 32]
+    if bad:
+        raise ConversionError(f"channel width {bad[0]} is not divisible by the 32 GroupNorm groups")
+
+    head_dim = _attention_head_dim(channels, attn, num_heads, num_heads_upsample, num_head_channels)
+
+    down, up, kind = _block_types(attn, resblock_updown)
     return dict(
         sample_size=image_size,
         in_channels=int(in_channels),
@@ -261,72 +274,88 @@ def _qkv_part(index: int, heads: int, new_order: bool) -> Callable[[torch.Tensor
     return part
 
 
-def _rules(config: dict, shapes: Mapping[str, torch.Size], new_order: bool) -> dict[str, Rule]:
-    """guided key -> (expected guided shape, [(diffusers key, transform)]), in guided order."""
-    rules: dict[str, Rule] = {}
+class _RuleBook:
+    """Collects guided key -> (expected guided shape, [(diffusers key, transform)]) rules, in guided order."""
 
-    def copy(g: str, d: str, transform=_identity, extra: tuple = ()) -> None:
+    def __init__(self, config: dict, shapes: Mapping[str, torch.Size], new_order: bool):
+        self.config, self.shapes, self.new_order = config, shapes, new_order
+        self.rules: dict[str, Rule] = {}
+
+    def copy(self, g: str, d: str, transform=_identity, extra: tuple = ()) -> None:
         for p in ("weight", "bias"):
-            rules[f"{g}.{p}"] = (tuple(shapes[f"{d}.{p}"]) + (extra if p == "weight" else ()),
-                                 [(f"{d}.{p}", transform if p == "weight" else _identity)])
+            self.rules[f"{g}.{p}"] = (tuple(self.shapes[f"{d}.{p}"]) + (extra if p == "weight" else ()),
+                                      [(f"{d}.{p}", transform if p == "weight" else _identity)])
 
-    def resblock(g: str, d: str) -> None:
-        copy(f"{g}.in_layers.0", f"{d}.norm1")
-        copy(f"{g}.in_layers.2", f"{d}.conv1")
-        copy(f"{g}.emb_layers.1", f"{d}.time_emb_proj")
-        copy(f"{g}.out_layers.0", f"{d}.norm2")
-        copy(f"{g}.out_layers.3", f"{d}.conv2")
-        if f"{d}.conv_shortcut.weight" in shapes:
-            copy(f"{g}.skip_connection", f"{d}.conv_shortcut")
+    def resblock(self, g: str, d: str) -> None:
+        self.copy(f"{g}.in_layers.0", f"{d}.norm1")
+        self.copy(f"{g}.in_layers.2", f"{d}.conv1")
+        self.copy(f"{g}.emb_layers.1", f"{d}.time_emb_proj")
+        self.copy(f"{g}.out_layers.0", f"{d}.norm2")
+        self.copy(f"{g}.out_layers.3", f"{d}.conv2")
+        if f"{d}.conv_shortcut.weight" in self.shapes:
+            self.copy(f"{g}.skip_connection", f"{d}.conv_shortcut")
 
-    def attention(g: str, d: str) -> None:
-        c = shapes[f"{d}.to_q.weight"][0]
-        heads = c // config["attention_head_dim"]
-        copy(f"{g}.norm", f"{d}.group_norm")
+    def attention(self, g: str, d: str) -> None:
+        c = self.shapes[f"{d}.to_q.weight"][0]
+        heads = c // self.config["attention_head_dim"]
+        self.copy(f"{g}.norm", f"{d}.group_norm")
         for p, shape in (("weight", (3 * c, c, 1)), ("bias", (3 * c,))):
-            rules[f"{g}.qkv.{p}"] = (shape, [(f"{d}.to_{n}.{p}", _qkv_part(i, heads, new_order))
-                                             for i, n in enumerate("qkv")])
-        copy(f"{g}.proj_out", f"{d}.to_out.0", _squeeze, extra=(1,))
+            self.rules[f"{g}.qkv.{p}"] = (shape, [(f"{d}.to_{n}.{p}", _qkv_part(i, heads, self.new_order))
+                                                  for i, n in enumerate("qkv")])
+        self.copy(f"{g}.proj_out", f"{d}.to_out.0", _squeeze, extra=(1,))
 
-    updown = config["downsample_type"] == "resnet"
-    attn = ["Attn" in t for t in config["down_block_types"]]
-    levels, nrb = len(config["block_out_channels"]), config["layers_per_block"]
+    def resample(self, g: str, d: str, conv: str) -> None:
+        """A down/upsampler: a resblock (resblock_updown) or a conv."""
+        if self.config["downsample_type"] == "resnet":
+            self.resblock(g, d)
+        else:
+            self.copy(f"{g}.{conv}", f"{d}.conv")
 
-    copy("time_embed.0", "time_embedding.linear_1")
-    copy("time_embed.2", "time_embedding.linear_2")
-    copy("input_blocks.0.0", "conv_in")
+
+def _encoder_rules(book: _RuleBook, attn: list, levels: int, nrb: int) -> None:
+    """guided input_blocks -> diffusers down_blocks."""
     i = 1
     for level in range(levels):
         for j in range(nrb):
-            resblock(f"input_blocks.{i}.0", f"down_blocks.{level}.resnets.{j}")
+            book.resblock(f"input_blocks.{i}.0", f"down_blocks.{level}.resnets.{j}")
             if attn[level]:
-                attention(f"input_blocks.{i}.1", f"down_blocks.{level}.attentions.{j}")
+                book.attention(f"input_blocks.{i}.1", f"down_blocks.{level}.attentions.{j}")
             i += 1
         if level != levels - 1:
-            if updown:
-                resblock(f"input_blocks.{i}.0", f"down_blocks.{level}.downsamplers.0")
-            else:
-                copy(f"input_blocks.{i}.0.op", f"down_blocks.{level}.downsamplers.0.conv")
+            book.resample(f"input_blocks.{i}.0", f"down_blocks.{level}.downsamplers.0", "op")
             i += 1
-    resblock("middle_block.0", "mid_block.resnets.0")
-    attention("middle_block.1", "mid_block.attentions.0")
-    resblock("middle_block.2", "mid_block.resnets.1")
+
+
+def _decoder_rules(book: _RuleBook, attn: list, levels: int, nrb: int) -> None:
+    """guided output_blocks -> diffusers up_blocks."""
     i = 0
     for u, level in enumerate(reversed(range(levels))):
         for j in range(nrb + 1):
-            resblock(f"output_blocks.{i}.0", f"up_blocks.{u}.resnets.{j}")
+            book.resblock(f"output_blocks.{i}.0", f"up_blocks.{u}.resnets.{j}")
             if attn[level]:
-                attention(f"output_blocks.{i}.1", f"up_blocks.{u}.attentions.{j}")
+                book.attention(f"output_blocks.{i}.1", f"up_blocks.{u}.attentions.{j}")
             if level and j == nrb:
                 k = 2 if attn[level] else 1
-                if updown:
-                    resblock(f"output_blocks.{i}.{k}", f"up_blocks.{u}.upsamplers.0")
-                else:
-                    copy(f"output_blocks.{i}.{k}.conv", f"up_blocks.{u}.upsamplers.0.conv")
+                book.resample(f"output_blocks.{i}.{k}", f"up_blocks.{u}.upsamplers.0", "conv")
             i += 1
-    copy("out.0", "conv_norm_out")
-    copy("out.2", "conv_out")
-    return rules
+
+
+def _rules(config: dict, shapes: Mapping[str, torch.Size], new_order: bool) -> dict[str, Rule]:
+    """guided key -> (expected guided shape, [(diffusers key, transform)]), in guided order."""
+    book = _RuleBook(config, shapes, new_order)
+    attn = ["Attn" in t for t in config["down_block_types"]]
+    levels, nrb = len(config["block_out_channels"]), config["layers_per_block"]
+    book.copy("time_embed.0", "time_embedding.linear_1")
+    book.copy("time_embed.2", "time_embedding.linear_2")
+    book.copy("input_blocks.0.0", "conv_in")
+    _encoder_rules(book, attn, levels, nrb)
+    book.resblock("middle_block.0", "mid_block.resnets.0")
+    book.attention("middle_block.1", "mid_block.attentions.0")
+    book.resblock("middle_block.2", "mid_block.resnets.1")
+    _decoder_rules(book, attn, levels, nrb)
+    book.copy("out.0", "conv_norm_out")
+    book.copy("out.2", "conv_out")
+    return book.rules
 
 
 _HINTS = {
