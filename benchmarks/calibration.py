@@ -30,21 +30,18 @@ import json
 from pathlib import Path
 
 import torch
-from readme_tables import command_line, publish
+from common import RESULTS, ROOT, command_line, publish
 
-from davi.analytic import COVERAGE_LEVELS, interval_coverage
+from davi.analytic import COVERAGE_LEVELS
+from davi.eval.coverage import digit_coverage as coverage_of
+from davi.eval.coverage import mapper_draws as draws_of_mapper
+from davi.eval.coverage import red_diff_draws as draws_of_red_diff
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import MAPPERS, DigitTask
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-MAPPERS = ROOT / "davi" / "assets" / "mappers"
-torch.set_num_threads(1)
 
 DIGIT_TASKS = ("box", "sr4", "deblur")
 METHODS = ("sampler", "paired", "red_diff")
-
-
-def _cov_dict(cov: dict) -> dict:
-    return {f"cov{round(100 * float(k))}": round(float(v), 4) for k, v in cov.items()}
 
 
 def analytic_rows(posterior_json: Path) -> dict:
@@ -68,43 +65,23 @@ def analytic_rows(posterior_json: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 def test_problem(task: str, images: int):
     """(x0 (N, 1, 32, 32), y, operator) for the first ``images`` test digits, measured with a fixed seed."""
-    from davi.config import load_config
-    from davi.data.datasets import load_split
-    from davi.operators import build_operator
-
-    cfg = load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml")
-    op = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
-    x0 = load_split(cfg.data, "test").tensor(limit=images)
-    y = op.measure(x0, generator=torch.Generator().manual_seed(2024))
-    return x0, y, op
+    digits = DigitTask.load(task, images, variant="sampler")
+    x0 = digits.test_blocks(1)[0]
+    return x0, digits.measure(x0, seed=2024), digits.operator
 
 
-@torch.no_grad()
 def mapper_draws(export: Path, y: torch.Tensor, op, k: int) -> torch.Tensor:
-    """(K, N, 1, H, W) one-step samples, clamped to the image range [-1, 1] as infer.py writes them."""
+    """(K, N, 1, H, W) one-step samples of the mapper in ``export`` (davi.eval.coverage.mapper_draws)."""
     from davi.io.export import load_export
 
-    mapper, _, _ = load_export(export)
-    g = torch.Generator().manual_seed(0)
-    lifted = op.lift(y)
-    return torch.stack([mapper.restore(lifted, generator=g).clamp(-1, 1) for _ in range(k)])
+    return draws_of_mapper(load_export(export)[0], op, y, k)
 
 
 def red_diff_draws(task: str, y: torch.Tensor, op, k: int, steps: int) -> torch.Tensor:
     """(K, N, ...) RED-Diff estimates from K seeds per image, at compare.py's tuned lr / lambda."""
-    from davi.builders import prior_from_config
-    from davi.solvers.red_diff import RedDiff
-
     tuning = json.loads((RESULTS / "compare.json").read_text())["tuning"][task]
-    from davi.config import load_config
-
-    prior = prior_from_config(load_config(ROOT / "configs" / f"{task}_mnist_sampler.yaml"))
-    solver = RedDiff(prior, op, steps=steps, lr=tuning["lr"], lam=tuning["lam"])
-    N = y.shape[0]
-    out = []
-    for seed in range(k):
-        out.append(solver(y, seeds=[seed * 1000 + i for i in range(N)]).clamp(-1, 1))
-    return torch.stack(out)
+    prior = DigitTask.load(task, 0, variant="sampler").prior
+    return draws_of_red_diff(prior, op, y, k, steps, tuning["lr"], tuning["lam"])
 
 
 def mapper_export(task: str, method: str) -> Path:
@@ -126,6 +103,9 @@ def cache_key(task: str, method: str, n: int, args) -> dict:
 
 
 def digit_coverage(task: str, method: str, args, work: Path) -> dict:
+    """Coverage of ``method``'s draws on ``task`` (davi.eval.coverage), cached in ``work`` by ``cache_key``."""
+    from davi.io.atomic import write_text
+
     n = args.red_diff_images if method == "red_diff" else args.images
     cache, key = work / f"{task}_{method}.json", cache_key(task, method, n, args)
     if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
@@ -135,12 +115,9 @@ def digit_coverage(task: str, method: str, args, work: Path) -> dict:
         draws = red_diff_draws(task, y, op, args.samples, args.red_diff_steps)
     else:
         draws = mapper_draws(mapper_export(task, method), y, op, args.samples)
-    out = {"all": _cov_dict(interval_coverage(draws, x0)), "images": n, "key": key}
-    if task == "box":
-        hidden = op.lift(torch.ones_like(y[:1]))[0] == 0  # the box: pixels the measurement does not see
-        out["hidden"] = _cov_dict(interval_coverage(draws, x0, mask=hidden))
-    from davi.io.atomic import write_text
-
+    hidden = op.lift(torch.ones_like(y[:1]))[0] == 0 if task == "box" else None  # pixels the measurement misses
+    cov = coverage_of(draws, x0, hidden)
+    out = {"all": cov["all"], "images": n, "key": key, **({"hidden": cov["hidden"]} if "hidden" in cov else {})}
     write_text(cache, json.dumps(out))
     return out
 
@@ -211,8 +188,6 @@ COLUMNS = [("key", "setting / task / method", "{}"), ("cov50", "50%", "{:.3f}"),
 
 
 def render_calibration(data: dict) -> str:
-    from davi.eval.evaluate import markdown_table
-
     rows = [{"key": k, **v} for k, v in data.items() if isinstance(v, dict) and "cov90" in v]
     return markdown_table(rows, COLUMNS)
 
@@ -234,6 +209,7 @@ def main() -> None:
     p.add_argument("--grid", default=str(ROOT / "docs" / "box_sampler_grid.png"),
                    help="box inpainting figure of the shipped box sampler ('' = none)")
     args = p.parse_args()
+    torch.set_num_threads(1)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
 

@@ -42,16 +42,15 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import RESULTS, ROOT, command_line, log, publish, span, table
 from davi.builders import red_diff_settings
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import DIGIT_TASKS as TASKS
+from davi.eval.tuning import GRID_LAMS, GRID_LRS  # the starting 3 x 3 grid (widened until interior)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-TASKS = ("sr4", "deblur", "box")
 SEEDS = (0, 1, 2)
 STEPS = (1000, 100)
-GRID_LRS = (0.05, 0.1, 0.25)  # the starting 3 x 3 grid (widened by davi.eval.grid_search)
-GRID_LAMS = (0.05, 0.25, 1.0)
 GRID_STEPS = 100
 TRAIN_NOISE_SEED = 1  # the tuning measurements' noise: apart from the test set's seed 0
 PRIOR_SAMPLE_SEED = 0
@@ -61,46 +60,27 @@ def method_name(steps: int) -> str:
     return f"red_diff_{steps}"
 
 
-def log(*parts) -> None:
-    print(*parts, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # the tasks' data
 # ----------------------------------------------------------------------------------------------
 class Task:
-    """A task's config, operator, the test digits and their measurements, loaded once."""
-
-    _priors: dict = {}
+    """A task (davi.eval.tasks.DigitTask) with this run's test blocks, measurements and cache folder."""
 
     def __init__(self, name: str, args):
-        import torch
-
+        from davi.eval.tasks import DigitTask
         from davi.io.chunks import digest
-        from davi.config import load_config
-        from davi.data.datasets import load_split
-        from davi.operators import build_operator
 
-        self.name, self.args = name, args
-        self.cfg = load_config(ROOT / "configs" / f"{name}_mnist.yaml")
-        self.operator = build_operator(self.cfg.operator, self.cfg.data.resolution, self.cfg.data.channels)
-        test = load_split(self.cfg.data, "test").tensor(limit=3 * args.images)
-        if len(test) < 3 * args.images:
-            raise SystemExit(f"error: --images {args.images}: the test split has only {len(test)} digits (needs 3 x)")
+        self.digits = DigitTask.load(name, args.images)
+        self.name, self.args, self.cfg, self.operator = name, args, self.digits.config, self.digits.operator
         # the measured digits; an independent realism reference; a third real set, scored as the floor
-        self.x0, self.independent, self.real = (test[k * args.images: (k + 1) * args.images] for k in range(3))
-        self.y = self.operator.measure(self.x0, generator=torch.Generator().manual_seed(0))
+        self.x0, self.independent, self.real = self.digits.test_blocks(3)
+        self.y = self.digits.measure(self.x0)  # noise seed 0
         self.digest = digest(self.y)
         self.runs = Path(args.runs) / name
 
     @property
     def prior(self):
-        from davi.builders import prior_from_config
-
-        path = self.cfg.prior.path
-        if path not in Task._priors:
-            Task._priors[path] = prior_from_config(self.cfg)
-        return Task._priors[path]
+        return self.digits.prior
 
     def red_diff_config(self, steps: int, lr: float, lam: float):
         from davi.config import RedDiffConfig
@@ -117,20 +97,13 @@ class Task:
 
 
 # ----------------------------------------------------------------------------------------------
-# RED-Diff's lr / lambda grid on train digits
+# RED-Diff's lr / lambda grid on train digits (davi.eval.tuning), each point cached
 # ----------------------------------------------------------------------------------------------
-def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
+def grid_point(task: Task, xt, yt, lr: float, lam: float, compute: bool) -> dict | None:
     """Scores of RED-Diff-100 at (lr, lam) on the tuning digits, cached in runs/compare/<task>/grid/."""
-    import torch
-
+    from davi.eval.tuning import red_diff_scores
     from davi.io.atomic import write_json
-    from davi.data.datasets import load_split
-    from davi.eval.evaluate import run_method
-    from davi.solvers.methods import RedDiffMethod
-    from davi.eval.metrics import score_restorations
 
-    xt = load_split(task.cfg.data, "train").tensor(limit=task.args.tune_images)
-    yt = task.operator.measure(xt, generator=torch.Generator().manual_seed(TRAIN_NOISE_SEED))
     key = task.red_diff_key(task.args.grid_steps, lr, lam, 0, yt)
     path = task.runs / "grid" / f"lr{lr:g}_lam{lam:g}.json"
     if path.is_file():
@@ -139,9 +112,9 @@ def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
             return cached["scores"]
     if not compute:
         return None
-    out, _ = run_method(RedDiffMethod(task.prior, task.operator, **red_diff_settings(task.red_diff_config(task.args.grid_steps, lr, lam))), yt,
-                        len(yt), desc=f"grid {task.name} lr={lr:g} lam={lam:g}")
-    scores = score_restorations(out, xt, explain_absent=False)
+    settings = {k: v for k, v in red_diff_settings(task.cfg.red_diff).items() if k not in ("steps", "lr", "lam")}
+    scores = red_diff_scores(task.prior, task.operator, xt, yt, lr, lam, task.args.grid_steps,
+                             desc=f"grid {task.name} lr={lr:g} lam={lam:g}", **settings)
     write_json(path, {"key": key, "scores": scores})
     log(f"grid {task.name} lr={lr:g} lam={lam:g}: {json.dumps(scores)}")
     return scores
@@ -149,26 +122,17 @@ def grid_point(task: Task, lr: float, lam: float, compute: bool) -> dict | None:
 
 def tune(task: Task, compute: bool) -> dict | None:
     """The widened grid and its interior choice, or None while a point is not computed (report)."""
-    from davi.eval.grid_search import widen_or_choose
+    from davi.eval.tuning import search_summary, widen_until_interior
 
-    lrs, lams, widenings, points = GRID_LRS, GRID_LAMS, 0, {}
-    while True:
-        for lr in lrs:
-            for lam in lams:
-                if (lr, lam) not in points:
-                    scores = grid_point(task, lr, lam, compute)
-                    if scores is None:
-                        return None
-                    points[lr, lam] = scores
-        step = widen_or_choose(lrs, lams, {k: v["psnr"] for k, v in points.items()}, widenings=widenings,
-                               max_widenings=task.args.max_widenings)
-        if step.done:
-            lr, lam = step.choice
-            return {"lr": lr, "lam": lam, "interior": step.interior, "widenings": widenings, "lrs": list(step.xs),
-                    "lams": list(step.ys), "train_images": task.args.tune_images, "steps": task.args.grid_steps,
-                    "grid": [{"lr": a, "lam": b, **points[a, b]} for a in step.xs for b in step.ys]}
-        lrs, lams, widenings = step.xs, step.ys, widenings + 1
-        log(f"grid {task.name}: best at an edge, widened to lr {lrs} x lam {lams}")
+    xt = task.digits.train_digits(task.args.tune_images)
+    yt = task.digits.measure(xt, TRAIN_NOISE_SEED)
+    found = widen_until_interior(
+        lambda lr, lam: grid_point(task, xt, yt, lr, lam, compute), GRID_LRS, GRID_LAMS,
+        max_widenings=task.args.max_widenings,
+        on_widen=lambda lrs, lams: log(f"grid {task.name}: best at an edge, widened to lr {lrs} x lam {lams}"))
+    if found is None:
+        return None
+    return search_summary(found, train_images=task.args.tune_images, steps=task.args.grid_steps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,36 +198,17 @@ def solve(args) -> None:
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------
-def mapper_folder(task: str, args) -> Path:
-    overrides = dict(m.split("=", 1) for m in args.mapper)
-    return Path(overrides.get(task, ROOT / "davi" / "assets" / "mappers" / task))
-
-
-def features(images):
-    from davi.models.classifier import classifier_features, load_classifier
-
-    return classifier_features(load_classifier(), images)
-
-
-def kid_of(feats, ref) -> float:
-    """Unbiased squared MMD (cubic kernel, KID) of two whole feature sets."""
-    import torch
-    from torchmetrics.image.kid import poly_mmd
-
-    return float(poly_mmd(torch.as_tensor(ref, dtype=torch.float64), torch.as_tensor(feats, dtype=torch.float64)))
-
-
-def seed_mean(metric):
-    """A set statistic averaged over seeds: items are (N, S, D) features of S seeds and (N, D) references."""
-    return lambda feats, ref: sum(metric(feats[:, s], ref) for s in range(feats.shape[1])) / feats.shape[1]
+def mapper_folder(task: Task, args) -> Path:
+    return task.digits.mapper_folder(dict(m.split("=", 1) for m in args.mapper))
 
 
 def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
     """(row averaged over the seeds' restorations ``outs``, per-image items for the bootstrap)."""
     import torch
 
-    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
     from davi.eval.metrics import psnr, score_restorations
+    from davi.eval.paired_bootstrap import restoration_features
+    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
 
     per_seed = []
     for out in outs:
@@ -274,8 +219,7 @@ def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
         per_seed.append(s)
     keys = per_seed[0].keys()
     row = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in keys}
-    items = {"psnr": torch.stack([psnr(o, x0) for o in outs], 1).mean(1).numpy(),
-             "feats": torch.stack([features(o) for o in outs], 1).numpy()}
+    items = {"psnr": torch.stack([psnr(o, x0) for o in outs], 1).mean(1).numpy(), "feats": restoration_features(outs)}
     return {**row, "seeds": len(outs), "per_seed": per_seed}, items
 
 
@@ -298,31 +242,21 @@ def time_methods(task: Task, methods: dict, args) -> dict:
 
 
 def bootstrap(task: Task, rows: dict, items: dict, args) -> dict:
-    """Paired-bootstrap intervals of DAVI minus each RED-Diff: PSNR, and FD / KID against the measured
-    digits and against the independent ones; and of DAVI minus the real-digit floor against the
-    independent ones (an interval holding 0 there: DAVI is as real as real digits, at this size).
-    The reference's rows are resampled with the images' indices, so its own sampling noise is in the
-    interval too (the independent digits are a sample, not the distribution)."""
-    import numpy as np
-
-    from davi.eval.bootstrap import bootstrap_differences
-    from davi.models.classifier import frechet_distance
+    """Paired-bootstrap intervals (davi.eval.paired_bootstrap) of DAVI minus each RED-Diff: PSNR, and FD /
+    KID against the measured digits and against the independent ones; and of DAVI minus the real-digit
+    floor against the independent ones (an interval holding 0 there: DAVI is as real as real digits)."""
+    from davi.eval.paired_bootstrap import psnr_differences, realism_differences
+    from davi.models.classifier import classifier_features, load_classifier
 
     red = {k: v for k, v in items.items() if k != "davi"}
     if not red:
         return {}
-    measured, independent = features(task.x0).numpy(), features(task.independent).numpy()
-    vs_floor = {**red, "real_digits": {"feats": features(task.real).numpy()[:, None]}}
-
-    def differences(statistic, reference, others):
-        return bootstrap_differences(seed_mean(statistic), [items["davi"]["feats"], reference],
-                                     {k: [v["feats"], reference] for k, v in others.items()},
-                                     resamples=args.resamples, seed=0)
-
-    psnr_i = bootstrap_differences(lambda p: float(np.mean(p)), [items["davi"]["psnr"]],
-                                   {k: [v["psnr"]] for k, v in red.items()}, resamples=args.resamples, seed=0)
-    fd_i, kid_i = differences(frechet_distance, measured, red), differences(kid_of, measured, red)
-    fd_ind, kid_ind = differences(frechet_distance, independent, vs_floor), differences(kid_of, independent, vs_floor)
+    measured, independent, floor = (classifier_features(load_classifier(), x).numpy()
+                                    for x in (task.x0, task.independent, task.real))
+    base, feats, n = items["davi"]["feats"], {k: v["feats"] for k, v in red.items()}, args.resamples
+    psnr_i = psnr_differences(items["davi"]["psnr"], {k: v["psnr"] for k, v in red.items()}, resamples=n)
+    fd_i, kid_i = realism_differences(base, feats, measured, resamples=n)
+    fd_ind, kid_ind = realism_differences(base, {**feats, "real_digits": floor[:, None]}, independent, resamples=n)
     seeds = rows["davi"]["seeds"]
     boot = {k: {"psnr": psnr_i[k].as_dict(), "classifier_fd": fd_i[k].as_dict(), "kid": kid_i[k].as_dict(),
                 "fd_independent": fd_ind[k].as_dict(), "kid_independent": kid_ind[k].as_dict(),
@@ -339,7 +273,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     from davi.io.export import load_export
     from davi.solvers.methods import DaviMethod, LiftMethod, RedDiffMethod
 
-    folder = mapper_folder(task.name, args)
+    folder = mapper_folder(task, args)
     mapper, card, _ = load_export(folder)
     davi_method = DaviMethod(mapper, task.operator)
     rows, items = {}, {}
@@ -392,7 +326,6 @@ def report(args) -> None:
     from davi.io.atomic import write_json
     from davi.eval.timing import device_description
     from davi.models.classifier import load_classifier, sample_quality
-    from readme_tables import command_line, publish, render_compare_md
 
     data, boot, tunings, timing = {}, {}, {}, {}
     prior_x, ref_conf = None, None
@@ -437,6 +370,279 @@ def report(args) -> None:
                                                                      key=lambda g: g["classifier_fd"])}
                                                   for k, v in tunings.items() if v is not None}},
             render_compare_md)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables (compare.json -> Markdown; benchmarks/readme_tables.py puts them in the documents)
+# ----------------------------------------------------------------------------------------------
+COMPARE_TASKS = ("sr4", "deblur", "box")
+COMPARE_METHODS = {"lift": "lift(y)", "davi": "DAVI", "red_diff_1000": "RED-Diff-1000", "red_diff_100": "RED-Diff-100",
+                   "prior_ddim50": "prior's own samples (DDIM-50)", "real_digits": "other real digits (the floor)"}
+COMPARE_RED_DIFF = ("red_diff_1000", "red_diff_100")
+COMPARE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("seeds", "seeds", "{}"),
+                   ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                   ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID (± std over subsets)", "{}"),
+                   ("fd_independent", "FD vs other real digits", "{:.2f}"),
+                   ("kid_independent", "KID vs other real digits", "{}"),
+                   ("confidence", "confidence", "{:.3f}"), ("nfe", "network evals / image", "{}"),
+                   ("s_per_image", "s / image (CPU)", "{:.4g}"), ("ratio", "time / DAVI's", "{}")]
+
+
+def _red_diff_name(data: dict, task: str, key: str) -> str:
+    t = data.get("tuning", {}).get(task)
+    return COMPARE_METHODS[key] + (f" (lr={t['lr']:g}, lam={t['lam']:g})" if t else "")
+
+
+@table("compare", "compare.json")
+def render_compare(data: dict) -> str:
+    """benchmarks/compare.py: {task: {method: metrics}}; a tuned RED-Diff without results yet is a
+    'pending' row with its timing, so the speed figures show before the slow runs finish."""
+    rows = []
+    for task in COMPARE_TASKS:
+        timing = data.get("timing", {}).get(task, {})
+        for key in COMPARE_METHODS:
+            r = data.get(task, {}).get(key)
+            name = _red_diff_name(data, task, key) if key in COMPARE_RED_DIFF else COMPARE_METHODS[key]
+            if r is None:
+                if key in COMPARE_RED_DIFF and key in timing:
+                    rows.append({"task": task, "method": name, "seeds": 0, "psnr": "pending",
+                                 "nfe": int(key.rsplit("_", 1)[1]), "s_per_image": timing[key],
+                                 "time_vs_davi": timing[key] / timing["davi"]})
+                continue
+            kid = f"{r['kid']:.3f} ± {r['kid_std']:.3f}" if "kid" in r else ""
+            kid_ind = f"{r['kid_independent']:.3f} ± {r['kid_std_independent']:.3f}" if "kid_independent" in r else ""
+            rows.append({**r, "task": task, "method": name, "kid": kid, "kid_independent": kid_ind})
+    for r in rows:
+        if "time_vs_davi" in r:
+            x = r["time_vs_davi"]
+            r["ratio"] = f"{x:,.0f}x" if x >= 10 else (f"{x:.2g}x" if x >= 0.01 else "< 0.01x")
+    # results from before the independent reference have no such columns: leave them out
+    columns = [c for c in COMPARE_COLUMNS if not c[0].endswith("_independent") or any(r.get(c[0]) for r in rows)]
+    return markdown_table(rows, columns)
+
+
+def _ci(interval: dict, scale: float = 1.0, fmt: str = "{:+.2f}") -> str:
+    e, lo, hi = (scale * interval[k] for k in ("estimate", "low", "high"))
+    star = "" if lo <= 0 <= hi else "*"
+    return f"{fmt.format(e)} [{fmt.format(lo)}, {fmt.format(hi)}]{star}"
+
+
+@table("compare_bootstrap", "compare.json")
+def render_compare_bootstrap(data: dict) -> str:
+    """Paired-bootstrap 95% intervals of DAVI minus each RED-Diff, and minus the real-digit floor where
+    compare.json has it (* = the interval excludes 0)."""
+    rows = []
+    for task in COMPARE_TASKS:
+        for key, b in data.get("bootstrap", {}).get(task, {}).items():
+            rows.append({"task": task, "vs": f"DAVI - {COMPARE_METHODS.get(key, key)}", "seeds": f"{b['seeds'][0]} vs {b['seeds'][1]}",
+                         **{c: _ci(b[k], fmt=f) for c, k, f in (("psnr", "psnr", "{:+.2f}"), ("fd", "classifier_fd", "{:+.2f}"),
+                                                                ("kid", "kid", "{:+.3f}"), ("fd_ind", "fd_independent", "{:+.2f}"),
+                                                                ("kid_ind", "kid_independent", "{:+.3f}")) if k in b}})
+    columns = [("task", "task", "{}"), ("vs", "difference", "{}"), ("seeds", "seeds", "{}"), ("psnr", "PSNR (dB)", "{}"),
+               ("fd", "classifier FD", "{}"), ("kid", "KID (whole set)", "{}"),
+               ("fd_ind", "FD vs other real digits", "{}"), ("kid_ind", "KID vs other real digits", "{}")]
+    return markdown_table(rows, [c for c in columns if not c[0].endswith("_ind") or any(c[0] in r for r in rows)])
+
+
+def _realism_judgement(data: dict, task: str, measured: list) -> tuple[str, str] | None:
+    """("met" | "tie" | "not met", why) from the bootstrap intervals against the independent digits:
+    met if DAVI's FD and KID are lower than every RED-Diff's with intervals excluding 0, not met if
+    any interval shows DAVI worse, a tie otherwise (the images cannot tell the two apart). None
+    when compare.json has no such intervals (older results: the point estimates decide)."""
+    boot = data.get("bootstrap", {}).get(task, {})
+    if not all("fd_independent" in boot.get(k, {}) for k in measured):
+        return None
+    intervals = [boot[k][m] for k in measured for m in ("fd_independent", "kid_independent")]
+    if any(i["low"] > 0 for i in intervals):
+        judgement = "not met"
+    elif all(i["high"] < 0 for i in intervals):
+        judgement = "met"
+    else:
+        judgement = "tie"
+    why = "95% intervals of the differences " + ("include 0" if judgement == "tie" else "exclude 0")
+    floor = boot.get("real_digits")
+    if floor and all(floor[m]["low"] <= 0 for m in ("fd_independent", "kid_independent")):
+        why += "; DAVI as real as real digits: its intervals against the floor include 0 or lie below"
+    return judgement, why
+
+
+def _compare_goals(data: dict, task: str) -> dict:
+    rows, timing = data.get(task, {}), data.get("timing", {}).get(task, {})
+    ours = rows.get("davi")
+    measured = [k for k in COMPARE_RED_DIFF if k in rows]
+    missing = [COMPARE_METHODS[k] for k in COMPARE_RED_DIFF if k not in rows]
+    verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    out = {"task": task}
+    if ours and measured:
+        # realism alone: against real digits nothing restores, where compare.json has them (benchmarks/realism_floor.py)
+        independent = all("fd_independent" in rows[k] for k in ("davi", *measured))
+        fd_key, kid_key = ("fd_independent", "kid_independent") if independent else ("classifier_fd", "kid")
+        fd = min(rows[k][fd_key] for k in measured)
+        kid = min(rows[k][kid_key] for k in measured)
+        best = max(rows[k]["psnr"] for k in measured)
+        # with a RED-Diff row still pending, a miss is final (it must beat every setting), a pass is not
+        partial = lambda ok: ("met so far" if ok else "**not met**") + f" ({', '.join(missing)} pending)"  # noqa: E731
+        judge = partial if missing else verdict
+        point = (f"FD {ours[fd_key]:.2f} vs {fd:.2f}, KID {ours[kid_key]:.3f} vs {kid:.3f}"
+                 + (" (vs other real digits)" if independent else ""))
+        judged = _realism_judgement(data, task, measured) if independent else None
+        if judged is None:
+            out["realism"] = point + ": " + judge(ours[fd_key] < fd and ours[kid_key] < kid)
+        elif judged[0] == "tie":  # neither a pass nor a miss, pending or not
+            out["realism"] = f"{point}: **tie** ({judged[1]})" + (f" ({', '.join(missing)} pending)" if missing else "")
+        else:
+            out["realism"] = f"{point}: {judge(judged[0] == 'met')}; {judged[1]}"
+        out["psnr"] = f"{ours['psnr'] - best:+.2f} dB: " + judge(ours["psnr"] >= best - 1)
+    else:
+        out["realism"] = out["psnr"] = "pending (no RED-Diff result yet)"
+    for key, goal in (("red_diff_1000", 500), ("red_diff_100", 50)):
+        out[key] = (f"{timing[key] / timing['davi']:.0f}x: " + verdict(timing[key] / timing["davi"] >= goal)
+                    if key in timing else "not timed")
+    return out
+
+
+@table("compare_goals", "compare.json")
+def render_compare_goals(data: dict) -> str:
+    """Issue 12's goals per task: realism from the bootstrap intervals against the independent digits where
+    compare.json has them (else the point estimates, seed means), PSNR from the seed means, speed from the timing pass."""
+    return markdown_table([_compare_goals(data, t) for t in COMPARE_TASKS if t in data], [
+        ("task", "task", "{}"), ("realism", "realism: DAVI's FD and KID below every RED-Diff's", "{}"),
+        ("psnr", "PSNR within 1 dB of the best RED-Diff", "{}"), ("red_diff_1000", ">= 500x faster than RED-Diff-1000", "{}"),
+        ("red_diff_100", ">= 50x faster than RED-Diff-100", "{}")])
+
+
+@table("compare_grid", "compare.json")
+def render_compare_grid(data: dict) -> str:
+    """RED-Diff's tuning per task (the whole grid: benchmarks/results/compare_grid.json)."""
+    rows = [{"task": t, "lrs": ", ".join(f"{v:g}" for v in g["lrs"]), "lams": ", ".join(f"{v:g}" for v in g["lams"]),
+             "choice": f"lr={g['lr']:g}, lam={g['lam']:g}", "interior": "yes" if g["interior"] else "**no**",
+             "widenings": g["widenings"], "train_psnr": g["train_psnr"],
+             "best_fd": (f"lr={g['best_fd']['lr']:g}, lam={g['best_fd']['lam']:g}: FD {g['best_fd']['classifier_fd']:.2f}, "
+                         f"{g['best_fd']['psnr']:.2f} dB" if "best_fd" in g else "")}
+            for t, g in data.get("tuning", {}).items()]
+    return markdown_table(rows, [("task", "task", "{}"), ("lrs", "lr grid", "{}"), ("lams", "lambda grid", "{}"),
+                                 ("widenings", "widenings", "{}"), ("choice", "chosen (best PSNR)", "{}"),
+                                 ("interior", "interior", "{}"), ("train_psnr", "train PSNR (dB)", "{:.2f}"),
+                                 ("best_fd", "lowest train classifier FD in the grid (not chosen)", "{}")])
+
+
+@table("compare_status", "compare.json", inline=True)
+def render_compare_status(data: dict) -> str:
+    """How many seeds each RED-Diff figure averages so far, per task."""
+    parts = []
+    for key in COMPARE_RED_DIFF:
+        done = [f"{data.get(t, {}).get(key, {}).get('seeds', 0)} on {t}" for t in COMPARE_TASKS if t in data]
+        parts.append(f"{COMPARE_METHODS[key]} {', '.join(done)}")
+    return (f"{'; '.join(parts)} (seeds of {len(data['seeds'])}, {data['images']} test images each; DAVI averages "
+            f"{max((data[t]['davi']['seeds'] for t in COMPARE_TASKS if t in data), default=0)} seeds)")
+
+
+@table("compare_head", "compare.json", inline=True)
+def render_compare_head(data: dict) -> str:
+    """The settings paragraph of benchmarks/compare.py's run (images, seeds, timing, bootstrap)."""
+    return data["head"]
+
+
+@table("compare_verdict", "compare.json", inline=True)
+def render_compare_verdict(data: dict) -> str:
+    """One sentence per goal: on how many tasks it is met, missed or still pending."""
+    goals = [_compare_goals(data, t) for t in COMPARE_TASKS if t in data]
+    parts = []
+    for key, what in (("realism", "better realism (FD and KID) than every RED-Diff setting"),
+                      ("psnr", "PSNR within 1 dB of the best RED-Diff"),
+                      ("red_diff_1000", ">= 500x faster than RED-Diff-1000"), ("red_diff_100", ">= 50x faster than RED-Diff-100")):
+        met = [g["task"] for g in goals if g[key].endswith(": met") or ": met; " in g[key]]
+        missed = [g["task"] for g in goals if "**not met**" in g[key]]
+        tied = [g["task"] for g in goals if "**tie**" in g[key]]
+        pending = [g["task"] for g in goals if g["task"] not in met + missed + tied]
+        text = f"{what}: met on {len(met)} of {len(goals)} tasks" + (f" ({', '.join(met)})" if met else "")
+        text += f", **missed** on {', '.join(missed)}" if missed else ""
+        text += f", a **tie** (no difference the test digits resolve) on {', '.join(tied)}" if tied else ""
+        text += f", pending on {', '.join(pending)} (RED-Diff not finished)" if pending else ""
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def render_compare_md(data: dict) -> str:
+    """benchmarks/compare.py's results .md: the table, the bootstrap intervals, the goals, the tuning."""
+    return "\n\n".join([render_compare(data), render_compare_bootstrap(data), render_compare_goals(data),
+                         render_compare_grid(data)])
+
+
+def _compare_timing(data: dict, key: str, ratio: bool, fmt: str) -> str:
+    """The span over tasks of a RED-Diff's seconds per image (or its ratio to DAVI's), tasks named."""
+    timing = {t: tm for t, tm in data.get("timing", {}).items() if key in tm}
+    if not timing:
+        return "(not timed yet: RED-Diff is not tuned)"
+    values = [tm[key] / tm["davi"] if ratio else tm[key] for tm in timing.values()]
+    return span(values, fmt) + ("x" if ratio else " s") + ("" if len(timing) == len(COMPARE_TASKS) else f" ({', '.join(timing)} only)")
+
+
+@table("compare_red_diff_1000_seconds", "compare.json", inline=True)
+def render_compare_red_diff_1000_seconds(data: dict) -> str:
+    return _compare_timing(data, "red_diff_1000", False, "{:.1f}")
+
+
+@table("compare_speedup_1000", "compare.json", inline=True)
+def render_compare_speedup_1000(data: dict) -> str:
+    return _compare_timing(data, "red_diff_1000", True, "{:.0f}")
+
+
+@table("compare_speedup_100", "compare.json", inline=True)
+def render_compare_speedup_100(data: dict) -> str:
+    return _compare_timing(data, "red_diff_100", True, "{:.0f}")
+
+
+HEADLINE_TASKS = {"sr4": "SR x4", "deblur": "deblur", "box": "box inpainting"}
+HEADLINE_METHODS = ("davi", "red_diff_100", "red_diff_1000")
+HEADLINE_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("psnr", "PSNR (dB)", "{}"),
+                    ("fd", "realism: FD vs other real digits (lower: more real)", "{}"),
+                    ("verdict", "DAVI vs this (FD and KID, 95% intervals)", "{}"),
+                    ("seconds", "s / image (CPU)", "{}")]
+
+
+def _headline_verdict(data: dict, task: str, key: str) -> str:
+    """DAVI against ``key`` on realism: better / worse when the intervals of DAVI minus it (FD and KID vs
+    other real digits) both exclude 0 that way, else a tie; '' without intervals (older results)."""
+    boot = data.get("bootstrap", {}).get(task, {}).get(key, {})
+    if not all(m in boot for m in ("fd_independent", "kid_independent")):
+        return ""
+    intervals = [boot[m] for m in ("fd_independent", "kid_independent")]
+    if key == "real_digits":
+        return "as real as real digits" if all(i["low"] <= 0 for i in intervals) else "above the real-digit floor"
+    word = ("DAVI more real" if all(i["high"] < 0 for i in intervals)
+            else "DAVI less real" if any(i["low"] > 0 for i in intervals) else "tie")
+    fd = boot["fd_independent"]
+    return f"{word} (FD {fd['estimate']:+.2f}, [{fd['low']:+.2f}, {fd['high']:+.2f}])"
+
+
+def _headline_row(data: dict, task: str, key: str) -> dict | None:
+    r, timing = data.get(task, {}).get(key), data.get("timing", {}).get(task, {})
+    if r is None and key not in timing:
+        return None
+    row = {"task": HEADLINE_TASKS[task], "method": COMPARE_METHODS[key], "psnr": "pending", "fd": "", "verdict": ""}
+    if r is not None:
+        fd_key = "fd_independent" if "fd_independent" in r else "classifier_fd"
+        row.update(psnr=f"{r['psnr']:.2f}", fd=f"{r[fd_key]:.2f}" + ("" if fd_key == "fd_independent" else
+                                                                       " (vs the measured digits)"),
+                   verdict=_headline_verdict(data, task, "real_digits" if key == "davi" else key))
+        floor = data[task].get("real_digits", {}).get("fd_independent")
+        if key == "davi" and row["verdict"] and floor is not None:
+            row["verdict"] += f" (their own FD: {floor:.2f})"
+    if key in timing:
+        ratio = "" if key == "davi" else f" ({timing[key] / timing['davi']:,.0f}x DAVI's)"
+        row["seconds"] = f"{timing[key]:.3g}" + ratio
+    return row
+
+
+@table("headline", "compare.json")
+def render_headline(data: dict) -> str:
+    """The README's front-page table: per task, DAVI vs RED-Diff-100 vs RED-Diff-1000 (benchmarks/compare.py):
+    PSNR, realism (classifier FD against other real digits, which nothing restores; DAVI's verdict from
+    the paired-bootstrap intervals where compare.json has them) and CPU seconds per image."""
+    rows = [row for task in HEADLINE_TASKS if task in data
+            for key in HEADLINE_METHODS if (row := _headline_row(data, task, key)) is not None]
+    return markdown_table(rows, HEADLINE_COLUMNS)
 
 
 def main() -> None:

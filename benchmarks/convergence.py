@@ -28,30 +28,12 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import table
 from davi.cli.common import run_cli
+from davi.eval.checkpoint_scores import score_checkpoint
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def score_checkpoint(checkpoint: Path, images: int) -> dict:
-    """Scores of one checkpoint's EMA mapper on the first ``images`` test digits (cached beside it)."""
-    from davi.io.atomic import write_json
-    from davi.config import load_config
-    from davi.eval.evaluate import held_out_scores
-    from davi.solvers.methods import DaviMethod
-    from davi.models.mapper import Mapper
-    from davi.operators import build_operator
-
-    cache = checkpoint / f"heldout_{images}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    cfg = load_config(checkpoint / "config.yaml")
-    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
-    mapper = Mapper.from_pretrained(str(checkpoint / "ema"), use_safetensors=True).eval()
-    step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
-    row = {"step": step, **held_out_scores(DaviMethod(mapper, operator), operator, cfg.data, images)}
-    write_json(cache, row)
-    return row
 
 
 def combine(earlier: list[dict], fresh: list[dict], step_offset: int = 0) -> tuple[list[dict], list[str]]:
@@ -105,7 +87,7 @@ def main() -> None:
     args = p.parse_args()
 
     from davi.training.checkpoints import list_checkpoints
-    from readme_tables import command_line, publish, render_convergence
+    from common import command_line, publish
 
     results = ROOT / "benchmarks" / "results" / f"convergence_{args.task}.json"
     earlier = json.loads(results.read_text())["rows"] if args.keep_earlier and results.is_file() else []
@@ -123,6 +105,40 @@ def main() -> None:
             + (f". Rows of {', '.join(f'`{r}`' for r in kept)} kept from the previous results file, measured the same way "
                f"(their folders are not in this checkout)." if kept else "."))
     publish(results, {"command": command_line("convergence.py"), "head": head, "rows": rows}, render_convergence)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: convergence_<task>.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+CONVERGENCE_COLUMNS = [("run", "run", "{}"), ("step", "step", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                       ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
+                       ("kid_std", "KID std", "{:.3f}")]
+
+
+def render_convergence(data: dict) -> str:
+    """benchmarks/convergence.py: held-out scores of every checkpoint of one or more runs."""
+    return markdown_table(data["rows"], CONVERGENCE_COLUMNS)
+
+
+def render_convergence_summary(data: dict) -> str:
+    """First and last checkpoint of the first run, then the last of each continuation, for a sentence."""
+    rows = data["rows"]
+    runs = list(dict.fromkeys(r.get("run", "") for r in rows))
+    first = [r for r in rows if r.get("run", "") == runs[0]]
+    fig = "{psnr:.2f} dB, classifier FD {classifier_fd:.2f}, KID {kid:.3f}"
+    out = f"{fig.format(**first[0])} at step {first[0]['step']}"
+    if len(first) > 1:
+        out = f"from {out} to {fig.format(**first[-1])} at step {first[-1]['step']}"
+    for run in runs[1:]:
+        last = [r for r in rows if r.get("run", "") == run][-1]
+        out += f"; continued as `{run}`: {fig.format(**last)} at step {last['step']}"
+    return out
+
+
+# one convergence study per paired task
+for _task in ("sr4", "deblur", "box"):
+    table(f"convergence_{_task}", f"convergence_{_task}.json")(render_convergence)
+    table(f"convergence_{_task}_summary", f"convergence_{_task}.json", inline=True)(render_convergence_summary)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ network being stepped).
     python benchmarks/memory.py --device cpu --arch small              # CPU estimate: batch 1, 2 run, 3..8 extrapolated
 
 Prints a Markdown table and writes the numbers to benchmarks/results/memory_<device>.json (``--out``)
-with the table rendered beside it (``.md``), by ``readme_tables.publish``; the README's 256 x 256
+with the table rendered beside it (``.md``), by ``common.publish``; the README's 256 x 256
 peak-memory figures are rendered from ``memory_cpu_ffhq256.json`` (``render_memory_256_peak``).
 """
 
@@ -52,7 +52,9 @@ from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.eval.timing import ARCHS, count_parameters, device_description, random_prior, random_unet
+from common import table
 from davi.cli.common import resolve_device, run_cli
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,7 +302,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from readme_tables import publish, render_memory
+    from common import publish
 
     args.device = resolve_device(args.device).type
     cuda = args.device == "cuda"
@@ -361,6 +363,38 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"memory_{dev.type}.json"
     publish(out.with_suffix(".json"), {"command": command, "head": head, "device": device_description(dev),
                                        "arch": args.arch, "params": n_params, "rows": rows}, render_memory)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: memory_*.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+def render_memory(data: dict) -> str:
+    """benchmarks/memory.py: peak memory of one training iteration per batch size and checkpointing;
+    the allocator's reserved memory where it was measured (CUDA)."""
+    reserved = [("reserved", "max reserved (GiB)", "{:.3f}")] if any("reserved" in r for r in data["rows"]) else []
+    return markdown_table(data["rows"], [
+        ("batch", "batch / GPU", "{}"), ("ckpt", "grad ckpt", "{}"), ("precision", "precision", "{}"),
+        ("resident", "resident before (GiB)", "{:.3f}"), ("peak", "peak (GiB)", "{:.3f}"),
+        ("act", "peak - resident (GiB)", "{:.3f}"), *reserved, ("seconds", "s / iteration", "{:.3f}"),
+        ("how", "how", "{}")])
+
+
+@table("memory_256_peak", "memory_cpu_ffhq256.json", inline=True)
+def render_memory_256_peak(data: dict) -> str:
+    """Batch-1 peak of benchmarks/memory.py at the prior's size, without and with gradient checkpointing."""
+    peak = {r["ckpt"]: r["peak"] for r in data["rows"] if r["batch"] == 1}
+    return f"{peak['off']:.1f} GiB, {peak['on']:.1f} GiB with gradient checkpointing"
+
+
+@table("memory_gpu", "memory_gpu_fp16.json", "memory_gpu_bf16.json")
+def render_memory_gpu(fp16: dict, bf16: dict) -> str:
+    """Peak GPU memory of one DAVI training iteration (benchmarks/memory.py on CUDA), per batch size."""
+    peak = {(run["rows"][0]["precision"], r["ckpt"], r["batch"]): r["peak"] for run in (fp16, bf16) for r in run["rows"]}
+    rows = [{"batch": b, **{f"{p}_{c}": peak[p, c, b] for p in ("fp16", "bf16") for c in ("off", "on")}}
+            for b in sorted({k[2] for k in peak})]
+    return markdown_table(rows, [("batch", "batch / GPU", "{}"), ("fp16_off", "fp16 (GiB)", "{:.2f}"),
+                                 ("fp16_on", "fp16 + grad ckpt (GiB)", "{:.2f}"), ("bf16_off", "bf16 (GiB)", "{:.2f}"),
+                                 ("bf16_on", "bf16 + grad ckpt (GiB)", "{:.2f}")])
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ import time
 from pathlib import Path
 
 SPIN = "--spin" in sys.argv
-if not SPIN:  # must precede the OpenMP runtime's start, i.e. the torch import
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__" and not SPIN:  # must precede the OpenMP runtime's start, i.e. the torch import
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # (run as a script only: importing it sets nothing)
 
 import davi  # noqa: E402,F401  (torchvision shim before diffusers)
+from common import table  # noqa: E402
 from davi.cli.common import run_cli  # noqa: E402
+from davi.eval.evaluate import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {1: 2.5, 50: 1.1}  # ONNX Runtime speed-up goals at batch 1 and batch 50 ...
@@ -81,7 +83,7 @@ def main() -> None:
 
     from davi.io.export import load_export
     from davi.io.onnx import RestoreGraph, example_inputs, export_onnx, make_session
-    from readme_tables import command_line, publish, render_onnx_speed
+    from common import command_line, publish
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +120,26 @@ def main() -> None:
     publish(args.out, {"command": command_line("onnx_speed.py"), "head": head,
                        "load_average": [load_before, load_after], "spin": args.spin, "rows": rows},
             render_onnx_speed)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: onnx_speed.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+ONNX_SPEED_COLUMNS = [("threads", "threads", "{}"), ("batch", "batch", "{}"),
+                      ("torch_ms", "PyTorch eager (ms)", "{:.1f}"), ("onnx_ms", "ONNX Runtime (ms)", "{:.1f}"),
+                      ("speedup", "speed-up", "{:.2f}x"), ("verdict", "goal", "{}"),
+                      ("max_abs_diff", "max abs difference", "{:.1e}")]
+
+
+@table("onnx_speed", "onnx_speed.json")
+def render_onnx_speed(data: dict) -> str:
+    """benchmarks/onnx_speed.py: the same restore in both runtimes, with the speed-up goals."""
+    def verdict(r: dict) -> str:
+        if not r.get("goal"):
+            return ""
+        return f">= {r['goal']}x: " + ("met" if r["speedup"] >= r["goal"] else "**not met**")
+
+    return markdown_table([{**r, "verdict": verdict(r)} for r in data["rows"]], ONNX_SPEED_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -25,42 +25,16 @@ import json
 from pathlib import Path
 
 import torch
-from readme_tables import RESULTS, command_line, publish, render_ood
+from common import RESULTS, batched, command_line, publish, shift_protocol_arguments, table
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import load_shipped, uncalibrated_test_digits
 
-ROOT = Path(__file__).resolve().parents[1]
-MAPPERS = ROOT / "davi" / "assets" / "mappers"
-TASKS = ("sr4", "deblur", "box")
 # RED-Diff lr / lambda per task, as tuned by an earlier benchmarks/compare.py run on 16 train images (grid
 # lr x lambda at 100 steps, best PSNR), kept so that ood.json's rows stay reproducible; today's wider grid
 # and its choices are in benchmarks/results/compare.json ("tuning").
 RED_DIFF_TUNED = {"deblur": (0.1, 0.05), "sr4": (0.05, 0.05), "box": (0.05, 0.05)}
-
-
-def _load(task: str):
-    from davi.solvers.consistency import card_threshold
-    from davi.io.export import load_export
-    from davi.models.prior import DiffusionPrior
-
-    mapper, card, operator = load_export(MAPPERS / task)
-    threshold = card_threshold(card)
-    if threshold is None:
-        raise SystemExit(f"{MAPPERS / task}/card.json: no consistency threshold (run scripts/calibrate_consistency.py)")
-    return mapper, card, operator, DiffusionPrior.from_pretrained(card["prior"]["identity"]), threshold
-
-
-def _eval_digits(n: int) -> torch.Tensor:
-    from davi.config import DataConfig
-    from davi.data.datasets import load_split
-
-    if n > 500:
-        raise SystemExit("--images: at most 500 (test digits 500-999 calibrated the thresholds)")
-    return load_split(DataConfig(source="mnist32", resolution=32, channels=1), "test").tensor(limit=n)
-
-
-def _batched(fn, y: torch.Tensor, seeds: list[int], batch: int) -> torch.Tensor:
-    return torch.cat([fn(y[i: i + batch], seeds[i: i + batch]) for i in range(0, y.shape[0], batch)])
 
 
 def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
@@ -70,21 +44,21 @@ def restore_cell(task, shift, loaded, x0, args) -> tuple[dict, dict]:
     from davi.eval.metrics import psnr, ssim
     from davi.eval.shifts import apply_shift
 
-    mapper, card, op, prior, threshold = loaded
+    mapper, op, prior, threshold = loaded.mapper, loaded.operator, loaded.prior, loaded.threshold
     x = apply_shift(x0, shift)
     y = op.measure(x, generator=torch.Generator().manual_seed(args.seed))
     seeds = [args.seed * 100003 + i for i in range(x.shape[0])]
     lift = op.lift(y)
     davi_method, refiner = DaviMethod(mapper, op), Refiner(prior, op)
-    davi_x = _batched(lambda yb, sb: davi_method(yb, sb, 1)[0], y, seeds, args.batch_size)
+    davi_x = batched(lambda yb, sb: davi_method(yb, sb, 1)[0], y, seeds, args.batch_size)
     stat = residual_statistic(op, davi_x, y)
     flag = stat > threshold
-    forced = _batched(lambda yb, sb: refiner(davi_method(yb, sb, 1), yb, sb)[0], y, seeds, args.batch_size)
+    forced = batched(lambda yb, sb: refiner(davi_method(yb, sb, 1), yb, sb)[0], y, seeds, args.batch_size)
     auto = torch.where(flag[:, None, None, None], forced, davi_x)
     n = args.red_diff_images
     lr, lam = RED_DIFF_TUNED[task]
     rd_method = RedDiffMethod(prior, op, steps=100, lr=lr, lam=lam)
-    red_diff = _batched(lambda yb, sb: rd_method(yb, sb, 1)[0], y[:n], seeds[:n], args.batch_size)
+    red_diff = batched(lambda yb, sb: rd_method(yb, sb, 1)[0], y[:n], seeds[:n], args.batch_size)
 
     outs = {"lift": lift, "davi": davi_x, "davi_refine": auto, "davi_refine_forced": forced}
     row = {}
@@ -120,14 +94,14 @@ def run(args) -> dict:
     from davi.io.atomic import write_json
     from davi.eval.shifts import shift_names
 
-    x0 = _eval_digits(args.images)
+    x0 = uncalibrated_test_digits(args.images)
     cache = Path(args.cache_dir)
     results = {}
     for task in args.tasks:
-        loaded = _load(task)
+        loaded = load_shipped(task)
         shifts = ["none", *shift_names()]
         for shift in reversed(shifts) if args.reverse else shifts:
-            f = cache / f"{task}__{shift}__{_cache_key(task, shift, loaded[4], args)}.json"
+            f = cache / f"{task}__{shift}__{_cache_key(task, shift, loaded.threshold, args)}.json"
             if f.is_file():
                 results[f"{task}/{shift}"] = json.loads(f.read_text())
                 continue  # measured already (this run or one that shares the cache)
@@ -160,10 +134,10 @@ def figure(args, out_path: str) -> None:
     """Flagged inputs: measurement, DAVI, DAVI + refine, truth, for the worst-hit shift of each task."""
     from davi.io.images import display_measurement, make_grid, save_grid_png
 
-    x0 = _eval_digits(16)
+    x0 = uncalibrated_test_digits(16)
     rows = []
     for task, shift in (("sr4", "invert-2"), ("deblur", "blur-2"), ("box", "invert-1"), ("deblur", "invert-2")):
-        loaded = _load(task)
+        loaded = load_shipped(task)
         _, t = restore_cell(task, shift, loaded, x0, argparse.Namespace(**{**vars(args), "red_diff_images": 1}))
         idx = t["flag"].nonzero().flatten()[:2].tolist()
         for i in idx:
@@ -171,14 +145,6 @@ def figure(args, out_path: str) -> None:
                      t["x"][i]]
     save_grid_png(make_grid(torch.stack(rows), nrow=4), out_path, upscale=3)
     print(f"wrote {out_path}")
-
-
-def shift_protocol_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that fix which shifted digits are measured and how (shared by ood_statistics.py)."""
-    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
-    p.add_argument("--images", type=int, default=100, help="test digits 0..N-1 per shift (N <= 500)")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
 
 
 def main() -> None:
@@ -208,6 +174,48 @@ def main() -> None:
     publish(args.out, data, render_ood)
     if args.figure:
         figure(args, args.figure)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: ood.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+OOD_COLUMNS = [("cell", "task / shift", "{}"), ("lift", "lift(y)", "{:.2f}"), ("davi", "DAVI", "{:.2f}"),
+               ("davi_refine", "DAVI + refine auto", "{:.2f}"), ("davi_refine_forced", "DAVI + refine forced", "{:.2f}"),
+               ("lift_subset", "lift(y) (subset)", "{:.2f}"), ("davi_subset", "DAVI (subset)", "{:.2f}"),
+               ("davi_refine_subset", "refine auto (subset)", "{:.2f}"), ("red_diff_100", "RED-Diff-100 (subset)", "{:.2f}"),
+               ("flag_rate", "flagged", "{:.0%}"), ("caught", "DAVI < lift: flagged", "{}"),
+               ("nfe_davi_refine", "NFE / image (auto)", "{:.1f}")]
+
+
+@table("ood_shifts", "ood.json")
+def render_ood_shifts(data: dict) -> str:
+    """benchmarks/ood.py: PSNR (dB) per task and shift (docs/results.md)."""
+    rows = [{**v, "cell": k, "caught": f"{v['davi_below_lift_flagged']} / {v['davi_below_lift']}"}
+            for k, v in data.items() if "/" in k]
+    return markdown_table(rows, OOD_COLUMNS)
+
+
+@table("ood_goals", "ood.json")
+def render_ood_goals(data: dict) -> str:
+    """benchmarks/ood.py: the goals per task (README)."""
+    goals = []
+    for task, g in data["summary"].items():
+        det = g["detection_rate"]
+        verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+        goals.append({"task": task, "fa": f"{g['false_alarm_rate']:.1%}: " + verdict(g["false_alarm_rate"] <= 0.02),
+                      "det": ("-" if det is None else f"{det:.0%} ({g['detected']} / {g['davi_below_lift']}): "
+                              + verdict(det >= 0.9)),
+                      "refine": f"{g['refine_goal_met']} of {g['shifts']}"
+                                + (f" (missed: {', '.join(g['refine_goal_missed'])})" if g["refine_goal_missed"] else "")})
+    return markdown_table(goals, [
+        ("task", "task", "{}"), ("fa", "false alarms, unshifted (goal <= 2%)", "{}"),
+        ("det", "DAVI < lift(y) flagged (goal >= 90%)", "{}"),
+        ("refine", "shifts with refine auto >= max(lift, DAVI)", "{}")])
+
+
+def render_ood(data: dict) -> str:
+    """benchmarks/ood.py's results .md: the per-shift table, then the goals."""
+    return render_ood_shifts(data) + "\n\n" + render_ood_goals(data)
 
 
 if __name__ == "__main__":

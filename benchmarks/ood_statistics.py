@@ -41,11 +41,13 @@ import argparse
 import sys
 
 import torch
-from ood import RESULTS, _batched, _eval_digits, _load, shift_protocol_arguments
-from readme_tables import command_line, publish, render_ood_statistics
+from common import RESULTS, batched, command_line, publish, shift_protocol_arguments
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.cli.common import run_cli
+from davi.eval.detection import MeasurementDensity, auroc, low_dimensional_residuals, quantile_flagger
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import load_shipped, uncalibrated_test_digits
 
 CANDIDATES = ("residual", "mean residual", "pooled residual", "spread", "ppca16", "knn5")
 TWO_SIDED = " two-sided"
@@ -57,89 +59,49 @@ NFE = {"residual": 1, "mean residual": 1, "pooled residual": 1, "spread": 2}  # 
 PPCA_COMPONENTS = 16
 
 
-class MeasurementDensity:
-    """Probabilistic PCA (Tipping & Bishop 1999) and 5-NN distance of measurements, fitted on train ones."""
-
-    def __init__(self, y_train: torch.Tensor, k: int = PPCA_COMPONENTS):
-        y = y_train.flatten(1).double()
-        self.train, self.mean = y, y.mean(0)
-        _, s, vh = torch.linalg.svd(y - self.mean, full_matrices=False)
-        var = s ** 2 / (y.shape[0] - 1)
-        self.basis, self.var = vh[:k], var[:k]
-        self.noise = var[k:].mean()  # the isotropic variance of the discarded directions
-
-    def ppca(self, y: torch.Tensor) -> torch.Tensor:
-        z = y.flatten(1).double() - self.mean
-        proj = z @ self.basis.T
-        rest = z - proj @ self.basis
-        return (proj ** 2 / self.var).sum(1) + rest.pow(2).sum(1) / self.noise
-
-    def knn(self, y: torch.Tensor, k: int = 5) -> torch.Tensor:
-        return torch.cdist(y.flatten(1).double(), self.train).topk(k, largest=False).values[:, -1]
-
-
 def statistics(task_objects, density, x: torch.Tensor, seed: int, batch: int) -> dict[str, torch.Tensor]:
     """Every candidate on the measurements of ``x`` (noise ``seed``), plus lift(y) - DAVI in dB."""
     from davi.solvers.consistency import residual_statistic
     from davi.solvers.methods import DaviMethod
     from davi.eval.metrics import psnr
 
-    mapper, _, op, _, _ = task_objects
+    mapper, op = task_objects.mapper, task_objects.operator
     y = op.measure(x, generator=torch.Generator().manual_seed(seed))
     method = DaviMethod(mapper, op)
     seeds = [seed * 100003 + i for i in range(x.shape[0])]  # benchmarks/ood.py's seeds
-    first = _batched(lambda yb, sb: method(yb, sb, 1)[0], y, seeds, batch)
-    second = _batched(lambda yb, sb: method(yb, sb, 1)[0], y, [s + 55555 for s in seeds], batch)
+    first = batched(lambda yb, sb: method(yb, sb, 1)[0], y, seeds, batch)
+    second = batched(lambda yb, sb: method(yb, sb, 1)[0], y, [s + 55555 for s in seeds], batch)
     return {"residual": residual_statistic(op, first, y), **low_dimensional_residuals(op, first, y),
             "spread": (first - second).pow(2).flatten(1).mean(1).double(),
             "ppca16": density.ppca(y), "knn5": density.knn(y),
             "gap_db": (psnr(op.lift(y), x) - psnr(first, x)).double()}
 
 
-def low_dimensional_residuals(op, x_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The residual A x_hat - y (measured entries) tested on fewer degrees of freedom: its mean, and its
-    2x2 block means, each normalised so that pure measurement noise gives ~1 per degree of freedom."""
-    from davi.solvers.consistency import measured_residual
-
-    res, m = measured_residual(op, x_hat, y)
-    pooled = torch.nn.functional.avg_pool2d(res, 2) * 2  # a block mean of 4 noises, times 2: variance sigma^2
-    return {"mean residual": res.flatten(1).sum(1).abs() / (op.sigma_y * m.sqrt()),
-            "pooled residual": pooled.flatten(1).pow(2).sum(1) / (m / 4 * op.sigma_y ** 2)}
-
-
-def auroc(shifted: torch.Tensor, reference: torch.Tensor) -> float:
-    """P(statistic of a shifted image > that of a reference image), ties counting half."""
-    diff = shifted[:, None] - reference[None]
-    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
-
-
 def flagger(candidate: str, calibration: dict[str, torch.Tensor], alpha: float):
-    """A function values -> flags for ``candidate`` with false-alarm rate ``alpha`` on the calibration images."""
+    """A function {name: values} -> flags for ``candidate`` (a statistic's name, " two-sided" appended for a
+    typicality test) with false-alarm rate ``alpha`` on the calibration images (davi.eval.detection)."""
     name = candidate.removesuffix(TWO_SIDED)
-    ref = calibration[name]
-    if candidate.endswith(TWO_SIDED):
-        low, high = ref.quantile(alpha / 2), ref.quantile(1 - alpha / 2)
-        return lambda cell: (cell[name] < low) | (cell[name] > high)
-    high = ref.quantile(1 - alpha)
-    return lambda cell: cell[name] > high
+    flags = quantile_flagger(calibration[name], alpha, two_sided=candidate.endswith(TWO_SIDED))
+    return lambda cell: flags(cell[name])
 
 
 def evaluate_task(task: str, args) -> dict:
-    from davi.config import DataConfig
-    from davi.solvers.consistency import calibration_images
-    from davi.data.datasets import load_split
     from davi.eval.shifts import apply_shift, shift_names
+    from davi.eval.tasks import digits
+    from davi.solvers.consistency import calibration_images
 
-    objects = _load(task)
-    op, card = objects[2], objects[1]
-    train = load_split(DataConfig(source="mnist32", resolution=32, channels=1), "train").tensor(limit=args.train)
-    density = MeasurementDensity(op.measure(train, generator=torch.Generator().manual_seed(args.seed + 1)))
+    objects = load_shipped(task)
+    op, card = objects.operator, objects.card
+    train = digits("train", args.train)
+    density = MeasurementDensity(op.measure(train, generator=torch.Generator().manual_seed(args.seed + 1)),
+                                 k=PPCA_COMPONENTS)
     calibration, source = calibration_images(card)
     cal = statistics(objects, density, calibration, args.seed + 2, args.batch_size)
-    x0 = _eval_digits(args.images)
+    x0 = uncalibrated_test_digits(args.images)
     cells = {shift: statistics(objects, density, apply_shift(x0, shift), args.seed, args.batch_size)
              for shift in ["none", *shift_names()]}
-    unshifted = statistics(objects, density, _eval_digits(500), args.seed, args.batch_size)  # false alarms, 5x the images
+    # false alarms on 5x the images
+    unshifted = statistics(objects, density, uncalibrated_test_digits(500), args.seed, args.batch_size)
     margin = float(cal["gap_db"].quantile(0.98))
 
     rows = []
@@ -181,6 +143,28 @@ def main() -> None:
                         f"of them below lift(y))" for t, v in tasks.items()) + ".")
     publish(args.out, {"command": command_line("ood_statistics.py"), "head": head, "tasks": tasks},
             render_ood_statistics)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: ood_statistics.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+def render_ood_statistics(data: dict) -> str:
+    """benchmarks/ood_statistics.py's results .md: detection per candidate statistic, then AUROC per shift."""
+    rows = []
+    for r in (r for t in data["tasks"].values() for r in t["rows"]):
+        share = lambda k: f"{r[k + '_flagged'] / r[k]:.0%} ({r[k + '_flagged']} / {r[k]})" if r[k] else "-"  # noqa: E731
+        rows.append({**r, "below": share("below_lift"), "beyond": share("beyond_in_distribution")})
+    detection = markdown_table(rows, [
+        ("task", "task", "{}"), ("statistic", "statistic", "{}"), ("nfe", "NFE", "{}"),
+        ("false_alarm_rate", "false alarms (the unshifted digits)", "{:.0%}"),
+        ("false_alarm_rate_500", "false alarms (unshifted digits 0-499)", "{:.1%}"), ("below", "DAVI < lift(y): flagged", "{}"),
+        ("beyond", "DAVI < lift(y) beyond in distribution: flagged", "{}")])
+    candidates = list(next(iter(next(iter(data["tasks"].values()))["auroc"].values())))
+    auc_rows = [{"cell": f"{task}/{shift}", **{c: v[c] for c in candidates}}
+                for task, t in data["tasks"].items() for shift, v in t["auroc"].items()]
+    auc = markdown_table(auc_rows, [("cell", "task / shift", "{}"), *((c, f"AUROC {c}", "{:.2f}") for c in candidates)])
+    return detection + "\n\nAUROC of each statistic, shifted digits against unshifted calibration digits " \
+                       "(0.5: indistinguishable; below 0.5: the shift makes it *more* typical):\n\n" + auc
 
 
 if __name__ == "__main__":

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
-from readme_tables import command_line, publish
+from common import RESULTS, command_line, publish
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import DIGIT_TASKS as TASKS
+from davi.eval.tasks import DigitTask
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-TASKS = ("sr4", "deblur", "box")
 COLUMNS = [("set", "images scored", "{}"), ("fd_measured", "classifier FD vs the measured digits", "{:.2f}"),
            ("kid_measured", "KID vs the measured digits", "{}"), ("fd_independent", "classifier FD vs other real digits",
                                                                    "{:.2f}"),
@@ -51,22 +50,18 @@ def score(classifier, images: torch.Tensor, measured: torch.Tensor, independent:
 
 def restorations(task: str, measured: torch.Tensor) -> dict[str, torch.Tensor]:
     """The shipped mapper's sample and lift(y) for compare.py's measurements of ``measured``."""
-    from davi.config import load_config
     from davi.io.export import load_export
     from davi.solvers.methods import DaviMethod
-    from davi.operators import build_operator
 
-    cfg = load_config(ROOT / "configs" / f"{task}_mnist.yaml")
-    op = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
-    y = op.measure(measured, generator=torch.Generator().manual_seed(0))  # compare.py's noise seed
-    mapper, _, _ = load_export(ROOT / "davi" / "assets" / "mappers" / task)
+    digits = DigitTask.load(task, len(measured))
+    op, y = digits.operator, digits.measure(measured)  # compare.py's noise seed
+    mapper, _, _ = load_export(digits.mapper_folder())
     sample = DaviMethod(mapper, op)(y, list(range(len(y))), 1)[0]
     return {f"DAVI {task}": sample, f"lift(y) {task}": op.lift(y).clamp(-1, 1)}
 
 
 def render(data: dict) -> str:
-    from davi.eval.evaluate import markdown_table
-
+    """benchmarks/realism_floor.py's results .md: each set's FD / KID against both references."""
     rows = [{**r, **{f"kid_{k}": f"{r[f'kid_{k}']:+.3f} ± {r[f'kid_std_{k}']:.3f}" for k in ("measured", "independent")}}
             for r in data["rows"]]
     return markdown_table(rows, COLUMNS)
@@ -79,20 +74,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_grad_enabled(False)
     from davi.models.classifier import load_classifier
-    from davi.config import load_config
-    from davi.data.datasets import load_split
-    from davi.builders import prior_from_config
     from davi.models.prior import sample
 
-    cfg = load_config(ROOT / "configs" / "sr4_mnist.yaml")  # the embedded default's data and prior
-
     n = args.images
-    test = load_split(cfg.data, "test").tensor()
-    if len(test) < 3 * n:
-        raise SystemExit(f"error: --images {n}: needs 3 x {n} test digits, the split has {len(test)}")
-    measured, independent, other = test[:n], test[n:2 * n], test[2 * n:3 * n]
-    train = load_split(cfg.data, "train").tensor()
-    prior = prior_from_config(cfg)
+    default = DigitTask.load("sr4", n)  # the embedded default's data and prior
+    measured, independent, other = default.test_blocks(3)
+    train = default.train_digits(None)
+    prior = default.prior
     sets = {"truth (the measured digits)": measured, f"real test digits {2 * n}-{3 * n - 1}": other,
             f"real train digits (every {len(train) // n}th)": train[:: len(train) // n][:n],
             "prior DDIM-50": sample(prior, n, 50, generator=torch.Generator().manual_seed(0), batch_size=n)}

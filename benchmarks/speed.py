@@ -28,7 +28,7 @@ quick CPU runs: its numbers say nothing about the real scale).
     python benchmarks/speed.py --device cpu --arch small --batch-sizes 1 8   # < 1 min on a CPU
 
 Prints a Markdown table and writes the numbers to benchmarks/results/speed_<device>.json (``--out``)
-with the table rendered beside it (``.md``), by ``readme_tables.publish``; the README's 256 x 256
+with the table rendered beside it (``.md``), by ``common.publish``; the README's 256 x 256
 speed table is rendered from ``speed_cpu_ffhq256.json`` (``render_speed_256``).
 """
 
@@ -41,7 +41,9 @@ from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
 from davi.eval.timing import ARCHS, device_description, median_time, random_prior, random_unet
+from common import table
 from davi.cli.common import resolve_device, resolve_dtype, run_cli
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("fp32", "bf16", "fp16")
@@ -111,7 +113,7 @@ def main(argv=None) -> None:
     from davi.config import OperatorConfig
     from davi.models.mapper import Mapper
     from davi.operators import build_operator
-    from readme_tables import publish, render_speed
+    from common import publish
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,6 +201,76 @@ def main(argv=None) -> None:
     publish(out.with_suffix(".json"), {"command": command, "head": head, "device": device_description(device),
                                        "resolution": res, "arch": args.arch, "params": n_params, "rows": rows},
             render_speed)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: speed_*.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+SPEED_COLUMNS = [("arch", "arch", "{}"), ("dtype", "dtype", "{}"), ("batch", "batch", "{}"),
+                 ("layout", "layout", "{}"), ("compiled", "compiled", "{}"), ("noise", "DAVI noise drawn on", "{}"),
+                 ("davi", "DAVI s/img (1 NFE)", "{:.4g}"), ("davi_ips", "DAVI img/s", "{:.4g}"),
+                 ("step", "RED-Diff s/img per step", "{:.4g}"), ("step_over_davi", "step / DAVI", "{:.2f}"),
+                 ("rd100", "RED-Diff-100 s/img", "{:.4g}"), ("rd1000", "RED-Diff-1000 s/img", "{:.4g}"),
+                 ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}")]
+
+
+def render_speed(data: dict) -> str:
+    """benchmarks/speed.py: seconds per image of DAVI and per RED-Diff step, per dtype and batch size."""
+    return markdown_table([{"noise": "cpu", **r} for r in data["rows"]], SPEED_COLUMNS)
+
+
+@table("speed_256", "speed_cpu_ffhq256.json")
+def render_speed_256(data: dict) -> str:
+    """The README's 256 x 256 speed table: the batch-1 rows of benchmarks/speed.py at the prior's size."""
+    rows = [{**r, "dtype": r["dtype"] + ("" if r["dtype"].startswith("fp32") else " (autocast)")}
+            for r in data["rows"] if r["batch"] == 1]
+    where = f"{data['resolution']}x{data['resolution']}, {data['device']}"
+    return markdown_table(rows, [("dtype", where, "{}"), ("davi", "DAVI s/image (1 NFE)", "{:.4g}"),
+                                 ("step", "RED-Diff s/step", "{:.4g}"), ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}x")])
+
+
+@table("speed_256_params", "speed_cpu_ffhq256.json", inline=True)
+def render_speed_256_params(data: dict) -> str:
+    return f"{data['params'] / 1e6:.1f}M"
+
+
+SPEED_GPU_FILES = ("speed_gpu_eager.json", "speed_gpu_channels_last.json", "speed_gpu_compile.json",
+                   "speed_gpu_compile_ro.json", "speed_gpu_devnoise.json", "speed_gpu_devnoise_compile.json",
+                   "speed_gpu_devnoise_compile_ro.json")
+
+
+def _gpu_setting(row: dict) -> str:
+    compiled = "eager" if row["compiled"] == "no" else f"compile {row['compiled']}"
+    layout = ", channels_last" if row["layout"] == "channels_last" else ""
+    return f"{row['dtype']}, {compiled}{layout}, noise on {'GPU' if row.get('noise') == 'device' else 'CPU'}"
+
+
+@table("speed_gpu_all", *SPEED_GPU_FILES)
+def render_speed_gpu_all(*runs: dict) -> str:
+    """Every GPU speed row (benchmarks/speed.py), one line per setting and batch size."""
+    rows = [{**r, "setting": _gpu_setting(r), "lease": run["machine"].split("(")[1].split(":")[0],
+             "davi_ms": 1e3 * r["davi"], "step_ms": 1e3 * r["step"], "speedup100": r["speedup"] / 10}
+            for run in runs for r in run["rows"]]
+    return markdown_table(rows, [("setting", "setting", "{}"), ("lease", "machine", "{}"), ("batch", "batch", "{}"),
+                                 ("davi_ms", "DAVI ms/image", "{:.2f}"), ("step_ms", "RED-Diff ms/step/image", "{:.2f}"),
+                                 ("speedup", "RED-Diff-1000 / DAVI", "{:.0f}x"),
+                                 ("speedup100", "RED-Diff-100 / DAVI", "{:.0f}x")])
+
+
+@table("speed_gpu", "speed_gpu_eager.json", "speed_gpu_devnoise.json", "speed_gpu_devnoise_compile_ro.json")
+def render_speed_gpu(default: dict, device_noise: dict, fastest: dict) -> str:
+    """The README's GPU speed table: infer.py's default, the eager half-precision path and the fastest."""
+    picks = [(default, "fp32"), (device_noise, "bf16"), (fastest, "bf16")]
+    rows = []
+    for run, dtype in picks:
+        by_batch = {r["batch"]: r for r in run["rows"] if r["dtype"] == dtype}
+        b1, b32 = by_batch[1], by_batch[32]
+        rows.append({"setting": _gpu_setting(b1), "b1": 1e3 * b1["davi"], "b32": 1e3 * b32["davi"],
+                     "rd1000": b1["rd1000"], "x1000": b1["speedup"], "x100": b1["speedup"] / 10})
+    return markdown_table(rows, [("setting", "setting (both methods)", "{}"), ("b1", "DAVI ms/image, batch 1", "{:.1f}"),
+                                 ("b32", "DAVI ms/image, batch 32", "{:.1f}"),
+                                 ("rd1000", "RED-Diff-1000 s/image, batch 1", "{:.1f}"),
+                                 ("x1000", "RED-Diff-1000 / DAVI", "{:.0f}x"), ("x100", "RED-Diff-100 / DAVI", "{:.0f}x")])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import table
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> overrides. The baseline is the task config itself; lambda_reg pulls samples towards the
@@ -43,8 +45,7 @@ def pick(rows: list[dict], psnr_slack: float) -> str:
 
 def run_setting(task: str, name: str, overrides: list[str], args) -> dict:
     """Train one setting (resuming a killed run) and score its last checkpoint."""
-    from convergence import score_checkpoint
-
+    from davi.eval.checkpoint_scores import score_checkpoint
     from davi.training.checkpoints import list_checkpoints
     from davi.config import load_config
     from davi.training.recipes import train_job
@@ -75,7 +76,7 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "sweep"))
     args = p.parse_args()
 
-    from readme_tables import command_line, publish, render_sweep
+    from common import command_line, publish
 
     settings = DEFAULT_SETTINGS
     if args.setting:
@@ -94,6 +95,39 @@ def main() -> None:
         publish(ROOT / "benchmarks" / "results" / f"sweep_{args.task}.json",
                 {"command": command_line("sweep.py"), "head": head, "steps": args.steps,
                  "picked": pick(rows, args.psnr_slack), "rows": rows}, render_sweep)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: sweep_<task>.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+SWEEP_COLUMNS = [("name", "setting", "{}"), ("overrides", "overrides", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                 ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"), ("kid", "KID", "{:.3f}"),
+                 ("kid_std", "KID std", "{:.3f}"), ("picked", "picked", "{}")]
+
+
+def render_sweep(data: dict) -> str:
+    """benchmarks/sweep.py: one row per setting of the paired objective, the picked one marked."""
+    return markdown_table([{**r, "picked": "yes" if r["name"] == data["picked"] else ""} for r in data["rows"]],
+                          SWEEP_COLUMNS)
+
+
+def render_sweep_summary(data: dict) -> str:
+    """The sweep's pick and how the most realistic setting did, for a sentence."""
+    rows = {r["name"]: r for r in data["rows"]}
+    picked, realist = rows[data["picked"]], min(data["rows"], key=lambda r: r["kid"])
+    best = max(r["psnr"] for r in data["rows"])
+    out = (f"`{picked['name']}` ({picked['overrides']}: {picked['psnr']:.2f} dB, KID {picked['kid']:.3f}) of "
+           f"{len(rows)} settings")
+    if realist is not picked:
+        out += (f"; the most realistic, `{realist['name']}` (KID {realist['kid']:.3f}, classifier FD "
+                f"{realist['classifier_fd']:.2f}), is {best - realist['psnr']:.2f} dB below the best PSNR")
+    return out
+
+
+# one sweep per paired task
+for _task in ("sr4", "deblur", "box"):
+    table(f"sweep_{_task}", f"sweep_{_task}.json")(render_sweep)
+    table(f"sweep_{_task}_summary", f"sweep_{_task}.json", inline=True)(render_sweep_summary)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import span, table
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +66,7 @@ def main() -> None:
     from davi.data.datasets import load_split
     from davi.eval.evaluate import run_method
     from davi.eval.metrics import score_restorations
-    from readme_tables import command_line, publish, render_tasks
+    from common import command_line, publish
     from davi.io.export import load_export
     from davi.solvers.methods import DaviMethod, LiftMethod
     from davi.training.recipes import train_job
@@ -115,6 +117,52 @@ def main() -> None:
             f"classifier's feature space (not FID; lower is more realistic).")
     publish(Path(args.out).with_suffix(".json"), {"command": command_line("tasks.py"), "head": head, "rows": rows},
             render_tasks)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: tasks.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+TASK_COLUMNS = [("task", "task", "{}"), ("method", "method", "{}"), ("steps", "train steps", "{}"),
+                ("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+                ("classifier_fd", "classifier FD", "{:.2f}"), ("s_per_step", "s / train step (CPU)", "{:.2f}")]
+
+
+@table("tasks", "tasks.json")
+def render_tasks(data: dict) -> str:
+    return markdown_table(data["rows"], TASK_COLUMNS)
+
+
+def _task_gains(data: dict) -> list[tuple[float, float]]:
+    """(PSNR gain over lift in dB, lift's classifier FD / the method's) for every trained row."""
+    lift = {r["task"]: r for r in data["rows"] if r["method"] == "lift(y)"}
+    return [(r["psnr"] - lift[r["task"]]["psnr"], lift[r["task"]]["classifier_fd"] / r["classifier_fd"])
+            for r in data["rows"] if r["method"] != "lift(y)"]
+
+
+@table("tasks_psnr_gain", "tasks.json", inline=True)
+def render_tasks_psnr_gain(data: dict) -> str:
+    gains = [g for g, _ in _task_gains(data)]
+    return f"{min(gains):+.1f} to {max(gains):+.1f} dB"
+
+
+@table("tasks_fd_drop", "tasks.json", inline=True)
+def render_tasks_fd_drop(data: dict) -> str:
+    drops = [d for _, d in _task_gains(data)]
+    return f"{min(drops):.1f}x to {max(drops):.0f}x"
+
+
+@table("tasks_ikl_vs_regression", "tasks.json", inline=True)
+def render_tasks_ikl_vs_regression(data: dict) -> str:
+    """Classifier FD of full DAVI vs regression only, per task (the realism the IKL term buys)."""
+    fd = {(r["task"], r["method"]): r["classifier_fd"] for r in data["rows"]}
+    names = {"sr4": "SR x4", "box": "box", "deblur": "deblur"}
+    return ", ".join(f"{fd[t, 'davi']:.3g} vs {fd[t, 'regression only (no IKL)']:.3g} for {names.get(t, t)}"
+                     for t in names if (t, "davi") in fd)
+
+
+@table("tasks_davi_seconds_per_step", "tasks.json", inline=True)
+def render_tasks_davi_seconds_per_step(data: dict) -> str:
+    return span([r["s_per_step"] for r in data["rows"] if r["method"] == "davi"], "{:.1f}") + " s"
 
 
 if __name__ == "__main__":

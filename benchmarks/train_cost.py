@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import table
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,7 @@ def main() -> None:
     import torch
 
     from davi.config import load_config
-    from readme_tables import command_line, publish, render_train_cost
+    from common import command_line, publish
     from davi.models.mapper import Mapper
     from davi.builders import prior_from_config
     from davi.training.recipes import train_job
@@ -99,6 +101,33 @@ def main() -> None:
             f"{args.steps} trainer iterations; parts are medians of {args.repeats} runs.")
     publish(Path(args.out).with_suffix(".json"), {"command": command_line("train_cost.py"), "head": head, "rows": rows},
             render_train_cost)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: train_cost.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+TRAIN_COST_COLUMNS = [("what", "what", "{}"), ("seconds", "seconds", "{:.3f}"),
+                      ("ratio", "iteration / sum of its parts", "{:.2f}"),
+                      ("vs_reg", "DAVI / regression iteration", "{:.2f}")]
+
+
+@table("train_cost", "train_cost.json")
+def render_train_cost(data: dict) -> str:
+    return markdown_table(data["rows"], TRAIN_COST_COLUMNS)
+
+
+def _davi_iteration(data: dict) -> dict:
+    return next(r for r in data["rows"] if r["what"].startswith("DAVI iteration"))
+
+
+@table("train_cost_overhead", "train_cost.json", inline=True)
+def render_train_cost_overhead(data: dict) -> str:
+    return f"{_davi_iteration(data)['ratio']:.2f}x"
+
+
+@table("train_cost_vs_regression", "train_cost.json", inline=True)
+def render_train_cost_vs_regression(data: dict) -> str:
+    return f"{_davi_iteration(data)['vs_reg']:.1f}x"
 
 
 if __name__ == "__main__":

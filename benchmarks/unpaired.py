@@ -28,21 +28,28 @@ import time
 from pathlib import Path
 
 import davi  # noqa: F401  (torchvision shim before diffusers)
+from common import table
 from davi.cli.common import run_cli
+from davi.eval.evaluate import markdown_table
+from davi.eval.tasks import DIGIT_TASKS as TASKS
+from davi.eval.tasks import MAPPERS as SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("sr4", "deblur", "box")
 VARIANTS = ("paired", "unpaired", "unpaired_anchors", "red_diff_100")
-SHIPPED = ROOT / "davi" / "assets" / "mappers"
 
 
-def unpaired_config(task: str, args, extra: list[str]):
-    from davi.config import load_config
+def unpaired_task(task: str, args, extra: list[str]):
+    """The task (davi.eval.tasks.DigitTask) from configs/<task>_mnist_unpaired.yaml with this run's settings."""
+    from davi.eval.tasks import DigitTask
 
-    return load_config(ROOT / "configs" / f"{task}_mnist_unpaired.yaml", [
+    return DigitTask.load(task, args.images, variant="unpaired", overrides=[
         f"unpaired.limit={args.train}", f"unpaired.anchors={ROOT / 'runs' / 'anchors' / f'{task}_mnist_{args.train}'}",
         f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.checkpoint_every=50",
         "log.image_every=0", "log.progress=false", *extra])
+
+
+def unpaired_config(task: str, args, extra: list[str]):
+    return unpaired_task(task, args, extra).config
 
 
 def train_mapper(cfg, recipe_kwargs=None) -> tuple[Path, float]:
@@ -125,9 +132,9 @@ def shipped_objective(task: str) -> list[str]:
 
 
 def cfg_operator_params(cfg) -> dict:
-    from davi.operators import build_operator
+    from davi.builders import operator_from_config
 
-    return build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).params()
+    return operator_from_config(cfg).params()
 
 
 def collect(args) -> dict:
@@ -165,18 +172,13 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "unpaired.json"))
     args = p.parse_args()
 
-    import torch
-
-    from davi.io.atomic import write_json
-    from davi.data.datasets import load_split
     from davi.eval.metrics import score_restorations
-    from davi.operators import build_operator
+    from davi.io.atomic import write_json
 
     for task in args.tasks:
-        cfg = unpaired_config(task, args, [])
-        x0 = load_split(cfg.data, "test").tensor(limit=args.images)
-        operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
-        y = operator.measure(x0, generator=torch.Generator().manual_seed(0))
+        digits = unpaired_task(task, args, [])
+        cfg, x0 = digits.config, digits.test_blocks(1)[0]
+        y = digits.measure(x0)  # noise seed 0
         for variant in args.variants:
             cache = Path(args.runs) / f"{task}-{variant}" / "result.json"
             if cache.is_file():
@@ -190,7 +192,7 @@ def main() -> None:
 
 
 def publish_all(args, cfg) -> None:
-    from readme_tables import command_line, publish, render_unpaired
+    from common import command_line, publish
 
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05), {args.images} held-out test digits (noise seed "
             f"0), one sample per image. Measurement-only runs: {args.train} measurements of the first "
@@ -206,6 +208,54 @@ def publish_all(args, cfg) -> None:
     for task, protocol in data.get("protocols", {}).items():
         head += f" The {task} rows are kept from an earlier run: {protocol}"
     publish(Path(args.out), {"command": command_line("unpaired.py"), "head": head, **data}, render_unpaired)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables: unpaired.json -> Markdown (the registered ones go into the documents: readme_tables.py)
+# ----------------------------------------------------------------------------------------------
+UNPAIRED_VARIANTS = {"paired": "paired DAVI", "unpaired": "measurement-only, no anchors (PPB off)",
+                     "unpaired_anchors": "measurement-only + RED-Diff anchors", "red_diff_100": "RED-Diff-100"}
+UNPAIRED_COLUMNS = [("task", "task", "{}"), ("variant", "method", "{}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+                    ("ssim", "SSIM", "{:.3f}"), ("classifier_fd", "classifier FD", "{:.2f}"),
+                    ("train_steps", "mapper steps", "{}"), ("train_set", "train digits measured", "{}"),
+                    ("clean_images", "clean images used", "{}"), ("train_cpu_minutes", "training CPU min", "{:.1f}"),
+                    ("precompute_cpu_minutes", "RED-Diff CPU min", "{:.1f}")]
+
+
+@table("unpaired", "unpaired.json")
+def render_unpaired(data: dict) -> str:
+    """benchmarks/unpaired.py: {task: {variant: metrics}}; RED-Diff minutes are anchors or test-time solves."""
+    rows = []
+    for task in ("sr4", "deblur", "box"):
+        for key, name in UNPAIRED_VARIANTS.items():
+            r = data.get(task, {}).get(key)
+            if r is not None:
+                minutes = r.get("anchor_cpu_minutes") if key != "red_diff_100" else r.get("cpu_minutes")
+                row = {**r, "task": task, "variant": name, "precompute_cpu_minutes": minutes,
+                       "train_set": r.get("train_images"), "clean_images": r.get("train_images")}
+                if key.startswith("unpaired"):
+                    row["clean_images"] = 0  # measurements only
+                rows.append({k: "" if v is None else v for k, v in row.items()})
+    return markdown_table(rows, UNPAIRED_COLUMNS)
+
+
+@table("unpaired_goals", "unpaired.json", inline=True)
+def render_unpaired_goals(data: dict) -> str:
+    """Issue 13's goal per task: measurement-only + anchors within 1 dB PSNR of paired DAVI and a lower
+    classifier FD than RED-Diff-100 (a task missing a row is named, not counted)."""
+    parts, met, measured = [], 0, 0
+    for task in ("sr4", "deblur", "box"):
+        r = data.get(task, {})
+        if not all(k in r for k in ("paired", "unpaired_anchors", "red_diff_100")):
+            parts.append(f"{task}: not measured")
+            continue
+        gap = r["unpaired_anchors"]["psnr"] - r["paired"]["psnr"]
+        fd, fd_rd = r["unpaired_anchors"]["classifier_fd"], r["red_diff_100"]["classifier_fd"]
+        ok = gap >= -1 and fd < fd_rd
+        measured, met = measured + 1, met + ok
+        parts.append(f"{task}: {gap:+.2f} dB vs paired, classifier FD {fd:.3g} vs RED-Diff-100's {fd_rd:.3g}"
+                     f" ({'met' if ok else 'not met'})")
+    return f"goal met on {met} of {measured} measured tasks (needed: 2 of 3); " + "; ".join(parts)
 
 
 if __name__ == "__main__":

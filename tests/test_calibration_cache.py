@@ -17,7 +17,7 @@ def test_digit_coverage_is_recomputed_when_the_shipped_weights_change(tmp_path, 
     computed = []
     monkeypatch.setattr(calibration, "test_problem", lambda task, n: computed.append(task) or (None, None, None))
     monkeypatch.setattr(calibration, "mapper_draws", lambda *a: None)
-    monkeypatch.setattr(calibration, "interval_coverage", lambda draws, x0, mask=None: {0.5: 0.5})
+    monkeypatch.setattr(calibration, "coverage_of", lambda draws, x0, hidden=None: {"all": {"cov50": 0.5}})
     args = argparse.Namespace(images=4, red_diff_images=4, samples=8, red_diff_steps=100)
 
     first = calibration.digit_coverage("sr4", "paired", args, work)

@@ -77,8 +77,11 @@ def test_unknown_shift_is_a_one_line_error():
 
 
 def test_measurement_density_and_typicality_flags():
-    """benchmarks/ood_statistics.py: PPCA likelihood, nearest-neighbour distance, AUROC and the two-sided test."""
-    from ood_statistics import MeasurementDensity, auroc, flagger
+    """davi.eval.detection (benchmarks/ood_statistics.py): PPCA likelihood, nearest-neighbour distance, AUROC
+    and the two-sided test."""
+    from ood_statistics import flagger
+
+    from davi.eval.detection import MeasurementDensity, auroc
 
     g = torch.Generator().manual_seed(0)
     basis = torch.randn(4, 64, generator=g)
@@ -100,11 +103,10 @@ def test_measurement_density_and_typicality_flags():
 @pytest.mark.parametrize("cfg", [dict(name="sr", scale=4), dict(name="deblur", kernel_size=3, kernel_std=1.0),
                                  dict(name="box_inpaint", box_size=16)], ids=lambda c: c["name"])
 def test_low_dimensional_residuals_are_noise_sized_at_the_truth_and_see_added_ink(cfg):
-    """benchmarks/ood_statistics.py: at the clean image, the mean residual is |N(0, 1)| and the pooled
+    """davi.eval.detection: at the clean image, the mean residual is |N(0, 1)| and the pooled
     residual ~1 per degree of freedom; ink added everywhere moves the mean residual by c sqrt(M) / sigma."""
-    from ood_statistics import low_dimensional_residuals
-
     from davi.config import OperatorConfig
+    from davi.eval.detection import low_dimensional_residuals
     from davi.solvers.consistency import measured_mask
     from davi.operators import build_operator
 

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import readme_tables as rt
+import common
+from memory import render_memory
+from speed import render_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -29,7 +31,7 @@ def test_speed_script_cpu(tmp_path):
           "--repeats", "1", "--threads", "1", "--out", str(out)], timeout=120)
     data = json.loads(out.read_text())
     # the .md beside the JSON is the JSON rendered (what the README's tables are made from)
-    assert out.with_suffix(".md").read_text() == rt.results_markdown(data, rt.render_speed)
+    assert out.with_suffix(".md").read_text() == common.results_markdown(data, render_speed)
     assert data["command"].endswith(f"--out {out}") and data["params"] > 0
     rows = data["rows"]
     assert {r["dtype"] for r in rows} == {"fp32", "bf16"}
@@ -51,7 +53,7 @@ def test_memory_script_cpu(tmp_path):
           "--threads", "1", "--out", str(out)], timeout=150)
     data = json.loads(out.read_text())
     text = out.with_suffix(".md").read_text()
-    assert text == rt.results_markdown(data, rt.render_memory)
+    assert text == common.results_markdown(data, render_memory)
     assert "ESTIMATE" in text  # a CPU figure never passes for a GPU measurement
     rows = {r["ckpt"]: r for r in data["rows"]}
     assert len(data["rows"]) == 2 and set(rows) == {"off", "on"}  # one batch size: nothing to extrapolate
@@ -63,11 +65,11 @@ def test_memory_script_cpu(tmp_path):
     assert re.search(r"static state .*: \d+\.\d+ GiB", text)
 
 
-@pytest.mark.parametrize("name, render", [("speed_cpu", rt.render_speed), ("speed_cpu_ffhq256", rt.render_speed),
-                                          ("memory_cpu", rt.render_memory), ("memory_cpu_ffhq256", rt.render_memory)])
+@pytest.mark.parametrize("name, render", [("speed_cpu", render_speed), ("speed_cpu_ffhq256", render_speed),
+                                          ("memory_cpu", render_memory), ("memory_cpu_ffhq256", render_memory)])
 def test_results_markdown_is_rendered_from_its_json(name, render):
-    data = json.loads((rt.RESULTS / f"{name}.json").read_text())
-    assert rt.results_markdown(data, render) == (rt.RESULTS / f"{name}.md").read_text()
+    data = json.loads((common.RESULTS / f"{name}.json").read_text())
+    assert common.results_markdown(data, render) == (common.RESULTS / f"{name}.md").read_text()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*256.yaml")), ids=lambda p: p.name)

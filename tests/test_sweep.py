@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
-from convergence import combine, score_checkpoint
+from convergence import combine
 from sweep import pick
+
+from davi.eval.checkpoint_scores import score_checkpoint
 
 from davi.config import Config
 from davi.models.mapper import Mapper
