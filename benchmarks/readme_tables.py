@@ -37,7 +37,7 @@ for _module in PRODUCERS:
 # Registered tables that a document is about to quote: without markers anywhere they are named on
 # stderr, not an error (so a table can be registered before its page is written); once a document
 # holds their markers they are checked like any other. Remove a name once its markers are placed.
-AWAITING_MARKERS = ("headline",)
+AWAITING_MARKERS: tuple[str, ...] = ()
 
 
 def _region(name: str) -> re.Pattern:

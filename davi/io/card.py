@@ -9,6 +9,7 @@ keys a restore needs and names the one at fault; keys it does not know are kept 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,7 @@ class ExportCard:
 
     @classmethod
     def read(cls, export_dir: str | Path) -> "ExportCard":
-        """The card of an export folder (see :func:`davi.io.export.read_card` for the checks)."""
-        from davi.io.export import read_card
-
+        """The card of an export folder (see :func:`read_card` for the checks)."""
         return cls.from_dict(read_card(export_dir), str(Path(export_dir) / CARD))
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,3 +138,24 @@ def parse_threshold(entry: Any, where: str = f"{CARD}: consistency") -> float | 
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
         raise ExportError(f"{where}.threshold: expected a positive number, got {thr!r}")
     return float(thr)
+
+
+def read_card(export_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``card.json`` of an export folder (after finishing an interrupted atomic write), with
+    the keys a restore needs; ExportError naming the folder, the file or the key."""
+    from davi.io.atomic import recover_folder
+
+    recover_folder(export_dir)
+    path = Path(export_dir) / CARD
+    if not Path(export_dir).is_dir():
+        raise ExportError(f"{export_dir}: no such mapper export folder")
+    if not path.is_file():
+        raise ExportError(f"{path}: missing (not a DAVI mapper export)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
+    for key in ("operator", "resolution", "channels", "h"):
+        if key not in card:
+            raise ExportError(f"{path}: missing key '{key}'")
+    return card
