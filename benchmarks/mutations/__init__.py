@@ -1,0 +1,2 @@
+"""Named mutations, one module per area: each module defines ``MUTATIONS``, a list of
+:class:`benchmarks.mutate.Mutation` (see benchmarks/mutate.py)."""
