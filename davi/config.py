@@ -212,7 +212,7 @@ class UnpairedConfig:
     measurement each, shape ``(C, h, w)`` / ``(h, w)`` as the operator produces them), or
     ``simulate``: measure the train split of ``data`` (noise seed ``seed``, the first ``limit``
     images) and keep only the measurements, to compare with paired training.
-    ``anchors``: a folder written by ``python -m davi.data.anchors`` (RED-Diff solutions of exactly these
+    ``anchors``: a folder written by ``davi anchors`` (RED-Diff solutions of exactly these
     measurements); with anchors the Perturbed Posterior Bridge starts at them, without it is off.
     """
 

@@ -23,18 +23,19 @@ from davi.cli.common import run_cli
 def calibrate(export: Path, quantile: float, seed: int) -> dict:
     from davi.io.atomic import write_json
     from davi.solvers.consistency import calibrate_consistency, calibration_images
+    from davi.io.card import ExportCard
     from davi.io.export import ExportError, load_export
     from davi.solvers.methods import DaviMethod
     from davi.models.prior import safetensors_digest
     from davi.io.model_card import write_model_card
 
     before = safetensors_digest(export)
-    mapper, card, operator = load_export(export)
-    images, source = calibration_images(card)
+    mapper, _, operator = load_export(export)
+    images, source = calibration_images(ExportCard.read(export))
     entry = calibrate_consistency(DaviMethod(mapper, operator), operator, images, source=source, seed=seed,
                                   quantile=quantile)
-    raw = json.loads((export / "card.json").read_text())  # the file as written, not load_export's view
-    raw["consistency"] = entry
+    # the file as written (its keys and their order), with the entry added
+    raw = {**json.loads((export / "card.json").read_text()), "consistency": entry}
     write_json(export / "card.json", raw)
     write_model_card(export, raw)  # the hub card shows the threshold too (its measured metrics are kept)
     if safetensors_digest(export) != before:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from davi.training.checkpoints import list_checkpoints
     from davi.solvers.consistency import data_config, with_consistency
     from davi.eval.evaluate import held_out_scores
+    from davi.io.card import ExportCard
     from davi.io.export import export_checkpoint, export_float16, load_export, read_card
     from davi.solvers.methods import DaviMethod
     from davi.io.model_card import metrics_from_results, write_model_card
@@ -56,15 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     out = SHIPPED / args.name
     with tempfile.TemporaryDirectory() as tmp:
         export_float16(export_checkpoint(checkpoint, Path(tmp) / "export"), out)
-    mapper, card, operator = load_export(out)
-    card = with_consistency(read_card(out), DaviMethod(mapper, operator), operator)
+    mapper, _, operator = load_export(out)
+    raw = with_consistency(read_card(out), DaviMethod(mapper, operator), operator)  # card.json keeps its key order
     if args.note:
-        card["training_note"] = args.note
-    write_json(out / "card.json", card)
+        raw = {**raw, "training_note": args.note}
+    write_json(out / "card.json", raw)
+    card = ExportCard.from_dict(raw, str(out / "card.json"))
     scores = held_out_scores(DaviMethod(mapper, operator), operator, data_config(card), args.images)
     command = shlex.join(["python", "scripts/ship_mapper.py", *(sys.argv[1:] if argv is None else argv)])
     results = ROOT / "benchmarks" / "results" / f"shipped_{args.name}.json"
-    row = {"task": args.name, "method": "davi (shipped, fp16)", "steps": card["steps"],
+    row = {"task": args.name, "method": "davi (shipped, fp16)", "steps": card.steps,
            **{k: round(v, 4) for k, v in scores.items()}}
     write_json(results, {"command": command, "head": f"The shipped mapper {out.relative_to(ROOT)} on {args.images} "
                                                       f"held-out test images, one sample each (seed 0).",
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = metrics_from_results(results, args.name, row["method"])
     metrics["results"] = str(results.relative_to(ROOT))
     write_model_card(out, card, metrics)
-    print(f"shipped {checkpoint} ({card['steps']} steps) -> {out}: "
+    print(f"shipped {checkpoint} ({card.steps} steps) -> {out}: "
           + ", ".join(f"{k} {v:.3f}" for k, v in metrics["values"].items()))
 
 

@@ -12,6 +12,7 @@ import torch
 from davi.config import Config, OperatorConfig, load_config
 from davi.solvers.consistency import (STATISTIC, ConsistencyError, calibrate_consistency, card_threshold,
                               consistency_report, parse_refine, residual_statistic, with_consistency)
+from davi.io.card import ExportCard
 from davi.io.export import export_mapper, make_card, read_card
 from davi.solvers.methods import DaviMethod
 from davi.models.mapper import Mapper
@@ -80,6 +81,7 @@ def test_calibration_is_written_to_the_card_and_read_back(tiny_export):
     back = read_card(out)
     assert json.loads((out / "card.json").read_text())["consistency"]["threshold"] == entry["threshold"]
     assert card_threshold(back) == pytest.approx(entry["threshold"])
+    assert card_threshold(ExportCard.from_dict(back)) == pytest.approx(entry["threshold"])
     # No entry: no threshold (infer.py says so in one line); a broken entry is a named error.
     assert card_threshold({**card}) is None
     with pytest.raises(ConsistencyError, match="threshold"):
@@ -128,5 +130,9 @@ def test_training_export_carries_the_threshold_from_held_out_test_images(tiny_pr
         assert (entry["source"], entry["n"]) == (expected, n) if expected else entry is None
     # data that cannot be loaded: the export is still written, without a threshold (and a note)
     op = build_operator(cfg.operator, RES, 1)
-    card = {"config": {"data": {"source": str(tmp_path / "no_such_folder")}}}
+    card = {k: v for k, v in read_card(tmp_path / "export").items() if k != "consistency"}
+    card["config"] = {**card["config"], "data": {"source": str(tmp_path / "no_such_folder")}}
     assert "consistency" not in with_consistency(card, DaviMethod(mapper, op), op)
+    typed = ExportCard.from_dict(card)  # an ExportCard in, an ExportCard out
+    assert with_consistency(typed, DaviMethod(mapper, op), op) == typed
+    assert card_threshold(typed) is None

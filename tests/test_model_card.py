@@ -111,3 +111,16 @@ def test_results_parsing_and_bad_inputs(tmp_path):
     plain.write_text("# no front matter\n")
     with pytest.raises(ModelCardError, match="no YAML front matter"):
         read_front_matter(plain)
+
+
+def test_a_card_naming_an_import_path_operator_is_rendered_without_importing_it(tmp_path, capsys):
+    """Writing or reading a model card runs no code a card names (the Zen of Python stays unprinted):
+    the operator's name stands in for its description, ``h, w`` for its measurement's size."""
+    from davi.io.card import ExportCard
+
+    card = read_card(SHIPPED / "sr4")
+    card = {**card, "operator": {**card["operator"], "name": "this:Zen"}}
+    text = model_card(ExportCard.from_dict(card), onnx=True)
+    assert capsys.readouterr().out == ""
+    assert "**this:Zen**" in text and "Measurements are 1xhxw images" in text and "| (B, 1, h, w) float32 |" in text
+    assert model_card(card, onnx=True) == text  # a card.json dict renders the same

@@ -126,7 +126,7 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(onnx_export, tmp_path,
 def test_missing_onnx_file_and_wrong_method_are_named(tmp_path, infer_main, capsys):
     plain = tmp_path / "plain"
     shutil.copytree(SHIPPED / "sr4", plain)
-    for extra, fragment in ((["--runtime", "onnx"], "python infer.py onnx --export"),
+    for extra, fragment in ((["--runtime", "onnx"], "davi onnx --export"),
                             (["--runtime", "onnx", "--method", "lift"], "only --method davi")):
         capsys.readouterr()
         code = infer_main(["restore", "--export", str(plain), "--input", "mnist32:test", "--limit", "2",

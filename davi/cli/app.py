@@ -53,28 +53,24 @@ class AppInputError(ValueError):
 # ---------------------------------------------------------------------------------------------
 def task_choices() -> list[tuple[str, str]]:
     """(label, folder name) of every shipped mapper, from its card.json alone: no weights are loaded
-    until a task is used (load_export validates the card then)."""
+    until a task is used (Restorer.from_pretrained loads them then)."""
+    from davi.io.card import ExportCard
     from davi.io.model_card import describe_task
 
     folders = sorted((p.name for p in MAPPERS.iterdir() if (p / "card.json").is_file()),
                      key=lambda n: (TASK_ORDER.index(n) if n in TASK_ORDER else len(TASK_ORDER), n))
-    cards = {name: json.loads((MAPPERS / name / "card.json").read_text()) for name in folders}
-    return [(f"{name}: {describe_task(cards[name]['operator'])}", name) for name in folders]
+    return [(f"{name}: {describe_task(ExportCard.read(MAPPERS / name))}", name) for name in folders]
 
 
 @lru_cache(maxsize=None)
-def load_task(task: str):
-    """(DaviMethod, card, operator) for a shipped mapper, warmed up (first-call overhead excluded
-    from the times the page shows)."""
+def load_task(task: str) -> davi.Restorer:
+    """The :class:`davi.Restorer` of a shipped mapper, one per task, warmed up (first-call overhead
+    excluded from the times the page shows)."""
     import torch
 
-    from davi.io.export import load_export
-    from davi.solvers.methods import DaviMethod
-
-    mapper, card, operator = load_export(MAPPERS / task)
-    method = DaviMethod(mapper, operator)
-    method(operator.measure(torch.zeros(1, card["channels"], card["resolution"], card["resolution"])), [0])
-    return method, card, operator
+    restorer = davi.Restorer.from_pretrained(MAPPERS / task)
+    restorer(restorer.operator.measure(torch.zeros(restorer.image_shape(1))), progress=False)
+    return restorer
 
 
 @lru_cache(maxsize=None)
@@ -103,13 +99,12 @@ def load_red_diff(task: str):
     """(RedDiffMethod with RED_DIFF_STEPS steps, a note on where its lr and lambda come from)."""
     from davi.builders import red_diff_settings
     from davi.solvers.methods import RedDiffMethod
-    from davi.models.prior import DiffusionPrior
 
-    _, card, operator = load_task(task)
-    prior = DiffusionPrior.from_pretrained(card["prior"]["identity"])
+    restorer = load_task(task)  # its prior is the one the mapper was trained against
     tuned, where = red_diff_tuning(task)
-    settings = red_diff_settings(card.get("config", {}).get("red_diff", {}), **tuned, num_steps=RED_DIFF_STEPS)
-    return RedDiffMethod(prior, operator, **settings), f"lr {settings['lr']:g}, lambda {settings['lam']:g}: {where}"
+    settings = red_diff_settings(restorer.card.red_diff, **tuned, num_steps=RED_DIFF_STEPS)
+    method = RedDiffMethod(restorer.prior, restorer.operator, **settings)
+    return method, f"lr {settings['lr']:g}, lambda {settings['lam']:g}: {where}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +133,7 @@ def digit_from_drawing(drawing, resolution: int):
     return torch.from_numpy(np.asarray(frame, dtype=np.float32))[None, None] / 127.5 - 1
 
 
-def image_from_upload(path, card, operator, as_measurement: bool):
+def image_from_upload(path, card: davi.ExportCard, operator, as_measurement: bool):
     """(clean image or None, measurement or None) from an uploaded file; AppInputError on anything else."""
     from davi.data.datasets import DataError
     from davi.io.images import read_image
@@ -149,13 +144,13 @@ def image_from_upload(path, card, operator, as_measurement: bool):
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
         raise AppInputError(f"{path.name} is {size / 2**20:.1f} MB; uploads are limited to "
-                            f"{MAX_UPLOAD_BYTES // 2**20} MB (a {card['resolution']}x{card['resolution']} digit is a few hundred bytes).")
+                            f"{MAX_UPLOAD_BYTES // 2**20} MB (a {card.resolution}x{card.resolution} digit is a few hundred bytes).")
     try:
-        image = read_image(path, card["channels"])[None]
+        image = read_image(path, card.channels)[None]
     except DataError as e:
         raise AppInputError(f"{path.name} is not a readable image ({str(e).rsplit('(', 1)[-1].rstrip(')')}). "
                             "Upload a PNG or JPEG.") from None
-    c, r = card["channels"], card["resolution"]
+    c, r = card.channels, card.resolution
     measured = tuple(operator.measurement_shape((1, c, r, r)))
     got = tuple(image.shape)
     if got == measured and (as_measurement or measured != (1, c, r, r)):
@@ -167,23 +162,23 @@ def image_from_upload(path, card, operator, as_measurement: bool):
 
 
 def measurement(task, source, index, drawing, upload, as_measurement, seed):
-    """(truth or None, measurement y (1, C, h, w), card, operator) for the chosen input."""
+    """(truth or None, measurement y (1, C, h, w), the task's Restorer) for the chosen input."""
     import torch
 
-    method, card, operator = load_task(task)
+    restorer = load_task(task)
+    card, operator = restorer.card, restorer.operator
     if source == "upload":
         x, y = image_from_upload(upload, card, operator, as_measurement)
     elif source == "drawing":
-        x, y = digit_from_drawing(drawing, card["resolution"]), None
+        x, y = digit_from_drawing(drawing, card.resolution), None
     else:
-        data = card.get("config", {}).get("data", {})
-        key = tuple(sorted({"source": "mnist32", "channels": card["channels"],
-                            "resolution": card["resolution"], **data}.items()))
+        key = tuple(sorted({"source": "mnist32", "channels": card.channels, "resolution": card.resolution,
+                            **card.trained_data}.items()))
         digits = test_digits(key)
         x, y = digits[int(index) % len(digits)][None], None
     if y is None:  # simulate the measurement y = A x + sigma_y n, seeded so reruns match
         y = operator.measure(x, generator=torch.Generator().manual_seed(int(seed)))
-    return x, y, card, operator
+    return x, y, restorer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +193,7 @@ def show(image):
     return Image.fromarray(to_uint8(image)).resize((DISPLAY_PX, DISPLAY_PX), Image.NEAREST)
 
 
-def spread_note(card) -> str:
+def spread_note(card: davi.ExportCard) -> str:
     """What the samples' spread means for this export's training objective."""
     from davi.io.model_card import objective
 
@@ -208,47 +203,38 @@ def spread_note(card) -> str:
     return f"Objective *{objective(card)}*: the spread estimates the posterior std."
 
 
-def consistency_line(operator, card, sample, y) -> str:
-    """The per-image consistency statistic and the card's threshold, when the library has them."""
-    try:
-        from davi.solvers.consistency import card_threshold, residual_statistic
-    except ImportError:  # older library without the statistic: say nothing rather than guess
+def consistency_line(out, threshold: float | None) -> str:
+    """The first sample's consistency statistic (``out``: the Restorer's answer for one image) and the
+    card's threshold; nothing when there is no statistic (sigma_y = 0: no noise scale)."""
+    if out.consistency is None:
         return ""
-    r = float(residual_statistic(operator, sample, y)[0])
-    try:
-        threshold = card_threshold(card)
-    except ValueError as e:
-        return f"**Consistency** r = {r:.2f} (card threshold unusable: {e})"
+    r = float(out.consistency[0])
     if threshold is None:
         return f"**Consistency** r = ‖A x − y‖² / (M σ²) = {r:.2f} (≈ 1 for a consistent answer; no threshold in this card)"
-    verdict = "within" if r <= threshold else "**above** — do not trust the one-step answer; try RED-Diff"
+    verdict = "**above** — do not trust the one-step answer; try RED-Diff" if out.flagged[0] else "within"
     return f"**Consistency** r = {r:.2f}, {verdict} the card's threshold {threshold:.2f}"
 
 
 def restore(task, source, index, drawing, upload, as_measurement, seed, samples):
-    import torch
-
+    """The DAVI button: K samples of the task's Restorer, their mean, std and consistency, and the times."""
     from davi.io.images import display_measurement
     from davi.eval.metrics import psnr
 
-    x, y, card, operator = measurement(task, source, index, drawing, upload, as_measurement, seed)
-    method = load_task(task)[0]
+    x, y, restorer = measurement(task, source, index, drawing, upload, as_measurement, seed)
     k = int(samples)
-    t0 = time.perf_counter()
-    restored = method(y, [int(seed)], k)[:, 0]  # (K, C, H, W)
-    seconds = time.perf_counter() - t0
-    mean = restored.mean(0)
-    std = restored.std(0) if k > 1 else torch.zeros_like(mean)
+    out = restorer(y, samples=k, seed=int(seed), progress=False)
+    seconds = sum(s for s, _ in out.batch_seconds)  # the mapper's time, not the statistic's
+    restored, mean, std = out.samples[:, 0], out.mean[0], out.std[0]  # (K, C, H, W), (C, H, W), (C, H, W)
     scale = float(std.max().clamp_min(1e-8))
-    lifted = operator.lift(y)[0]
+    lifted = restorer.operator.lift(y)[0]
     shown_y = display_measurement(y, lifted[None])[0]
     lines = [f"**DAVI**: {k} sample{'s' if k > 1 else ''} in {seconds * 1000:.1f} ms "
              f"({seconds * 1000 / k:.1f} ms per image and sample, 1 network evaluation each, CPU)"]
     if x is not None:
         lines.append(f"PSNR of the mean vs the clean digit: {float(psnr(mean[None], x)[0]):.2f} dB "
                      f"(lift(y): {float(psnr(lifted[None], x)[0]):.2f} dB)")
-    lines.append(f"std map scaled to its maximum, {scale:.3f}. " + spread_note(card))
-    consistency = consistency_line(operator, card, restored[0][None], y)
+    lines.append(f"std map scaled to its maximum, {scale:.3f}. " + spread_note(restorer.card))
+    consistency = consistency_line(out, restorer.card.threshold)
     if consistency:
         lines.append(consistency)
     gallery = [(show(s), f"sample {i + 1}") for i, s in enumerate(restored)]
@@ -260,7 +246,7 @@ def restore(task, source, index, drawing, upload, as_measurement, seed, samples)
 def red_diff(task, source, index, drawing, upload, as_measurement, seed):
     from davi.eval.metrics import psnr
 
-    x, y, _, _ = measurement(task, source, index, drawing, upload, as_measurement, seed)
+    x, y, _ = measurement(task, source, index, drawing, upload, as_measurement, seed)
     method, settings = load_red_diff(task)
     t0 = time.perf_counter()
     out = method(y, [int(seed)], 1)[0]
@@ -347,8 +333,8 @@ def build_page():
 
 def check_upload(task, upload, as_measurement):
     """Tell the visitor at once whether an upload can be restored."""
-    _, card, operator = load_task(task)
-    x, _ = image_from_upload(upload, card, operator, as_measurement)
+    restorer = load_task(task)
+    x, _ = image_from_upload(upload, restorer.card, restorer.operator, as_measurement)
     what = "a clean digit (it will be degraded)" if x is not None else "a measurement"
     return f"{Path(upload).name}: read as {what}. Press Restore."
 

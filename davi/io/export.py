@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from davi.io.atomic import recover_folder, replace_folder, temp_folder_for
+from davi.io.atomic import replace_folder, temp_folder_for
+from davi.io.card import CARD, ExportCard, ExportError, read_card
 from davi.io.model_card import write_model_card
-
-from davi.io.card import CARD, ExportError
 
 CARD_VERSION = 1
 __all__ = ["CARD", "CARD_VERSION", "ExportError", "export_mapper", "read_card", "load_export", "make_card",
@@ -46,9 +45,11 @@ def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
     }
 
 
-def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any], half: bool = False) -> Path:
+def export_mapper(mapper, out_dir: str | Path, card: ExportCard | dict[str, Any], half: bool = False) -> Path:
     """Write the export folder atomically: the weights (float32, or float16 with ``half``) as
-    safetensors, card.json and README.md (the model card)."""
+    safetensors, card.json (``card``: an ExportCard or the dict of :func:`make_card`) and README.md
+    (the model card)."""
+    card = card.to_dict() if isinstance(card, ExportCard) else card
     tmp = temp_folder_for(out_dir)
     (mapper.half() if half else mapper.float()).save_pretrained(str(tmp), safe_serialization=True)
     mapper.float()  # .half() works in place: the caller's mapper goes on in float32
@@ -56,23 +57,6 @@ def export_mapper(mapper, out_dir: str | Path, card: dict[str, Any], half: bool 
     (tmp / CARD).write_text(json.dumps(card, indent=2))
     write_model_card(tmp, card)  # README.md: the Hugging Face model card, so the folder can be pushed as it is
     return replace_folder(tmp, out_dir)
-
-
-def read_card(export_dir: str | Path) -> dict[str, Any]:
-    recover_folder(export_dir)
-    path = Path(export_dir) / CARD
-    if not Path(export_dir).is_dir():
-        raise ExportError(f"{export_dir}: no such mapper export folder")
-    if not path.is_file():
-        raise ExportError(f"{path}: missing (not a DAVI mapper export)")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: not valid JSON ({e})") from None
-    for key in ("operator", "resolution", "channels", "h"):
-        if key not in card:
-            raise ExportError(f"{path}: missing key '{key}'")
-    return card
 
 
 def load_export(export_dir: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False):
@@ -87,8 +71,9 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu", trus
     from davi.operators import OperatorError, operator_from_params
 
     card = read_card(export_dir)
+    typed = ExportCard.from_dict(card, str(Path(export_dir) / CARD))
     try:
-        operator = operator_from_params(card["operator"], trust_remote_code=trust_remote_code)
+        operator = operator_from_params(typed.operator, trust_remote_code=trust_remote_code)
     except OperatorError as e:
         raise ExportError(f"{Path(export_dir) / CARD}: bad operator ({e})") from None
     weights = Path(export_dir) / "diffusion_pytorch_model.safetensors"
@@ -99,8 +84,8 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu", trus
     except Exception as e:
         raise ExportError(f"{export_dir}: cannot load mapper weights ({e.__class__.__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    if mapper.config.noise_channels != card.get("noise_channels", 0):
-        raise ExportError(f"{Path(export_dir) / CARD}: noise_channels {card.get('noise_channels', 0)} but the weights "
+    if mapper.config.noise_channels != typed.noise_channels:
+        raise ExportError(f"{Path(export_dir) / CARD}: noise_channels {typed.noise_channels} but the weights "
                           f"have {mapper.config.noise_channels}")
     # float() also undoes float16 storage of shipped weights
     return mapper.float().to(device).eval().requires_grad_(False), card, operator.to(device)

@@ -5,7 +5,7 @@ carry the command that produced them and are absent when unknown. A card is rewr
 the export changes (export, ONNX added); metrics already in the folder's README are kept, since
 the folder is replaced as a whole when its weights change.
 
-    python infer.py card --export davi/assets/mappers/sr4 \
+    davi card --export davi/assets/mappers/sr4 \
         --results benchmarks/results/tasks.json --row sr4 "davi (shipped, fp16)"
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from davi.io.atomic import write_text
+from davi.io.card import ExportCard
 
 README = "README.md"
 LICENSE = "mit"
@@ -32,50 +33,62 @@ class ModelCardError(ValueError):
     """A model card or metrics file that cannot be read (the message names the file)."""
 
 
-def describe_task(op: dict[str, Any]) -> str:
-    """A human name for the operator, e.g. '4x super-resolution (4x4 average pooling)': its own describe()."""
+CardLike = ExportCard | dict[str, Any]  # a dict: a card.json being written (export_mapper), read as an ExportCard
+
+
+def as_card(card: CardLike) -> ExportCard:
+    """``card`` as an :class:`ExportCard` (a parsed card.json is checked by ``ExportCard.from_dict``)."""
+    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+
+
+def describe_task(card: CardLike) -> str:
+    """A human name for the card's operator (an ExportCard, or an operator's params dict), e.g.
+    '4x super-resolution (4x4 average pooling)': the operator's own describe(). An operator the card
+    names by import path is not imported (no code a card names runs here): its name is used instead."""
     from davi.operators import OperatorError, operator_from_params
 
+    op = card.operator if isinstance(card, ExportCard) else card
     try:
         return operator_from_params(op).describe()
     except (OperatorError, KeyError, TypeError, ValueError):
         return str(op.get("name", "operator"))
 
 
-def objective(card: dict[str, Any]) -> str:
+def objective(card: CardLike) -> str:
     """The training objective: the card's own key, else the training config's, else the original one."""
-    return card.get("objective") or card.get("config", {}).get("davi", {}).get("objective") or DEFAULT_OBJECTIVE
+    card = as_card(card)
+    if card.objective != DEFAULT_OBJECTIVE or "objective" in card.present:
+        return card.objective or DEFAULT_OBJECTIVE
+    return card.config.get("davi", {}).get("objective") or DEFAULT_OBJECTIVE
 
 
-def model_name(card: dict[str, Any]) -> str:
-    data = card.get("config", {}).get("data", {})
-    source = Path(str(data.get("source", "images"))).name or "images"
-    return f"davi-{card.get('task', card['operator'].get('name', 'mapper'))}-{source}"
+def model_name(card: ExportCard) -> str:
+    source = Path(str(card.trained_data.get("source", "images"))).name or "images"
+    return f"davi-{card.task}-{source}"
 
 
-def front_matter(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> dict[str, Any]:
+def front_matter(card: CardLike, metrics: dict[str, Any] | None = None, onnx: bool = False) -> dict[str, Any]:
     """The YAML header: hub keys (license, library_name, tags, pipeline_tag, model-index) + a davi block."""
-    op = card["operator"]
-    cfg = card.get("config", {})
+    card = as_card(card)
     tags = ["davi", "image-restoration", "inverse-problems", "diffusion-prior", "posterior-sampling",
-            "one-step", card.get("task", op.get("name", ""))] + (["onnx"] if onnx else [])
+            "one-step", card.task] + (["onnx"] if onnx else [])
     davi_block = {
-        "task": card.get("task", op.get("name")),
-        "task_description": describe_task(op),
-        "operator": op,
-        "sigma_y": card.get("sigma_y", op.get("sigma_y")),
-        "h": card["h"],
-        "resolution": card["resolution"],
-        "channels": card["channels"],
-        "prior": {"identity": card.get("prior", {}).get("identity"), "digest": card.get("prior", {}).get("digest")},
-        "training": {"steps": card.get("steps"), "objective": objective(card),
-                     "data": cfg.get("data", {}).get("source"),
-                     "loss_weights": {k: v for k, v in cfg.get("davi", {}).items() if k != "objective"}},
-        "weights_dtype": card.get("shipped_dtype", "float32"),
+        "task": card.task,
+        "task_description": describe_task(card),
+        "operator": card.operator,
+        "sigma_y": card.sigma_y,
+        "h": card.h,
+        "resolution": card.resolution,
+        "channels": card.channels,
+        "prior": {"identity": card.prior.identity or None, "digest": card.prior.digest or None},
+        "training": {"steps": card.steps, "objective": objective(card),
+                     "data": card.trained_data.get("source"),
+                     "loss_weights": {k: v for k, v in card.config.get("davi", {}).items() if k != "objective"}},
+        "weights_dtype": card.shipped_dtype or "float32",
         "files": ["diffusion_pytorch_model.safetensors", "config.json", "card.json"] + (["mapper.onnx"] if onnx else []),
     }
-    if card.get("consistency"):
-        davi_block["consistency"] = card["consistency"]
+    if card.consistency:
+        davi_block["consistency"] = card.consistency
     if metrics:
         davi_block["metrics"] = metrics
     front = {"license": LICENSE, "library_name": "davi", "pipeline_tag": "image-to-image", "tags": tags}
@@ -85,33 +98,33 @@ def front_matter(card: dict[str, Any], metrics: dict[str, Any] | None = None, on
     return front
 
 
-def _model_index(card: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def _model_index(card: ExportCard, metrics: dict[str, Any]) -> dict[str, Any]:
     values = [{"type": k, "name": METRIC_NAMES.get(k, k), "value": v} for k, v in metrics["values"].items()]
     return {"name": model_name(card), "results": [{
-        "task": {"type": "image-to-image", "name": describe_task(card["operator"])},
+        "task": {"type": "image-to-image", "name": describe_task(card)},
         "dataset": {"name": metrics.get("data", ""), "type": metrics.get("data", ""), "split": metrics.get("split", "")},
         "metrics": values,
         "source": {"name": metrics.get("command", "")},
     }]}
 
 
-def model_card(card: dict[str, Any], metrics: dict[str, Any] | None = None, onnx: bool = False) -> str:
+def model_card(card: CardLike, metrics: dict[str, Any] | None = None, onnx: bool = False) -> str:
     """README.md text: YAML front matter + what the mapper does, how to run it, what was measured."""
+    card = as_card(card)
     front = yaml.safe_dump(front_matter(card, metrics, onnx), sort_keys=False, allow_unicode=True)
     return f"---\n{front}---\n\n" + _body(card, metrics, onnx)
 
 
-def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> str:
-    op, c, r = card["operator"], card["channels"], card["resolution"]
-    prior = card.get("prior", {})
+def _body(card: ExportCard, metrics: dict[str, Any] | None, onnx: bool) -> str:
+    c, r = card.channels, card.resolution
     lines = [
         f"# {model_name(card)}",
         "",
-        f"A DAVI mapper (Lee et al. 2024) for **{describe_task(op)}** of {c}x{r}x{r} images, measurement noise "
-        f"sigma_y = {card.get('sigma_y', op.get('sigma_y'))}: a one-step restorer "
-        f"x_hat = I_phi(lift(y) + h z, T - 1) with h = {card['h']}, trained for {card.get('steps')} steps "
-        f"(objective: {objective(card)}) against the frozen diffusion prior `{prior.get('identity')}` "
-        f"(digest `{prior.get('digest')}`). " + _spread(card),
+        f"A DAVI mapper (Lee et al. 2024) for **{describe_task(card)}** of {c}x{r}x{r} images, measurement noise "
+        f"sigma_y = {card.sigma_y}: a one-step restorer "
+        f"x_hat = I_phi(lift(y) + h z, T - 1) with h = {card.h}, trained for {card.steps} steps "
+        f"(objective: {objective(card)}) against the frozen diffusion prior `{card.prior.identity or None}` "
+        f"(digest `{card.prior.digest or None}`). " + _spread(card),
         "",
         "## Use",
         "",
@@ -130,29 +143,37 @@ def _body(card: dict[str, Any], metrics: dict[str, Any] | None, onnx: bool) -> s
                   f"| input `y` | (B, {c}, {_measured(card)}) float32 | the measurement, pixels in [-1, 1] |",
                   f"| input `z` | (B, {c}, {r}, {r}) float32 | standard normal noise, one draw per sample |",
                   f"| output `x_hat` | (B, {c}, {r}, {r}) float32 | the restoration, unclamped (clamp to [-1, 1]) |", ""]
-    consistency = card.get("consistency")
-    if isinstance(consistency, dict) and "threshold" in consistency:
-        lines += ["## When to trust a restoration", "",
-                  f"Per image, the consistency statistic r ({consistency.get('definition', consistency.get('statistic', ''))}) "
-                  f"is about 1 when the restoration fits the measurement as well as the truth does. This "
-                  f"export's threshold is **{consistency['threshold']:.3f}** (quantile "
-                  f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
-                  f"images of `{consistency.get('source', '?')}`); `infer.py restore` flags images above it.", ""]
-    if metrics:
-        lines += ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
-                  f"(split `{metrics.get('split', '?')}`), one sample per image:", "",
-                  "| metric | value |", "|---|---|"]
-        lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics["values"].items()]
-        lines += ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
-    else:
-        lines += ["## Measured", "", "No metrics recorded for this export yet "
-                  "(`python infer.py card --export FOLDER --results ... --row ...` adds them from a benchmark's results).", ""]
+    lines += _trust(card.consistency) + _metrics(metrics)
     lines += ["Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
               "`card.json` (operator, prior, training config)" + (", `mapper.onnx`" if onnx else "") + ".", ""]
     return "\n".join(lines)
 
 
-def _spread(card: dict[str, Any]) -> str:
+def _trust(consistency: dict[str, Any] | None) -> list[str]:
+    """The "When to trust a restoration" section, when the card has a calibrated threshold."""
+    if not (isinstance(consistency, dict) and "threshold" in consistency):
+        return []
+    return ["## When to trust a restoration", "",
+            f"Per image, the consistency statistic r ({consistency.get('definition', consistency.get('statistic', ''))}) "
+            f"is about 1 when the restoration fits the measurement as well as the truth does. This "
+            f"export's threshold is **{consistency['threshold']:.3f}** (quantile "
+            f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
+            f"images of `{consistency.get('source', '?')}`); `infer.py restore` flags images above it.", ""]
+
+
+def _metrics(metrics: dict[str, Any] | None) -> list[str]:
+    """The "Measured" section: the metrics and the command that measured them, or a note that there are none."""
+    if not metrics:
+        return ["## Measured", "", "No metrics recorded for this export yet "
+                "(`python infer.py card --export FOLDER --results ... --row ...` adds them from a benchmark's results).", ""]
+    lines = ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
+             f"(split `{metrics.get('split', '?')}`), one sample per image:", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics["values"].items()]
+    return lines + ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
+
+
+def _spread(card: ExportCard) -> str:
     """What different noise draws z mean for this objective."""
     if objective(card) == "paired":
         return ("The paired objective (the paper's recipe, with the regression term) makes it a point "
@@ -162,11 +183,16 @@ def _spread(card: dict[str, Any]) -> str:
             "deviation give a restoration and a per-pixel uncertainty map.")
 
 
-def _measured(card: dict[str, Any]) -> str:
-    from davi.operators import operator_from_params
+def _measured(card: ExportCard) -> str:
+    """The measurement's height and width, ``"h, w"``; ``"h, w"`` literally when the card's operator
+    cannot be built without running code it names (an import-path operator) or is broken."""
+    from davi.operators import OperatorError, operator_from_params
 
-    c, r = card["channels"], card["resolution"]
-    _, _, h, w = operator_from_params(card["operator"]).measurement_shape((1, c, r, r))
+    c, r = card.channels, card.resolution
+    try:
+        _, _, h, w = operator_from_params(card.operator).measurement_shape((1, c, r, r))
+    except (OperatorError, KeyError, TypeError, ValueError):
+        return "h, w"
     return f"{h}, {w}"
 
 
@@ -184,10 +210,10 @@ def read_front_matter(path: str | Path) -> dict[str, Any]:
     return front
 
 
-def write_model_card(export_dir: str | Path, card: dict[str, Any], metrics: dict[str, Any] | None = None) -> Path:
-    """Write ``<export_dir>/README.md`` for ``card`` (its card.json); ``metrics=None`` keeps the
+def write_model_card(export_dir: str | Path, card: CardLike, metrics: dict[str, Any] | None = None) -> Path:
+    """Write ``<export_dir>/README.md`` for ``card`` (its card.json, typed or as a dict); ``metrics=None`` keeps the
     metrics of the README already there (same weights: an export folder is replaced as a whole)."""
-    export_dir = Path(export_dir)
+    export_dir, card = Path(export_dir), as_card(card)
     path = export_dir / README
     if metrics is None and path.is_file():
         try:
@@ -195,7 +221,7 @@ def write_model_card(export_dir: str | Path, card: dict[str, Any], metrics: dict
         except ModelCardError:
             metrics = None
     if metrics and not metrics.get("data"):
-        metrics = {**metrics, "data": card.get("config", {}).get("data", {}).get("source", "")}
+        metrics = {**metrics, "data": card.trained_data.get("source", "")}
     text = model_card(card, metrics, onnx=(export_dir / ONNX_FILE).is_file())
     write_text(path, text)
     return path

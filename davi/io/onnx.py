@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from davi.io.atomic import write_file
+from davi.io.card import CARD, ExportCard
 from davi.io.export import ExportError, load_export, read_card
 from davi.solvers.methods import Method, per_image_noise
 from davi.io.model_card import ONNX_FILE, write_model_card
@@ -58,20 +59,26 @@ class RestoreGraph(nn.Module):
         return self.mapper.restore(self.operator.lift(y), z)
 
 
-def example_inputs(card: dict, operator, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random (y, z) pair of the export's shapes."""
-    image_shape = (batch, card["channels"], card["resolution"], card["resolution"])
+def _typed(card: ExportCard | dict) -> ExportCard:
+    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+
+
+def example_inputs(card: ExportCard | dict, operator, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random (y, z) pair of the export's shapes (``card``: its ExportCard, or card.json as a dict)."""
+    card = _typed(card)
+    image_shape = (batch, card.channels, card.resolution, card.resolution)
     g = torch.Generator().manual_seed(seed)
     y = torch.rand(operator.measurement_shape(image_shape), generator=g) * 2 - 1
     return y, torch.randn(z_shape(card, batch), generator=g)
 
 
-def z_shape(card: dict, batch: int) -> tuple[int, ...]:
+def z_shape(card: ExportCard | dict, batch: int) -> tuple[int, ...]:
     """The noise input's shape: the image's channels, then the export's noise channels."""
-    return (batch, card["channels"] + card.get("noise_channels", 0), card["resolution"], card["resolution"])
+    card = _typed(card)
+    return (batch, card.channels + card.noise_channels, card.resolution, card.resolution)
 
 
-def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], card: dict) -> bytes:
+def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], card: ExportCard) -> bytes:
     onnx = _require("onnx")
     buf = io.BytesIO()
     # The TorchScript-based exporter (dynamo=False): a single self-contained file, seconds to export,
@@ -84,11 +91,11 @@ def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], 
                           opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
     # the exporter leaves the output's C, H, W symbolic; they are the image's (only B varies)
-    image = (card["channels"], card["resolution"], card["resolution"])
+    image = (card.channels, card.resolution, card.resolution)
     for dim, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], image):
         dim.dim_value = size
-    meta = {"davi.convention": CONVENTION, "davi.task": str(card.get("task", "")),
-            "davi.card": json.dumps({k: v for k, v in card.items() if k != "config"})}
+    meta = {"davi.convention": CONVENTION, "davi.task": card.task,
+            "davi.card": json.dumps({k: v for k, v in card.to_dict().items() if k != "config"})}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
@@ -98,7 +105,8 @@ def _onnx_bytes(graph: RestoreGraph, inputs: tuple[torch.Tensor, torch.Tensor], 
 def export_onnx(export_dir: str | Path, tolerance: float = 1e-4) -> Path:
     """Write ``<export_dir>/mapper.onnx`` from the export's safetensors (and refresh its model card);
     check it against PyTorch with ONNX Runtime when that is installed (ExportError beyond ``tolerance``)."""
-    mapper, card, operator = load_export(export_dir)
+    mapper, raw, operator = load_export(export_dir)
+    card = ExportCard.from_dict(raw, str(Path(export_dir) / CARD))
     graph = RestoreGraph(mapper, operator).eval()
     inputs = example_inputs(card, operator)
     data = _onnx_bytes(graph, inputs, card)
@@ -141,7 +149,7 @@ def onnx_path(export_dir: str | Path) -> Path:
     path = Path(export_dir) / ONNX_FILE
     if not path.is_file():
         read_card(export_dir)  # a missing or broken export is reported as such first
-        raise ExportError(f"{path}: missing; add it with `python infer.py onnx --export {export_dir}`")
+        raise ExportError(f"{path}: missing; add it with `davi onnx --export {export_dir}`")
     return path
 
 
@@ -159,7 +167,7 @@ class OnnxDaviMethod(Method):
             self.session = make_session(path, threads)
         except Exception as e:  # onnxruntime raises its own (pybind) exception types
             raise ExportError(f"{path}: not loadable by ONNX Runtime ({str(e).splitlines()[0][:200]})") from None
-        self.card = read_card(export_dir)
+        self.card = ExportCard.read(export_dir)
 
     @torch.no_grad()
     def __call__(self, y, seeds, num_samples=1):

@@ -251,7 +251,7 @@ def load_unet_and_scheduler(path: str):
                 raise PriorError(f"{unet_dir}: not a diffusers UNet folder (no config.json)")
             if not list(unet_dir.glob("*.safetensors")):
                 raise PriorError(f"{unet_dir}: no .safetensors weights (convert .pt/.bin checkpoints first: "
-                                 f"python -m davi.io.convert)")
+                                 f"davi convert)")
             unet = _own_memory(UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True))
             if (sched_dir / "scheduler_config.json").is_file():
                 scheduler = DDPMScheduler.from_pretrained(str(sched_dir))

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from davi.config import ConfigError
-from davi.io.card import STATISTIC
+from davi.io.card import STATISTIC, ExportCard
 
 DEFINITION = "||A x_hat - y||^2 / (M sigma_y^2) over the M measured entries, first DAVI sample"
 QUANTILES = (0.5, 0.9, 0.95, 0.98, 0.99, 0.995)
@@ -115,12 +116,14 @@ def calibrate_consistency(method, operator, images: torch.Tensor, source: str = 
     }
 
 
-def card_threshold(card: dict) -> float | None:
-    """The calibrated threshold in an export card, or None when the card has none."""
+def card_threshold(card: ExportCard | dict[str, Any]) -> float | None:
+    """The calibrated threshold in an export card (an ExportCard, or a card.json dict: only its
+    ``consistency`` entry is read), or None when the card has none; ConsistencyError when broken."""
     from davi.io.card import ExportError, parse_threshold
 
     try:
-        return parse_threshold(card.get("consistency"))
+        # a dict may be a partial card (just a consistency entry), which ExportCard.from_dict would refuse
+        return card.threshold if isinstance(card, ExportCard) else parse_threshold(card.get("consistency"))
     except ExportError as e:
         raise ConsistencyError(str(e)) from None
 
@@ -172,17 +175,21 @@ def consistency_report(names: list[str], statistic: torch.Tensor, threshold: flo
     return buf.getvalue(), summary
 
 
-def data_config(card: dict):
+def _typed(card: ExportCard | dict[str, Any]) -> ExportCard:
+    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+
+
+def data_config(card: ExportCard | dict[str, Any]):
     """The DataConfig an export was trained with (its card's ``config.data``): where its held-out images are."""
     from davi.config import DataConfig
 
-    data = card.get("config", {}).get("data")
-    if not data or "source" not in data:
+    data = _typed(card).trained_data
+    if "source" not in data:
         raise ConsistencyError("card.json: config.data.source missing; cannot tell which images are held out")
     return DataConfig(**{k: v for k, v in data.items() if k in DataConfig.__dataclass_fields__})
 
 
-def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[torch.Tensor, str]:
+def calibration_images(card: ExportCard | dict[str, Any], start: int = 500, stop: int = 1000) -> tuple[torch.Tensor, str]:
     """Held-out images for an export's calibration: test images ``start:stop`` of the data set it was
     trained on (the training run's own split, from the card), and a description of them.
 
@@ -200,17 +207,18 @@ def calibration_images(card: dict, start: int = 500, stop: int = 1000) -> tuple[
     return split.tensor(limit=stop - start, start=start), f"{cfg.source}:test[{start}:{stop}]"
 
 
-def with_consistency(card: dict, method, operator, device=None, images: int = 500) -> dict:
+def with_consistency(card: ExportCard | dict[str, Any], method, operator, device=None, images: int = 500):
     """``card`` with its ``consistency`` entry (calibrated on ``images`` of ``calibration_images``), for
-    an export at the end of training; unchanged, with a one-line note, when it cannot be calibrated."""
+    an export at the end of training; unchanged, with a one-line note, when it cannot be calibrated.
+    An ExportCard gives an ExportCard, a card.json dict (one being written) a dict."""
     from davi.data.datasets import DataError
 
     if operator.sigma_y <= 0:
         return card
     try:
         held_out, source = calibration_images(card, stop=500 + images)
-        return {**card, "consistency": calibrate_consistency(method, operator, held_out, source=source,
-                                                                      device=device)}
+        entry = calibrate_consistency(method, operator, held_out, source=source, device=device)
     except (ConsistencyError, DataError) as e:
         print(f"note: export without a consistency threshold ({e})")
         return card
+    return replace(card, consistency=entry) if isinstance(card, ExportCard) else {**card, "consistency": entry}

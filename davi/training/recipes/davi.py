@@ -104,9 +104,9 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         iteration = _paired_objective(cfg, accelerator, operator, ppb, dsm, ikl, teacher_eps)
 
     def finish(ema_mapper, out, step):
-        card = make_card(cfg, prior, operator, step)
+        card = make_card(cfg, prior, operator, step)  # the card.json being written (a dict)
         if dc.objective == "sampler":
-            card["consistency_weight"] = consistency_weight(cfg, prior, operator)
+            card = {**card, "consistency_weight": consistency_weight(cfg, prior, operator)}
         if val_images is None and dc.calibration_images > 0:
             # trained on the config's data: its held-out test images set the flag's threshold
             card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device,

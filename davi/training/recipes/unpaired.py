@@ -7,7 +7,7 @@ variational part: the integral KL against the frozen prior and measurement consi
 the mapper's output and ``y``. One iteration on a batch ``{"y", "index"[, "anchor"]}``:
 
 1. bridge input: with anchors (the RED-Diff solution of each measurement, Mardani et al. 2023,
-   from ``python -m davi.data.anchors``) the bridge runs from the anchor to ``lift(y)``,
+   from ``davi anchors``) the bridge runs from the anchor to ``lift(y)``,
    ``x_a = mu_x0[a] anchor + mu_x1[a] lift(y) + ...``, ``a ~ T Beta(ppb_alpha, ppb_beta)``;
    without anchors the bridge is off: ``x_a = lift(y) + h z`` at ``a = T - 1``, the inference input;
 2. ``davi.score_steps`` denoising-score-matching steps of s_psi on stopgrad(x_hat), as paired;
