@@ -126,9 +126,11 @@ def load_shipped(task: str, mappers: Path = MAPPERS) -> ShippedMapper:
     from davi.models.prior import DiffusionPrior
     from davi.solvers.consistency import card_threshold
 
+    from davi.io.card import ExportCard
+
     mapper, card, operator = load_export(Path(mappers) / task)
     threshold = card_threshold(card)
     if threshold is None:
         raise SystemExit(f"{Path(mappers) / task}/card.json: no consistency threshold "
                          "(run scripts/calibrate_consistency.py)")
-    return ShippedMapper(mapper, card, operator, DiffusionPrior.from_pretrained(card["prior"]["identity"]), threshold)
+    return ShippedMapper(mapper, card, operator, DiffusionPrior.from_pretrained(ExportCard.from_dict(card).prior.identity), threshold)

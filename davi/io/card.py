@@ -87,15 +87,22 @@ class ExportCard:
             channels=_number(card, "channels", where, int),
             prior=PriorRef(str(prior.get("identity", "")), str(prior.get("digest", ""))),
             tanh=bool(card.get("tanh", False)),
-            noise_channels=int(card.get("noise_channels", 0)),
-            steps=int(card.get("steps", 0)),
-            objective=str(card.get("objective", "paired")),
+            noise_channels=_number(card, "noise_channels", where, int) if "noise_channels" in card else 0,
+            steps=_number(card, "steps", where, int) if "steps" in card else 0,
+            # cards written before the key existed: the training config says which objective it was
+            objective=str(card.get("objective") or (card.get("config") or {}).get("davi", {}).get("objective")
+                          or "paired"),
             consistency=card.get("consistency") or None,
             shipped_dtype=card.get("shipped_dtype"),
             config=dict(card.get("config") or {}),
             extra={k: v for k, v in card.items() if k not in known},
             present=frozenset(card),
         )
+
+    @classmethod
+    def coerce(cls, card: "ExportCard | dict[str, Any]", where: str = CARD) -> "ExportCard":
+        """``card`` as an ExportCard: itself, or a parsed card.json checked by :meth:`from_dict`."""
+        return card if isinstance(card, cls) else cls.from_dict(card, where)
 
     @classmethod
     def read(cls, export_dir: str | Path) -> "ExportCard":
@@ -107,8 +114,9 @@ class ExportCard:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "prior", "present")}
         out["prior"] = {"identity": self.prior.identity, "digest": self.prior.digest}
         defaults = {f.name: f.default for f in fields(self) if not callable(f.default_factory)}
-        out = {k: v for k, v in out.items()
-               if k in self.present or not (v is None or k in defaults and v == defaults[k] or v == {})}
+        derived = {"objective"} if self.objective == (self.config.get("davi") or {}).get("objective") else set()
+        out = {k: v for k, v in out.items() if k in self.present or not (
+            v is None or k in defaults and v == defaults[k] or v == {} or self.present and k in derived)}
         return {**self.extra, **out}
 
     @property

@@ -38,7 +38,7 @@ CardLike = ExportCard | dict[str, Any]  # a dict: a card.json being written (exp
 
 def as_card(card: CardLike) -> ExportCard:
     """``card`` as an :class:`ExportCard` (a parsed card.json is checked by ``ExportCard.from_dict``)."""
-    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+    return ExportCard.coerce(card)
 
 
 def describe_task(card: CardLike) -> str:
@@ -56,10 +56,7 @@ def describe_task(card: CardLike) -> str:
 
 def objective(card: CardLike) -> str:
     """The training objective: the card's own key, else the training config's, else the original one."""
-    card = as_card(card)
-    if card.objective != DEFAULT_OBJECTIVE or "objective" in card.present:
-        return card.objective or DEFAULT_OBJECTIVE
-    return card.config.get("davi", {}).get("objective") or DEFAULT_OBJECTIVE
+    return as_card(card).objective or DEFAULT_OBJECTIVE
 
 
 def model_name(card: ExportCard) -> str:

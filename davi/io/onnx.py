@@ -60,7 +60,7 @@ class RestoreGraph(nn.Module):
 
 
 def _typed(card: ExportCard | dict) -> ExportCard:
-    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+    return ExportCard.coerce(card)
 
 
 def example_inputs(card: ExportCard | dict, operator, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

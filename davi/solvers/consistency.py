@@ -176,7 +176,7 @@ def consistency_report(names: list[str], statistic: torch.Tensor, threshold: flo
 
 
 def _typed(card: ExportCard | dict[str, Any]) -> ExportCard:
-    return card if isinstance(card, ExportCard) else ExportCard.from_dict(card)
+    return ExportCard.coerce(card)
 
 
 def data_config(card: ExportCard | dict[str, Any]):
