@@ -395,6 +395,8 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The typed :class:`Config` of a YAML file (or the defaults) with ``key.sub=value`` overrides on top;
+    a key, type or value at fault is a one-line :class:`ConfigError` naming it."""
     cfg = Config()
     if path is not None:
         path = Path(path)
