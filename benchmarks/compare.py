@@ -669,6 +669,8 @@ def main() -> None:
         task, _, path = m.partition("=")
         if task not in TASKS or not path:
             raise SystemExit(f"error: --mapper {m!r}: expected TASK=PATH with TASK one of {', '.join(TASKS)}")
+        if not (Path(path) / "card.json").is_file():  # found here, not after the lift and DAVI rows
+            raise SystemExit(f"error: --mapper {m!r}: no export folder (card.json) at {path}")
     if args.images < 2 or args.chunk < 1:
         raise SystemExit("error: --images must be >= 2 and --chunk >= 1")
     if args.solve:

@@ -169,14 +169,17 @@ def test_compare_goals_wait_for_every_red_diff_before_a_pass_but_not_before_a_mi
     assert "| sr4 | RED-Diff-1000 | 0 | pending |" in table  # timed, not yet restored
 
 
-def _with_independent_intervals(data: dict, fd: tuple, kid: tuple, floor: tuple = (-1.0, 1.0)) -> dict:
+def _with_independent_intervals(data: dict, fd: tuple, kid: tuple, floor: tuple = (-1.0, 1.0),
+                                per_method: dict | None = None) -> dict:
     """``data`` with realism against other real digits and bootstrap intervals (low, high) of DAVI minus
-    every RED-Diff (``fd``, ``kid``) and of DAVI minus the real-digit floor (``floor``, both measures)."""
+    every RED-Diff (``fd``, ``kid``; ``per_method``: {key: (fd, kid)} for RED-Diffs whose intervals differ)
+    and of DAVI minus the real-digit floor (``floor``, both measures)."""
     iv = lambda lo, hi: {"estimate": (lo + hi) / 2, "low": lo, "high": hi, "level": 0.95, "resamples": 100}  # noqa: E731
     for r in data["sr4"].values():
         r.update(fd_independent=r["classifier_fd"], kid_independent=r["kid"], kid_std_independent=0.01)
-    boot = {k: {"psnr": iv(-1, 1), "classifier_fd": iv(-1, 1), "kid": iv(-1, 1), "fd_independent": iv(*fd),
-                "kid_independent": iv(*kid), "seeds": [3, 1]} for k in data["sr4"] if k.startswith("red_diff")}
+    own = lambda k: (per_method or {}).get(k, (fd, kid))  # noqa: E731
+    boot = {k: {"psnr": iv(-1, 1), "classifier_fd": iv(-1, 1), "kid": iv(-1, 1), "fd_independent": iv(*own(k)[0]),
+                "kid_independent": iv(*own(k)[1]), "seeds": [3, 1]} for k in data["sr4"] if k.startswith("red_diff")}
     boot["real_digits"] = {"fd_independent": iv(*floor), "kid_independent": iv(*floor), "seeds": [3, 1]}
     return {**data, "bootstrap": {"sr4": boot}}
 
@@ -196,6 +199,39 @@ def test_compare_realism_is_judged_by_the_intervals_against_other_real_digits(fd
     table = compare.render_compare_bootstrap(data)
     assert "| sr4 | DAVI - other real digits (the floor) | 3 vs 1 |  |  |  |" in table
     assert "FD vs other real digits" in table
+
+
+BETTER, WORSE, EITHER = (-2.0, -0.5), (0.1, 2.0), (-1.0, 1.0)  # intervals of DAVI minus a RED-Diff
+
+
+@pytest.mark.parametrize("per_method, verdict", [
+    # every RED-Diff counts, not only the first (RED-Diff-1000) ...
+    ({"red_diff_1000": (BETTER, BETTER), "red_diff_100": (WORSE, BETTER)}, ": **not met**; 95% intervals"),
+    ({"red_diff_1000": (BETTER, BETTER), "red_diff_100": (EITHER, BETTER)}, ": **tie** (95% intervals"),
+    ({"red_diff_1000": (WORSE, BETTER), "red_diff_100": (BETTER, BETTER)}, ": **not met**; 95% intervals"),
+    # ... and KID counts as much as FD
+    ({"red_diff_1000": (BETTER, WORSE), "red_diff_100": (BETTER, BETTER)}, ": **not met**; 95% intervals"),
+    ({"red_diff_1000": (BETTER, BETTER), "red_diff_100": (BETTER, WORSE)}, ": **not met**; 95% intervals"),
+    ({"red_diff_1000": (BETTER, EITHER), "red_diff_100": (BETTER, BETTER)}, ": **tie** (95% intervals"),
+    ({"red_diff_1000": (BETTER, BETTER), "red_diff_100": (BETTER, BETTER)}, ": met; 95% intervals"),
+])
+def test_compare_realism_needs_fd_and_kid_better_than_every_red_diff(per_method, verdict):
+    data = _with_independent_intervals(_compare_data(rd1000=True), BETTER, BETTER, per_method=per_method)
+    assert "(vs other real digits)" + verdict in compare.render_compare_goals(data)
+    counted = {": met;": "met on 1 of 1 tasks (sr4)", ": **not met**": "**missed** on sr4", ": **tie**": "a **tie**"}
+    assert next(v for k, v in counted.items() if verdict.startswith(k)) in compare.render_compare_verdict(data)
+
+
+@pytest.mark.parametrize("fd, kid, word", [(BETTER, BETTER, "DAVI more real"), (BETTER, WORSE, "DAVI less real"),
+                                           (WORSE, BETTER, "DAVI less real"), (BETTER, EITHER, "tie"),
+                                           (EITHER, BETTER, "tie")])
+def test_headline_verdict_reads_fd_and_kid_of_its_own_row(fd, kid, word):
+    # RED-Diff-1000 gets the intervals under test; RED-Diff-100 the opposite, so a row reading another's fails
+    other = {BETTER: WORSE, WORSE: BETTER, EITHER: BETTER}
+    data = _with_independent_intervals(_compare_data(rd1000=True), BETTER, BETTER,
+                                       per_method={"red_diff_1000": (fd, kid), "red_diff_100": (other[fd], other[kid])})
+    row = next(line for line in compare.render_headline(data).splitlines() if "| RED-Diff-1000 |" in line)
+    assert f"| {word} (FD {sum(fd) / 2:+.2f}, [{fd[0]:+.2f}, {fd[1]:+.2f}]) |" in row
 
 
 def test_compare_realism_says_nothing_of_the_floor_when_davi_is_measurably_above_it():

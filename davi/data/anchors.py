@@ -108,6 +108,8 @@ def compute_anchors(cfg, folder: str | Path | None = None, device: str = "cpu", 
     elif folder.exists() and any(p.name != MANIFEST for p in folder.iterdir()):
         raise AnchorError(f"{folder}: exists and is not an anchor folder; use another unpaired.anchors")
     else:  # new, or a manifest without a single shard (nothing computed yet, e.g. a first batch that failed)
+        if (folder / MANIFEST).exists():
+            read_manifest(folder)  # another tool's manifest.json is not ours to overwrite
         write_json(folder / MANIFEST, manifest)
 
     prior.to(device)
