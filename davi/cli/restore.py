@@ -17,7 +17,7 @@ from pathlib import Path
 from davi.cli.common import resolve_device, resolve_dtype
 from davi.io.atomic import write_json, write_text
 
-METHODS = ("davi", "red-diff", "lift")
+METHODS = ("davi", "red-diff", "lift", "dps", "diffpir", "ddrm")  # the last three: davi.baselines (deepinv)
 HELP = "restore measurements (or simulated degradations of clean images)"
 
 
@@ -111,12 +111,22 @@ def _measurements(args, restorer):
 
 
 def _baseline(args, restorer):
-    """The --method red-diff / lift method (RED-Diff with the export's tuned settings and the flags')."""
+    """The --method red-diff / lift / dps / diffpir / ddrm method (RED-Diff with the export's tuned settings and
+    the flags'; DPS, DiffPIR and DDRM through deepinv at its defaults, on the export's prior and operator:
+    davi.baselines, ``pip install -e .[baselines]``)."""
     from davi.builders import red_diff_settings
     from davi.solvers.methods import LiftMethod, RedDiffMethod
 
     if args.method == "lift":
         return LiftMethod(restorer.operator)
+    if args.method in ("dps", "diffpir", "ddrm"):
+        import davi.baselines as baselines
+        from davi.config import ConfigError
+
+        try:  # no deepinv (the extra named), or DDRM on an operator without an SVD: one line, exit 2
+            return baselines.baseline_method(args.method, restorer.prior, restorer.operator)
+        except (baselines.BaselineError, ValueError) as e:
+            raise ConfigError(f"--method {args.method}: {e}") from None
     flags = {"num_steps": args.red_diff_steps, "lr": args.red_diff_lr, "lam": args.red_diff_lam}
     settings = red_diff_settings(restorer.card.red_diff, **flags)
     return RedDiffMethod(restorer.prior, restorer.operator, progress=False, **settings)
