@@ -105,3 +105,12 @@ def test_digest_follows_the_measurements_and_the_operator(operator):
     changed[1, 0, 7, 7] = 1e-3
     assert MeasurementDataset(changed, operator.params(), "a").digest != base.digest
     assert MeasurementDataset(y, {**operator.params(), "sigma_y": 0.5}, "a").digest != base.digest
+
+
+def test_files_are_read_in_sorted_order_whatever_the_directory_order(tmp_path, operator):
+    """Measurement i (its anchor, its seed) is the i-th file by name, not the file system's listing order."""
+    folder = tmp_path / "meas"
+    folder.mkdir()
+    for i in (7, 2, 11, 0, 5, 9, 1, 3, 10, 4, 8, 6):  # created out of order
+        np.save(folder / f"m{i:02d}.npy", np.full((1, 8, 8), i, np.float32))
+    assert read_folder(folder, operator)[:, 0, 0, 0].tolist() == list(range(12))

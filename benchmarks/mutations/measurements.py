@@ -29,7 +29,7 @@ MUTATIONS = [
              "unpaired.limit keeps the first measurements of a folder"),
     Mutation("measurements_unsorted", M,
              "files = sorted(p for p in root.rglob(\"*\")", "files = list(p for p in root.rglob(\"*\")",
-             f"{T}::test_stacks_subfolders_sorted_order_and_limit",
+             f"{T}::test_stacks_subfolders_sorted_order_and_limit {T}::test_files_are_read_in_sorted_order_whatever_the_directory_order",
              "files are read in sorted order (the anchors' indices depend on it)"),
     Mutation("measurement_digest_ignores_values", M,
              "    h.update(y.detach().float().cpu().contiguous().numpy().tobytes())\n", "",
