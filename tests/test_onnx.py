@@ -188,3 +188,48 @@ def test_an_export_with_noise_channels_runs_in_onnx_and_its_card_is_checked(tmp_
     (out / "card.json").write_text(__import__("json").dumps(bad))
     with pytest.raises(ExportError, match="noise_channels 0 but the weights have 1"):
         load_export(out)
+
+
+def test_runtime_onnx_with_refine_refines_the_onnx_samples_like_torch(onnx_export, tmp_path, infer_main):
+    """--runtime onnx --refine K: ONNX Runtime's one-step samples, then the same K warm-started RED-Diff steps as
+    the PyTorch runtime (same seeds): the same PNGs to within one rounding, every image refined."""
+    outs = {}
+    for runtime in ("torch", "onnx"):
+        outs[runtime] = tmp_path / runtime
+        assert infer_main(["restore", "--export", str(onnx_export), "--input", "mnist32:test", "--limit", "2",
+                           "--simulate", onnx_export_task(onnx_export), "--samples", "2", "--refine", "2",
+                           "--runtime", runtime, "--out", str(outs[runtime])]) == 0
+    import json
+
+    settings = json.loads((outs["onnx"] / "settings.json").read_text())
+    assert settings["method"] == "davi-onnx+refine-2" and settings["runtime"] == "onnx"
+    assert settings["network_evaluations_per_image"] == pytest.approx(2 * 3)
+    assert settings["consistency"]["refined"] == 2 and settings["consistency"]["refine"]["steps"] == 2
+    files = sorted(p.relative_to(outs["torch"]) for p in outs["torch"].rglob("*.png"))
+    assert len(files) == 2 * 6
+    for f in files:
+        assert np.abs(_png(outs["torch"] / f) - _png(outs["onnx"] / f)).max() <= 1, f
+    rows = (outs["onnx"] / "consistency.csv").read_text().splitlines()
+    assert rows[0].split(",")[3] == "refined" and [r.split(",")[3] for r in rows[1:]] == ["1", "1"]
+
+
+def test_an_onnx_graph_that_disagrees_with_pytorch_is_refused(tmp_path, infer_main, monkeypatch, capsys):
+    """The export's own parity check: ONNX Runtime's output off by more than the tolerance (1e-4, or the one
+    given) -> one-line error naming the difference, no mapper.onnx, the model card untouched."""
+    from davi.io import onnx as onnx_io
+
+    out = tmp_path / "sr4"
+    shutil.copytree(SHIPPED / "sr4", out)
+    readme = (out / "README.md").read_bytes()
+    real = onnx_io.run_session
+    monkeypatch.setattr(onnx_io, "run_session", lambda session, y, z: real(session, y, z) + 1e-3)
+    capsys.readouterr()
+    code = infer_main(["onnx", "--export", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("error:"), err
+    assert "ONNX graph differs from PyTorch by 1.00e-03 (> 0.0001)" in err[0], err
+    assert not (out / "mapper.onnx").exists() and (out / "README.md").read_bytes() == readme
+    monkeypatch.setattr(onnx_io, "run_session", lambda session, y, z: real(session, y, z) + 2e-5)
+    with pytest.raises(ExportError, match=r"differs from PyTorch by 2\.\d+e-05 \(> 1e-05\)"):
+        onnx_io.export_onnx(out, tolerance=1e-5)
+    assert not (out / "mapper.onnx").exists()

@@ -50,6 +50,9 @@ TOP5_BAND = (0.06, 2.0)
 # with s_psi seeing lift(y) 0.102 / 0.34: the variance floor of 0.5 (the paired objective's optimum is below 0.1,
 # test_sampler.py) fails both. The mean tolerance leaves 40% over the worst seed (at this budget the runs
 # without mean matching, 0.066-0.079, would pass it too: the mean term's gain shows at 8x8, docs/sampler.md).
+# What this run cannot tell apart (the derived weight against davi.lambda_con or twice itself, mean matching on,
+# off, or fed one draw twice) is pinned, in seconds, by tests/test_sampler.py's iteration tests on this same 4x4
+# problem: the mapper loss's terms, and the closed-form optimum at the weight that loss applies.
 SAMPLER_MEAN_TOL, SAMPLER_VAR_BAND, SAMPLER_TOP5_MIN = 0.09, (0.5, 1.5), 0.3
 
 

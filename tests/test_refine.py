@@ -103,6 +103,27 @@ def test_auto_refines_only_the_flagged_images(shipped, measurements):
     assert len(counting.calls) == 2 * 3 and all(b == 4 for b, _ in counting.calls)  # flagged images only
 
 
+def test_refinement_starts_from_the_projection_onto_the_measurement(shipped, measurements):
+    """The warm start is x + A^+(y - A x): it fits y exactly (A A^+ = I for SR), it moved where x missed y, and the
+    RED-Diff steps begin there (with a vanishing step the refined sample IS the start, clamped). ``project=False``
+    starts at the sample itself. (RED-Diff steps alone also lower r, so only the start point shows the projection.)"""
+    mapper, _, op, prior = shipped
+    _, y = measurements
+    seeds = list(range(8))
+    samples = DaviMethod(mapper, op)(y, seeds, 1)
+    refiner = Refiner(prior, op, steps=1, lr=1e-9, lam=0.0)
+    start = refiner.start(samples[0], y)
+    torch.testing.assert_close(op(start), y, atol=1e-5, rtol=0)
+    assert (float((start - samples[0]).abs().amax(dim=(1, 2, 3)).min()) > 0.01)  # every image was moved
+    out = refiner(samples, y, seeds)
+    torch.testing.assert_close(out[0], start.clamp(-1, 1), atol=1e-5, rtol=0)
+    before, after = residual_statistic(op, samples[0], y), residual_statistic(op, out[0], y)
+    assert (after[4:] < 0.1 * before[4:]).all(), (before, after)  # the inverted digits: on the measurement at once
+    plain = Refiner(prior, op, steps=1, lr=1e-9, lam=0.0, project=False)
+    torch.testing.assert_close(plain.start(samples[0], y), samples[0])
+    torch.testing.assert_close(plain(samples, y, seeds)[0], samples[0].clamp(-1, 1), atol=1e-5, rtol=0)
+
+
 # ---- infer.py restore ---------------------------------------------------------------------------
 
 
@@ -232,3 +253,68 @@ def test_rgb_image_to_a_gray_mapper_is_converted_with_a_note(tmp_path, infer):
     code, err = infer("restore", "--export", SR4, "--input", ref_dir, "--samples", 1, "--out", tmp_path / "r")
     assert code == 0 and "grayscale" not in err
     assert np.abs(lift - np.array(Image.open(tmp_path / "r" / "lift" / "c.png")).astype(float)).max() <= 2
+
+
+# ---- refinement through the Restorer: K refines every image; an export with sigma_y = 0 ----------------------
+
+
+def test_restorer_refine_k_refines_every_image_even_with_a_threshold(export_with_threshold, measurements):
+    from davi.restorer import Restorer
+
+    export, _ = export_with_threshold
+    restorer = Restorer.from_pretrained(export)
+    _, y = measurements
+    out = restorer(y, 1, refine=2, progress=False)
+    assert out.flagged.tolist() == [False] * 4 + [True] * 4  # the threshold still flags ...
+    assert out.refined.all() and out.network_evaluations == pytest.approx(3)  # ... but K refines them all
+    auto = restorer(y, 1, refine="auto", progress=False)
+    assert auto.refined.tolist() == [False] * 4 + [True] * 4
+
+
+@pytest.fixture(scope="module")
+def noiseless_export(tmp_path_factory):
+    """The shipped SR x4 mapper with its card saying sigma_y = 0 (and so no consistency threshold)."""
+    folder = tmp_path_factory.mktemp("noiseless") / "sr4"
+    shutil.copytree(SR4, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["sigma_y"] = card["operator"]["sigma_y"] = card["config"]["operator"]["sigma_y"] = 0.0
+    card.pop("consistency", None)
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_refine_on_an_export_with_sigma_y_zero(noiseless_export, measurements, tmp_path, infer):
+    """No statistic (no noise scale) and no flags, but --refine K refines every image (towards its measurement,
+    finite, at 1 + K evaluations per sample); --refine auto is a one-line error (no threshold)."""
+    from davi.io.card import ExportError
+    from davi.restorer import Restorer
+
+    restorer = Restorer.from_pretrained(noiseless_export)
+    assert restorer.operator.sigma_y == 0
+    x, _ = measurements
+    y = restorer.operator.measure(x)  # y = A x exactly
+    plain = restorer(y, 2, refine=None, progress=False)
+    out = restorer(y, 2, refine=3, progress=False)
+    assert out.consistency is None and out.flagged is None and out.one_step_consistency is None
+    assert out.refined.tolist() == [True] * 8 and out.network_evaluations == pytest.approx(2 * (1 + 3))
+    assert torch.isfinite(out.samples).all() and out.samples.abs().max() <= 1
+    def miss(samples):
+        return (restorer.operator(samples[0]) - y).pow(2).flatten(1).sum(1)
+
+    assert (miss(out.samples)[4:] < 0.5 * miss(plain.samples)[4:]).all()
+    with pytest.raises(ExportError, match="no consistency threshold"):
+        restorer(y, 1, refine="auto", progress=False)
+
+    code, err = infer("restore", "--export", noiseless_export, "--input", "mnist32:test", "--limit", 2, "--simulate",
+                      "sr", "--samples", 2, "--refine", 3, "--out", tmp_path / "k")
+    assert code == 0, err
+    settings = json.loads((tmp_path / "k" / "settings.json").read_text())
+    assert settings["method"] == "davi+refine-3" and settings["network_evaluations_per_image"] == pytest.approx(8)
+    assert not (tmp_path / "k" / "consistency.csv").exists() and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if "sigma_y = 0" in ln] == [
+        "note: the export's operator has sigma_y = 0: no consistency statistic"]
+    assert not any(ln.startswith("warning:") for ln in err.splitlines()), err
+    code, err = infer("restore", "--export", noiseless_export, "--input", "mnist32:test", "--limit", 2, "--simulate",
+                      "sr", "--refine", "auto", "--out", tmp_path / "a")
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "no consistency threshold" in err, err
+    assert not (tmp_path / "a").exists()

@@ -137,3 +137,98 @@ def test_score_condition_gives_s_psi_the_measurement_or_the_deviation_from_the_m
     torch.testing.assert_close(out[:, :1], x_t - ab.sqrt() * c)
     torch.testing.assert_close(out[:, 1:], c)
     assert len(calls) == 1 and float(ab[1]) < 0.1  # at t = 700 the deviation is nearly x_t itself
+
+
+# ---- the sampler's training iteration: what its mapper loss is made of -----------------------------------
+# A 4x4 problem (the posterior check's: a rank-4 Gaussian fitted to 4x4 digits, SR x2, sigma_y 0.05) run through
+# one real iteration of the recipe. The config's lambda_con (3) is NOT the derived weight (about 2.23 here) and
+# lambda_ikl is 0.5 in the first test, so a loss that reads the wrong weight, doubles it or drops a term gives
+# another number.
+RES4, SIGMA4, T_IKL4 = 4, 0.05, 20
+
+
+@pytest.fixture(scope="module")
+def gauss4():
+    x, _ = digit_images(tuple(range(10)), resolution=RES4)
+    return fit_gaussian(x, rank=4)
+
+
+def _derived_weight(prior) -> float:
+    """w_bar M / (2 D sigma_y^2), from the schedule by hand (D = 16 pixels, M = 4 measurements)."""
+    ab = prior.schedule.alphas_cumprod[:T_IKL4].double()
+    return float(((1 - ab) / ab).sqrt().mean()) * 4 / (2 * 16 * SIGMA4**2)
+
+
+def _sampler_iteration(prior, tmp_path, lambda_ikl, *overrides):
+    """(the mapper's Update, the mapper's outputs that carry a gradient, every t s_psi saw, x0) of one iteration."""
+    from accelerate import Accelerator
+
+    from davi.training.recipes import davi_recipe
+
+    cfg = load_config(None, [
+        "job=davi", f"train.output_dir={tmp_path}", f"data.resolution={RES4}", "data.channels=1",
+        "prior.block_out_channels=[8,16]", "prior.attention_levels=[]", "prior.norm_num_groups=8",
+        "prior.attention_head_dim=8", "operator.name=sr", "operator.scale=2", f"operator.sigma_y={SIGMA4}",
+        "train.init_from_prior=false", "davi.objective=sampler", "davi.lambda_reg=0", "davi.lambda_con=3",
+        f"davi.lambda_ikl={lambda_ikl}", f"davi.t_ikl={T_IKL4}", "davi.score_steps=1", *overrides])
+    torch.manual_seed(0)
+    x0 = prior.sample(64, generator=torch.Generator().manual_seed(0)).float()
+    recipe = davi_recipe(cfg, Accelerator(cpu=True), prior=prior, val_images=x0[:2])
+    outputs, seen_t = [], []
+    recipe.networks["mapper"].register_forward_hook(lambda m, i, o: outputs.append(o) if o.requires_grad else None)
+    recipe.networks["score"].register_forward_hook(lambda m, i, o: seen_t.append(i[1].detach().clone()))
+    updates = list(recipe.iteration(recipe.networks, {"image": x0}))
+    assert [u.network for u in updates] == ["score", "mapper"]
+    return updates[-1], outputs, torch.cat(seen_t), x0
+
+
+@pytest.mark.parametrize("ppb, condition", [(True, "none"), (False, "center")])
+def test_sampler_mapper_loss_is_ikl_plus_the_derived_weight_plus_mean_matching_of_two_draws(gauss4, tmp_path,
+                                                                                             ppb, condition):
+    """loss = lambda_ikl IKL + lambda* mse(y, A x_hat) + lambda_mean mean((a - x0)(b - x0)), lambda* the derived
+    weight (not davi.lambda_con), a and b two independent draws at the inference input (with PPB off, a is
+    x_hat itself); s_psi sees only t < t_ikl."""
+    lam = _derived_weight(gauss4)
+    assert abs(lam / 3 - 1) > 0.2  # the config's lambda_con is another number
+    update, outputs, seen_t, x0 = _sampler_iteration(gauss4, tmp_path, 0.5, "davi.lambda_mean=0.7", f"davi.ppb={ppb}",
+                                                     f"davi.score_condition={condition}")
+    logs = update.logs
+    assert logs["sampler/lambda"] == pytest.approx(lam, rel=1e-6)
+    assert len(outputs) == (3 if ppb else 2)  # x_hat, then the two draws (the first is x_hat without PPB)
+    a, b = outputs[-2], outputs[-1]
+    a, b = a.detach(), b.detach()
+    assert float((a - b).abs().mean()) > 1e-3  # two draws, not one
+    l_mean = float(mean_matching_loss(x0, a, b))
+    assert abs(l_mean - float(mean_matching_loss(x0, a, a))) > 1e-4 * abs(l_mean) + 1e-7  # a repeat would show
+    assert logs["loss/mean_matching"] == pytest.approx(l_mean, rel=1e-5)
+    expected = 0.5 * logs["loss/ikl"] + lam * logs["loss/consistency"] + 0.7 * l_mean
+    assert float(update.loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert int(seen_t.max()) < T_IKL4 and seen_t.numel() >= 2 * 64  # DSM and the IKL both on t < t_ikl
+
+
+def test_sampler_mapper_loss_without_mean_matching_and_its_weight_at_the_posterior(gauss4, tmp_path):
+    """lambda_mean = 0: no mean term and no extra draw. The weight the loss applies (read back from it) puts the
+    objective's closed-form optimum on the exact posterior (mean and total variance within 2%); twice that weight,
+    or the config's lambda_con, would not (mean error or variance off by over 5%)."""
+    update, outputs, _, _ = _sampler_iteration(gauss4, tmp_path, 1.0)
+    logs = update.logs
+    assert "loss/mean_matching" not in logs and len(outputs) == 1
+    applied = (float(update.loss.detach()) - logs["loss/ikl"]) / logs["loss/consistency"]
+    assert applied == pytest.approx(_derived_weight(gauss4), rel=1e-4)
+
+    from davi.config import OperatorConfig
+
+    op = build_operator(OperatorConfig(name="sr", scale=2, sigma_y=SIGMA4), RES4, 1)
+    g = torch.Generator().manual_seed(1)
+    y = op.measure(gauss4.sample(8, generator=g).float(), generator=g)
+    m, C_ex = exact_posterior(gauss4, op, y.double())
+    m = m.reshape(y.shape[0], -1)
+
+    def distance(lam):
+        mu, C = davi_fixed_point(gauss4, op, y, lam, T_IKL4)
+        return float(((mu - m).norm(dim=1) / m.norm(dim=1)).max()), abs(float(C.trace() / C_ex.trace()) - 1)
+
+    err, var = distance(applied)
+    assert err <= 0.02 and var <= 0.02, (err, var)
+    for wrong in (2 * applied, 3.0):
+        assert max(distance(wrong)) > 0.05, (wrong, distance(wrong))

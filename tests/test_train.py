@@ -372,3 +372,43 @@ def test_fp16_on_cpu_warns_that_it_trains_in_float32(tmp_path, capsys):
           seen=seen)
     assert "mixed_precision=fp16 has no effect on CPU" in capsys.readouterr().out
     assert {s["dtype"] for s in seen} == {torch.float32}
+
+
+def two_network_iteration(tmp_path, step, **train):
+    """One run_iteration of a recipe with a mapper and a score network (base rates 1e-2 and 3e-3);
+    returns {network: the learning rate its optimiser stepped with}."""
+    tc = toy_cfg(tmp_path, **train).train
+    acc = make_accelerator(tc, tmp_path)
+
+    def iteration(nets, batch):
+        x = batch["image"].flatten(1)
+        for name in ("score", "mapper"):
+            yield Update(name, name, 0.5 * ((nets[name](x) - x) ** 2).sum(1).mean())
+
+    recipe = Recipe(networks={"mapper": Toy(), "score": Toy()}, lrs={"mapper": 1e-2, "score": 3e-3},
+                    ema_network="mapper", iteration=iteration)
+    nets, opts = prepare_networks(acc, recipe, tc)
+    seen = {}
+    for name, opt in opts.items():
+        opt.optimizer.register_step_pre_hook(
+            lambda o, args, kwargs, name=name: seen.__setitem__(name, o.param_groups[0]["lr"]))
+    run_iteration(acc, recipe, nets, opts, iter([{"image": TOY_IMAGES[:2]}]), tc, step, {"score": 0.0, "mapper": 0.0})
+    return seen
+
+
+@pytest.mark.parametrize("schedule, step, scale", [
+    ("cosine", 0, 1.0), ("cosine", 25, 0.5), ("cosine", 49, 0.5 * (1 + math.cos(math.pi * 49 / 50))),
+    ("cosine", 80, 0.0), ("linear", 0, 1.0), ("linear", 10, 0.8), ("linear", 40, 0.2), ("constant", 49, 1.0)])
+def test_schedule_without_warm_up_decays_from_step_0_for_the_score_network_too(tmp_path, schedule, step, scale):
+    """warmup_steps = 0: the full rate at step 0, then the decay over all of max_steps = 50; the score network's
+    optimiser follows the same factor of its own base rate."""
+    lrs = two_network_iteration(tmp_path, step, warmup_steps=0, max_steps=50, lr_schedule=schedule)
+    assert lrs["mapper"] == pytest.approx(1e-2 * scale, abs=1e-12)
+    assert lrs["score"] == pytest.approx(3e-3 * scale, abs=1e-12)
+
+
+def test_schedule_with_warm_up_on_the_score_network(tmp_path):
+    lrs = two_network_iteration(tmp_path, 4, warmup_steps=10, max_steps=50, lr_schedule="cosine")
+    assert lrs == pytest.approx({"mapper": 1e-2 * 0.5, "score": 3e-3 * 0.5})
+    lrs = two_network_iteration(tmp_path, 30, warmup_steps=10, max_steps=50, lr_schedule="linear")
+    assert lrs == pytest.approx({"mapper": 1e-2 * 0.5, "score": 3e-3 * 0.5})

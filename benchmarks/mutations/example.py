@@ -1,9 +1,4 @@
-"""Mutations of the measurement operators (a template for the other areas)."""
+"""The template's mutation (the SR adjoint's scale) now lives in benchmarks/mutations/operators.py, the
+operators' area file: copy that file's form for a new area (one module per area, each a ``MUTATIONS`` list)."""
 
-from benchmarks.mutate import Mutation
-
-MUTATIONS = [
-    Mutation("sr_adjoint_missing_scale", "davi/operators/super_resolution.py",
-             "return self._nearest(y) / self.scale**2", "return self._nearest(y)",
-             "tests/test_operators.py", "A^T of average pooling is nearest upsampling divided by s^2"),
-]
+MUTATIONS: list = []
