@@ -34,12 +34,12 @@ def calibrate(export: Path, quantile: float, seed: int) -> dict:
     images, source = calibration_images(ExportCard.read(export))
     entry = calibrate_consistency(DaviMethod(mapper, operator), operator, images, source=source, seed=seed,
                                   quantile=quantile)
+    if safetensors_digest(export) != before:  # checked before the card is touched
+        raise ExportError(f"{export}: weights changed while calibrating")
     # the file as written (its keys and their order), with the entry added
     raw = {**json.loads((export / "card.json").read_text()), "consistency": entry}
     write_json(export / "card.json", raw)
     write_model_card(export, raw)  # the hub card shows the threshold too (its measured metrics are kept)
-    if safetensors_digest(export) != before:
-        raise ExportError(f"{export}: weights changed while calibrating")
     return entry
 
 

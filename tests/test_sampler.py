@@ -185,10 +185,10 @@ def _sampler_iteration(prior, tmp_path, lambda_ikl, *overrides):
 @pytest.mark.parametrize("ppb, condition", [(True, "none"), (False, "center")])
 def test_sampler_mapper_loss_is_ikl_plus_the_derived_weight_plus_mean_matching_of_two_draws(gauss4, tmp_path,
                                                                                              ppb, condition):
-    """loss = lambda_ikl IKL + lambda* mse(y, A x_hat) + lambda_mean mean((a - x0)(b - x0)), lambda* the derived
-    weight (not davi.lambda_con), a and b two independent draws at the inference input (with PPB off, a is
-    x_hat itself); s_psi sees only t < t_ikl."""
-    lam = _derived_weight(gauss4)
+    """loss = lambda_ikl (IKL + lambda* mse(y, A x_hat)) + lambda_mean mean((a - x0)(b - x0)), lambda* the derived
+    weight (not davi.lambda_con; lambda_ikl scales both terms, so the optimum stays the posterior), a and b two
+    independent draws at the inference input (with PPB off, a is x_hat itself); s_psi sees only t < t_ikl."""
+    lam = 0.5 * _derived_weight(gauss4)  # lambda_ikl = 0.5 below
     assert abs(lam / 3 - 1) > 0.2  # the config's lambda_con is another number
     update, outputs, seen_t, x0 = _sampler_iteration(gauss4, tmp_path, 0.5, "davi.lambda_mean=0.7", f"davi.ppb={ppb}",
                                                      f"davi.score_condition={condition}")

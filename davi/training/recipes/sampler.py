@@ -49,7 +49,8 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
     schedule = prior.schedule
     dsm = DDPMLoss(schedule, t_max=dc.t_ikl)
     ikl = IKLLoss(schedule, dc.t_ikl)
-    lam = consistency_weight(cfg, prior, operator)
+    # lambda_ikl scales the whole objective (IKL + lambda* consistency), so the optimum stays the posterior
+    lam = dc.lambda_ikl * consistency_weight(cfg, prior, operator)
 
     def iteration(nets, batch):
         x0 = batch["image"]
