@@ -310,6 +310,7 @@ def test_refine_on_an_export_with_sigma_y_zero(noiseless_export, measurements, t
     assert code == 0, err
     settings = json.loads((tmp_path / "k" / "settings.json").read_text())
     assert settings["method"] == "davi+refine-3" and settings["network_evaluations_per_image"] == pytest.approx(8)
+    assert settings["refine"]["steps"] == 3 and settings["refine"]["refined"] == settings["images"]
     assert not (tmp_path / "k" / "consistency.csv").exists() and "Traceback" not in err
     assert [ln for ln in err.splitlines() if "sigma_y = 0" in ln] == [
         "note: the export's operator has sigma_y = 0: no consistency statistic"]

@@ -235,6 +235,11 @@ def run(args) -> None:
     summary = _consistency(args, restorer, names, restoration, method, out)
     if summary is not None:
         settings["consistency"] = summary
+    elif args.refine is not None:  # sigma_y = 0: no statistic, but the refinement still happened
+        from davi.solvers.methods import REFINE
+
+        settings["refine"] = {"requested": str(args.refine), "steps": method.refiner.steps,
+                              "refined": int(restoration.refined.sum()), **REFINE}
     write_json(out / "settings.json", settings)
     _notes(args, restorer, summary, len(names), out)
     print(f"restored {len(names)} image(s) with {method.name} into {out} "
