@@ -8,7 +8,6 @@ sorted file list, else a hash of each file's relative path (stable as files are 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -18,28 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from davi.config import DataConfig
+from davi.data.splits import IMAGE_SUFFIXES, DataError, split_indices
 
 BUNDLED = {"mnist32": Path(__file__).resolve().parents[1] / "assets" / "mnist32"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-class DataError(ValueError):
-    """A data source that cannot be used as configured (named in the message)."""
-
-
-def _parse_range(text: str, n: int, key: str) -> range:
-    try:
-        start, stop = (int(v) if v.strip() else d for v, d in zip(text.split(":"), (0, n)))
-    except ValueError:
-        raise DataError(f"{key}: {text!r} is not a 'start:stop' range") from None
-    return range(max(start, 0), min(stop, n))
-
-
-def _in_test(name: str, fraction: float) -> bool:
-    digest = hashlib.sha1(name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
 def normalize_mode(img: Image.Image, channels: int) -> Image.Image:
     """Bring any PIL mode to 8-bit-range L/RGB (or float F for 16-bit), aiming at ``channels``."""
     if img.mode.startswith("I;16") or img.mode == "I":
@@ -190,7 +170,7 @@ def load_split(cfg: DataConfig, split: str) -> ImageDataset:
             if cfg.patches:
                 return patches.load_split(cfg, split)
             files = patches.split_files(cfg, split)
-        except patches.PatchError as e:
+        except patches.PatchError as e:  # a DataError already; re-raised without the patch module's traceback
             raise DataError(str(e)) from None
         import datasets
 
@@ -205,17 +185,8 @@ def load_split(cfg: DataConfig, split: str) -> ImageDataset:
     else:
         # One pool: split by explicit ranges or by a stable hash of the file name.
         (ds,) = (dd.get("all") or dd.get("train") or next(iter(dd.values())),)
-        n = len(ds)
-        if cfg.test_range or cfg.train_range:
-            test = set(_parse_range(cfg.test_range, n, "data.test_range")) if cfg.test_range else set()
-            if cfg.train_range:
-                train = [i for i in _parse_range(cfg.train_range, n, "data.train_range") if i not in test]
-            else:
-                train = [i for i in range(n) if i not in test]
-            indices = sorted(test) if split == "test" else train
-        else:
-            names = ds["name"] if "name" in ds.column_names else [str(i) for i in range(n)]
-            indices = [i for i, nm in enumerate(names) if _in_test(nm, cfg.test_fraction) == (split == "test")]
+        indices = split_indices(len(ds), split, cfg,
+                                lambda: ds["name"] if "name" in ds.column_names else [str(i) for i in range(len(ds))])
     if not indices:
         raise DataError(f"{cfg.source}: the {split} split is empty (check data.test_fraction / ranges)")
     dataset = ImageDataset(ds, indices, cfg.resolution, cfg.channels, cfg.image_column, label_column,

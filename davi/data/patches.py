@@ -26,7 +26,6 @@ resized to ``data.resolution`` and center-cropped, as any image folder does (e.g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -37,31 +36,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from davi.config import DataConfig
+from davi.data.splits import IMAGE_SUFFIXES, DataError, split_indices
 
 PHOTO_SETS = {"photos": Path(__file__).resolve().parents[1] / "assets" / "photos"}
 MANIFEST = "manifest.json"
 _SPLIT_CODE = {"train": 0, "test": 1}
-# davi.data.datasets calls this module from its load_split, so nothing here imports it (no cycle): the
-# file rules below are the same as there (tests/test_patches.py checks that the splits agree), and
-# davi.data.datasets re-raises a PatchError as its DataError.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class PatchError(ValueError):
-    """A patch source that cannot be used as configured (named in the message); load_split raises DataError."""
-
-
-def _parse_range(text: str, n: int, key: str) -> range:
-    try:
-        start, stop = (int(v) if v.strip() else d for v, d in zip(text.split(":"), (0, n)))
-    except ValueError:
-        raise PatchError(f"{key}: {text!r} is not a 'start:stop' range") from None
-    return range(max(start, 0), min(stop, n))
-
-
-def _in_test(name: str, fraction: float) -> bool:
-    digest = hashlib.sha1(name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+class PatchError(DataError):
+    """A patch source that cannot be used as configured (named in the message)."""
 
 
 def source_folder(source: str) -> Path | None:
@@ -105,17 +88,7 @@ def _folder_files(folder: Path, split: str, cfg: DataConfig) -> list[Path]:
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise PatchError(f"{folder}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    n = len(images)
-    if cfg.test_range or cfg.train_range:
-        test = set(_parse_range(cfg.test_range, n, "data.test_range")) if cfg.test_range else set()
-        if cfg.train_range:
-            train = [i for i in _parse_range(cfg.train_range, n, "data.train_range") if i not in test]
-        else:
-            train = [i for i in range(n) if i not in test]
-        keep = sorted(test) if split == "test" else train
-    else:
-        names = [str(p.relative_to(folder)) for p in images]
-        keep = [i for i, nm in enumerate(names) if _in_test(nm, cfg.test_fraction) == (split == "test")]
+    keep = split_indices(len(images), split, cfg, lambda: [str(p.relative_to(folder)) for p in images])
     return [images[i] for i in keep]
 
 
