@@ -38,7 +38,7 @@ from davi.operators import build_operator
 from davi.builders import prior_from_config
 from davi.models.prior import PriorError, with_extra_inputs
 from davi.training.recipe import Recipe, Update
-from davi.training.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
+from davi.training.recipes.parts import ikl_and_consistency, measure_and_map, score_updates
 from davi.training.recipes.sampler import consistency_weight, sampler_iteration
 
 
@@ -135,12 +135,7 @@ def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher
     def paired_iteration(nets, batch):
         # 1. measure, draw the bridge input, run the mapper once (graph kept for the mapper update)
         x0 = batch["image"]
-        y = operator.measure(x0)
-        lifted = operator.lift(y)
-        x_a, a = ppb(x0, lifted)
-        x_hat = nets["mapper"](x_a, a)
-        cond = score_condition(dc, ikl.schedule, lifted,
-                               lambda: mapper_center(nets, accelerator, ppb.mean(x0, lifted, a), a))
+        y, _, x_hat, cond = measure_and_map(nets, accelerator, dc, ikl.schedule, operator, ppb, x0)
 
         # 2. s_psi learns the score of the mapper's current samples
         if "score" in nets:

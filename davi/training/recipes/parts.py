@@ -84,3 +84,14 @@ def mapper_center(nets, accelerator, x_mean: torch.Tensor, a: torch.Tensor) -> t
     mapper = accelerator.unwrap_model(nets["mapper"])
     noise = x_mean.new_zeros(mapper.noise_shape(x_mean)) if mapper.config.noise_channels else None
     return nets["mapper"](x_mean, a, noise)
+
+
+def measure_and_map(nets, accelerator, dc, schedule, operator, ppb, x0: torch.Tensor):
+    """Measure ``x0``, draw the bridge input and run the mapper once (its graph kept for the mapper's
+    update): ``(y, lift(y), x_hat, cond)``, ``cond`` the s_psi conditioning of ``davi.score_condition``."""
+    y = operator.measure(x0)
+    lifted = operator.lift(y)
+    x_a, a = ppb(x0, lifted)
+    x_hat = nets["mapper"](x_a, a)
+    cond = score_condition(dc, schedule, lifted, lambda: mapper_center(nets, accelerator, ppb.mean(x0, lifted, a), a))
+    return y, lifted, x_hat, cond

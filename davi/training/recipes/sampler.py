@@ -32,7 +32,7 @@ import math
 
 from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, mean_matching_loss, sampler_consistency_weight
 from davi.training.recipe import Update
-from davi.training.recipes.parts import ikl_term, mapper_center, score_condition, score_updates
+from davi.training.recipes.parts import ikl_term, measure_and_map, score_updates
 
 
 def consistency_weight(cfg, prior, operator) -> float:
@@ -54,12 +54,7 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
 
     def iteration(nets, batch):
         x0 = batch["image"]
-        y = operator.measure(x0)
-        lifted = operator.lift(y)
-        x_a, a = ppb(x0, lifted)
-        x_hat = nets["mapper"](x_a, a)
-        cond = score_condition(dc, schedule, lifted,
-                               lambda: mapper_center(nets, accelerator, ppb.mean(x0, lifted, a), a))
+        y, lifted, x_hat, cond = measure_and_map(nets, accelerator, dc, schedule, operator, ppb, x0)
 
         yield from score_updates(nets, x_hat, dsm, dc.score_steps, accelerator, c, cond)
 
