@@ -12,7 +12,12 @@ import math
 
 import torch
 
-from davi.analytic.distances import gaussian_w2, mode_coverage, sliced_wasserstein, variance_ratios
+from davi.analytic.distances import (
+    gaussian_w2,
+    mode_coverage,
+    sliced_wasserstein,
+    variance_ratios,
+)
 
 __all__ = ["mapper_samples", "posterior_figures"]
 

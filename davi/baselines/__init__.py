@@ -14,7 +14,12 @@ deepinv, using any of these names raises :class:`BaselineError` naming the extra
 
 from __future__ import annotations
 
-from davi.baselines._require import DEEPINV_VERSION, INSTALL_HINT, BaselineError, require_deepinv
+from davi.baselines._require import (
+    DEEPINV_VERSION,
+    INSTALL_HINT,
+    BaselineError,
+    require_deepinv,
+)
 
 _LAZY = {
     "DpsMethod": "methods", "DiffPirMethod": "methods", "DdrmMethod": "methods", "DeepinvMethod": "methods",

@@ -245,7 +245,14 @@ class OperatorPhysics(dinv.physics.LinearPhysics):
 
 def svd_physics(operator):
     """The operator's DecomposablePhysics, or None when it has no cheap SVD here."""
-    from davi.operators import BoxInpaint, Deblur, Denoise, Inpaint, RandomInpaint, SuperResolution
+    from davi.operators import (
+        BoxInpaint,
+        Deblur,
+        Denoise,
+        Inpaint,
+        RandomInpaint,
+        SuperResolution,
+    )
 
     c, r = operator.channels, operator.resolution
     if isinstance(operator, (BoxInpaint, RandomInpaint, Inpaint)):

@@ -217,8 +217,8 @@ def consistency_line(out, threshold: float | None) -> str:
 
 def restore(task, source, index, drawing, upload, as_measurement, seed, samples):
     """The DAVI button: K samples of the task's Restorer, their mean, std and consistency, and the times."""
-    from davi.io.images import display_measurement
     from davi.eval.metrics import psnr
+    from davi.io.images import display_measurement
 
     x, y, restorer = measurement(task, source, index, drawing, upload, as_measurement, seed)
     k = int(samples)

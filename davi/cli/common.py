@@ -13,8 +13,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from davi.data.datasets import DataError
     from davi.io.export import ExportError
     from davi.io.model_card import ModelCardError
-    from davi.operators import OperatorError
     from davi.models.prior import PriorError
+    from davi.operators import OperatorError
     from davi.training.checkpoints import TrainingError
 
     return ConfigError, DataError, PriorError, TrainingError, OperatorError, ExportError, ModelCardError

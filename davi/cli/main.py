@@ -16,7 +16,18 @@ import argparse
 import sys
 from types import ModuleType
 
-from davi.cli import anchors, app, card, convert, demo, evaluate, export, onnx, restore, train
+from davi.cli import (
+    anchors,
+    app,
+    card,
+    convert,
+    demo,
+    evaluate,
+    export,
+    onnx,
+    restore,
+    train,
+)
 from davi.cli.common import run_cli
 
 # the order of `davi --help`: the everyday commands first

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from davi.io.atomic import write_file, write_json
 from davi.data.datasets import DataError
+from davi.io.atomic import write_file, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "davi-anchors"
@@ -88,10 +88,10 @@ def compute_anchors(cfg, folder: str | Path | None = None, device: str = "cpu", 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
+    from davi.builders import prior_from_config, red_diff_from_config
     from davi.config import ConfigError
     from davi.data.measurements import load_measurements
     from davi.operators import build_operator
-    from davi.builders import prior_from_config, red_diff_from_config
 
     folder = Path(folder or cfg.unpaired.anchors)
     if not str(folder) or str(folder) == ".":

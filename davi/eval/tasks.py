@@ -122,11 +122,10 @@ class ShippedMapper:
 
 def load_shipped(task: str, mappers: Path = MAPPERS) -> ShippedMapper:
     """The shipped mapper of ``task``, its operator, the prior its card names and its consistency threshold."""
+    from davi.io.card import ExportCard
     from davi.io.export import load_export
     from davi.models.prior import DiffusionPrior
     from davi.solvers.consistency import card_threshold
-
-    from davi.io.card import ExportCard
 
     mapper, card, operator = load_export(Path(mappers) / task)
     threshold = card_threshold(card)

@@ -93,10 +93,10 @@ def load_export(export_dir: str | Path, device: str | torch.device = "cpu", trus
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Export the EMA mapper stored in a DAVI training checkpoint (``checkpoint-N/ema``, safetensors)."""
+    from davi.builders import prior_from_config
     from davi.config import ConfigError, load_config
     from davi.models.mapper import Mapper
     from davi.operators import build_operator
-    from davi.builders import prior_from_config
 
     ckpt = Path(checkpoint)
     state_file, cfg_file, ema_dir = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "ema"

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from davi.io.atomic import write_file
 from davi.data.datasets import IMAGE_SUFFIXES, DataError, normalize_mode
-
+from davi.io.atomic import write_file
 
 # Raw measurements keep their noise below 8-bit quantisation: float arrays in [-1, 1], (C, H, W) or (H, W).
 ARRAY_SUFFIXES = {".npy"}

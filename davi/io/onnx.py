@@ -26,8 +26,8 @@ from torch import nn
 from davi.io.atomic import write_file
 from davi.io.card import CARD, ExportCard
 from davi.io.export import ExportError, load_export, read_card
-from davi.solvers.methods import Method, per_image_noise
 from davi.io.model_card import ONNX_FILE, write_model_card
+from davi.solvers.methods import Method, per_image_noise
 
 OPSET = 17
 INPUTS, OUTPUT = ("y", "z"), "x_hat"

@@ -30,13 +30,18 @@ float64 inputs get float64 math. Blur kernels are kept in float64 for that reaso
 """
 
 from davi.operators.base import Operator, OperatorError
-from davi.operators.registry import OPERATORS, build_operator, operator_class, operator_from_params, register_operator
-from davi.operators.files import read_array_file
 from davi.operators.blur import Deblur, default_blur, gaussian_kernel
-from davi.operators.super_resolution import SuperResolution
-from davi.operators.inpainting import BoxInpaint, Inpaint, RandomInpaint
 from davi.operators.denoise import Denoise
-
+from davi.operators.files import read_array_file
+from davi.operators.inpainting import BoxInpaint, Inpaint, RandomInpaint
+from davi.operators.registry import (
+    OPERATORS,
+    build_operator,
+    operator_class,
+    operator_from_params,
+    register_operator,
+)
+from davi.operators.super_resolution import SuperResolution
 
 __all__ = [
     "OperatorError",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 def per_image_noise(shape: tuple[int, ...], seeds: list[int], salt: int = 0, device=None,
                     dtype=torch.float32, on_device: bool = False) -> torch.Tensor:
     """Standard normal noise of ``shape`` = (B, ...), image i drawn from its own seed.

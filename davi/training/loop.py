@@ -28,9 +28,15 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from davi.io.atomic import write_text
-from davi.training.checkpoints import CheckpointManager, TrainingError, list_checkpoints, read_state, resolve_resume
 from davi.config import Config, TrainConfig
+from davi.io.atomic import write_text
+from davi.training.checkpoints import (
+    CheckpointManager,
+    TrainingError,
+    list_checkpoints,
+    read_state,
+    resolve_resume,
+)
 from davi.training.recipe import Recipe, Update
 
 __all__ = ["train", "TrainingError", "list_checkpoints", "weights_digest", "TensorImages", "run_iteration",

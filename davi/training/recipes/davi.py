@@ -26,19 +26,23 @@ from pathlib import Path
 
 import torch
 
-from davi.config import Config, ConfigError
-from davi.solvers.consistency import with_consistency
-from davi.io.export import export_mapper, load_export, make_card
-from davi.solvers.methods import DaviMethod
-from davi.io.images import display_measurement
-from davi.training.losses import DDPMLoss, IKLLoss, regression_loss
-from davi.models.mapper import Mapper, PPBSampler
-from davi.eval.metrics import psnr
-from davi.operators import build_operator
 from davi.builders import prior_from_config
+from davi.config import Config, ConfigError
+from davi.eval.metrics import psnr
+from davi.io.export import export_mapper, load_export, make_card
+from davi.io.images import display_measurement
+from davi.models.mapper import Mapper, PPBSampler
 from davi.models.prior import PriorError, with_extra_inputs
+from davi.operators import build_operator
+from davi.solvers.consistency import with_consistency
+from davi.solvers.methods import DaviMethod
+from davi.training.losses import DDPMLoss, IKLLoss, regression_loss
 from davi.training.recipe import Recipe, Update
-from davi.training.recipes.parts import ikl_and_consistency, measure_and_map, score_updates
+from davi.training.recipes.parts import (
+    ikl_and_consistency,
+    measure_and_map,
+    score_updates,
+)
 from davi.training.recipes.sampler import consistency_weight, sampler_iteration
 
 

@@ -7,8 +7,15 @@ from pathlib import Path
 import torch
 
 from davi.config import Config
+from davi.models.prior import (
+    DiffusionPrior,
+    Schedule,
+    build_scheduler,
+    build_unet,
+    sample,
+    save_prior,
+)
 from davi.training.losses import DDPMLoss
-from davi.models.prior import DiffusionPrior, Schedule, build_scheduler, build_unet, sample, save_prior
 from davi.training.recipe import Recipe, Update
 
 

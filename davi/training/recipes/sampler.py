@@ -30,7 +30,13 @@ from __future__ import annotations
 
 import math
 
-from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, mean_matching_loss, sampler_consistency_weight
+from davi.training.losses import (
+    DDPMLoss,
+    IKLLoss,
+    consistency_loss,
+    mean_matching_loss,
+    sampler_consistency_weight,
+)
 from davi.training.recipe import Update
 from davi.training.recipes.parts import ikl_term, measure_and_map, score_updates
 

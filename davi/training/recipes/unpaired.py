@@ -25,18 +25,23 @@ from pathlib import Path
 
 import torch
 
-from davi.data.anchors import load_anchors
+from davi.builders import prior_from_config
 from davi.config import Config
+from davi.data.anchors import load_anchors
+from davi.data.measurements import load_measurements
 from davi.io.export import export_mapper, make_card
 from davi.io.images import display_measurement
-from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
 from davi.models.mapper import PPBSampler
-from davi.data.measurements import load_measurements
 from davi.operators import build_operator
-from davi.builders import prior_from_config
+from davi.training.losses import DDPMLoss, IKLLoss, consistency_loss, regression_loss
 from davi.training.recipe import Recipe, Update
 from davi.training.recipes.davi import build_networks, check_prior_fits_data
-from davi.training.recipes.parts import ikl_and_consistency, mapper_center, score_condition, score_updates
+from davi.training.recipes.parts import (
+    ikl_and_consistency,
+    mapper_center,
+    score_condition,
+    score_updates,
+)
 
 
 def unpaired_recipe(cfg: Config, accelerator, prior=None) -> Recipe:
