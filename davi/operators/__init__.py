@@ -29,19 +29,16 @@ masks are non-persistent buffers cast to the input (``buf.to(x)``) on every call
 float64 inputs get float64 math. Blur kernels are kept in float64 for that reason.
 """
 
+# isort: off
+# The families register in this order, which is the order error messages and docs list them in.
 from davi.operators.base import Operator, OperatorError
-from davi.operators.blur import Deblur, default_blur, gaussian_kernel
-from davi.operators.denoise import Denoise
+from davi.operators.registry import OPERATORS, build_operator, operator_class, operator_from_params, register_operator
 from davi.operators.files import read_array_file
-from davi.operators.inpainting import BoxInpaint, Inpaint, RandomInpaint
-from davi.operators.registry import (
-    OPERATORS,
-    build_operator,
-    operator_class,
-    operator_from_params,
-    register_operator,
-)
+from davi.operators.blur import Deblur, default_blur, gaussian_kernel
 from davi.operators.super_resolution import SuperResolution
+from davi.operators.inpainting import BoxInpaint, Inpaint, RandomInpaint
+from davi.operators.denoise import Denoise
+# isort: on
 
 __all__ = [
     "OperatorError",
