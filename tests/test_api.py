@@ -1,5 +1,6 @@
-"""The public Python API (davi.Restorer, davi.ExportCard, davi.load_images, davi.RedDiff, davi.train):
-what a user calls gives what its docstring says, and bad input is a typed one-line error."""
+"""The public Python API (davi.Restorer, davi.ExportCard, davi.load_images, davi.RedDiff): what a user calls
+gives what its docstring says, and bad input is a typed one-line error. davi.train, davi.export_checkpoint and
+Restorer.from_pretrained on the run's export run as docs/api.md shows them (tests/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -152,13 +153,3 @@ def test_load_images_from_a_folder_and_a_split(tmp_path):
     assert again.shape == x.shape and (again - x).abs().max() <= 1 / 127.5 + 1e-6
     with pytest.raises(davi.DataError):
         davi.load_images(tmp_path / "missing")
-
-
-@pytest.mark.slow
-def test_train_returns_the_run_folder_whose_export_restores(tmp_path):
-    run = davi.train(ROOT / "configs" / "sr4_mnist.yaml", [
-        f"train.output_dir={tmp_path}", "train.max_steps=2", "train.batch_size=4", "log.progress=false",
-        "log.num_val=4", "log.num_samples=2", "log.image_every=0"])
-    assert run == tmp_path
-    restorer = davi.Restorer.from_pretrained(run / "export")
-    assert restorer.card.steps == 2 and restorer.card.task == "sr"

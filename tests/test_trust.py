@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -77,19 +76,22 @@ def test_registered_operators_and_file_values_load_without_trust():
     assert operator_from_params(params).params()["kernel"] == params["kernel"]
 
 
-def test_the_zen_card_prints_nothing_through_the_cli(tmp_path):
+def test_the_zen_card_prints_nothing_through_the_cli(tmp_path, capsys):
     """The issue's reproduction: a card naming "this:Zen" printed the Zen of Python during restore."""
+    import infer
+
     export = tmp_path / "export"
     shutil.copytree(SHIPPED, export)
     card = json.loads((export / "card.json").read_text())
     card["operator"]["name"] = "this:Zen"
     (export / "card.json").write_text(json.dumps(card))
-    proc = subprocess.run([sys.executable, str(ROOT / "infer.py"), "restore", "--export", str(export),
-                           "--input", "mnist32:test", "--limit", "1", "--simulate", "sr", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2
-    assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr
-    assert proc.stderr.count("\n") == 1 and "--trust-remote-code" in proc.stderr and "'this'" in proc.stderr
+    sys.modules.pop("this", None)  # so an import would run the module (and print) again
+    code = infer.main(["restore", "--export", str(export), "--input", "mnist32:test", "--limit", "1",
+                       "--simulate", "sr", "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "this" not in sys.modules and not (tmp_path / "o").exists()
+    assert "Beautiful is better than ugly" not in out + err
+    assert err.count("\n") == 1 and "--trust-remote-code" in err and "'this'" in err
 
 
 def test_a_config_names_its_own_code_and_is_trusted():
