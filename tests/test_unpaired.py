@@ -293,7 +293,7 @@ def test_anchor_regression_pulls_the_mapper_towards_the_anchor(tmp_path):
 
     (update,) = recipe.iteration({"mapper": Fixed()}, {"y": y, "anchor": anchor, "index": torch.arange(4)})
     expected = 0.5 * float((anchor ** 2).mean())
-    assert float(update.loss) == pytest.approx(expected, rel=1e-5)
+    assert float(update.loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert update.logs["loss/anchor"] == pytest.approx(float((anchor ** 2).mean()), rel=1e-5)
     update.loss.backward()
     moved = x_hat.detach() - 100 * x_hat.grad
