@@ -10,22 +10,18 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from davi.io.atomic import write_text
-from davi.solvers.methods import Method
+from davi.solvers.methods import Method, restore_in_batches
 
 
 def run_method(method: Method, y: torch.Tensor, batch_size: int, seed: int = 0,
                desc: str | None = None) -> tuple[torch.Tensor, float]:
-    """(restorations (N, C, H, W), seconds per image) for one sample per image."""
-    outs = []
+    """(restorations (N, C, H, W), seconds per image) for one sample per image (the per-image seeds of
+    :func:`davi.solvers.methods.restore_in_batches`)."""
     t0 = time.perf_counter()
-    for start in tqdm(range(0, y.shape[0], batch_size), desc=desc or method.name, leave=False):
-        yb = y[start: start + batch_size]
-        seeds = [seed * 100003 + start + i for i in range(yb.shape[0])]
-        outs.append(method(yb, seeds, 1)[0].cpu())
-    return torch.cat(outs), (time.perf_counter() - t0) / y.shape[0]
+    run = restore_in_batches(method, y, 1, seed, batch_size, desc=desc or method.name)
+    return run.samples[0], (time.perf_counter() - t0) / y.shape[0]
 
 
 def held_out_scores(method: Method, operator, data, images: int, batch_size: int = 100) -> dict:

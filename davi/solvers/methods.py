@@ -218,13 +218,14 @@ def image_seeds(seed: int, start: int, n: int) -> list[int]:
 
 
 def restore_in_batches(method: Method, y: torch.Tensor, samples: int = 1, seed: int = 0, batch_size: int = 16,
-                       progress: bool = True) -> BatchedRun:
+                       progress: bool = True, desc: str | None = None) -> BatchedRun:
     """``samples`` restorations of every measurement in ``y`` (N, ...), ``batch_size`` at a time."""
     from tqdm.auto import tqdm
 
     outs, stats, refined, seconds = [], [], [], []
     starts = range(0, y.shape[0], batch_size)
-    for start in tqdm(starts, desc=f"restoring ({method.name})", disable=not progress or len(starts) <= 1):
+    for start in tqdm(starts, desc=desc or f"restoring ({method.name})", leave=False,
+                      disable=not progress or len(starts) <= 1):
         yb = y[start: start + batch_size]
         t0 = time.perf_counter()
         outs.append(method(yb, image_seeds(seed, start, yb.shape[0]), samples).cpu())
