@@ -193,31 +193,28 @@ def deb_version(pkg: str) -> str:
     return out.stdout.split("|", 1)[1]
 
 
+def _pypi_items(prefix: str, module: str, dist: str, sub: str, table) -> list[dict]:
+    """Source records of the photos ``table`` lists in the installed package ``dist`` (folder ``sub``)."""
+    folder, v = package_dir(module, dist) / sub, pip_version(dist)
+    items = []
+    for name, fname, desc, lic, credit in table:
+        item = {"name": f"{prefix}_{name}", "path": folder / fname, "original": f"{module}/{sub}/{fname}",
+                "package": f"{dist} {v} (PyPI)", "description": desc, "licence": lic, "credit": credit}
+        if prefix == "skimage":
+            item["group"] = SKIMAGE_GROUPS.get(name)  # stereo pairs stay on one side of the split
+        items.append(item)
+    return items
+
+
 def collect() -> list[dict]:
     """Every photo's source record (no pixels yet), in a fixed order."""
     items: list[dict] = []
 
-    skimage_dir = package_dir("skimage", "scikit-image") / "data"
-    v = pip_version("scikit-image")
-    for name, fname, desc, lic, credit in SKIMAGE:
-        items.append({"name": f"skimage_{name}", "path": skimage_dir / fname,
-                      "original": f"skimage/data/{fname}", "package": f"scikit-image {v} (PyPI)",
-                      "description": desc, "licence": lic, "credit": credit,
-                      "group": SKIMAGE_GROUPS.get(name)})
-
-    sk_dir = package_dir("sklearn", "scikit-learn") / "datasets" / "images"
-    v = pip_version("scikit-learn")
-    for name, fname, desc, lic, credit in SKLEARN:
-        items.append({"name": f"sklearn_{name}", "path": sk_dir / fname,
-                      "original": f"sklearn/datasets/images/{fname}", "package": f"scikit-learn {v} (PyPI)",
-                      "description": desc, "licence": lic, "credit": credit})
-
-    mpl_dir = package_dir("matplotlib", "matplotlib") / "mpl-data" / "sample_data"
-    v = pip_version("matplotlib")
-    for name, fname, desc, lic, credit in MATPLOTLIB:
-        items.append({"name": f"matplotlib_{name}", "path": mpl_dir / fname,
-                      "original": f"matplotlib/mpl-data/sample_data/{fname}", "package": f"matplotlib {v} (PyPI)",
-                      "description": desc, "licence": lic, "credit": credit})
+    for prefix, module, dist, sub, table in (("skimage", "skimage", "scikit-image", "data", SKIMAGE),
+                                             ("sklearn", "sklearn", "scikit-learn", "datasets/images", SKLEARN),
+                                             ("matplotlib", "matplotlib", "matplotlib", "mpl-data/sample_data",
+                                              MATPLOTLIB)):
+        items += _pypi_items(prefix, module, dist, sub, table)
 
     v = deb_version("mate-backgrounds")
     for stem, credit in MATE:
