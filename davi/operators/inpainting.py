@@ -55,18 +55,30 @@ class _MaskOperator(Operator):
 
 @register_operator("box_inpaint")
 class BoxInpaint(_MaskOperator):
-    """Box inpainting: the mask zeroes a centred ``box_size`` x ``box_size`` square (0 = half the side).
+    """Box inpainting: the mask zeroes a ``box_size`` x ``box_size`` square (0 = half the side).
 
-    The box starts at ``(res - box) // 2`` on both axes (on odd/even mismatches it sits half a
-    pixel up-left). Otherwise as :class:`_MaskOperator`.
+    The box's top-left corner is ``(box_top, box_left)``; -1 (the default) on an axis centres it
+    there, at ``(res - box) // 2`` (on odd/even mismatches it sits half a pixel up-left). A given
+    position needs ``0 <= box_top, box_left <= res - box``. params() names the position only when
+    it is not the centre, so a centred box keeps the params it always had. Otherwise as
+    :class:`_MaskOperator`.
     """
 
-    def __init__(self, sigma_y: float, resolution: int, channels: int, box_size: int):
+    def __init__(self, sigma_y: float, resolution: int, channels: int, box_size: int,
+                 box_top: int | None = None, box_left: int | None = None):
+        centre = (resolution - box_size) // 2
+        top = centre if box_top is None or box_top < 0 else int(box_top)
+        left = centre if box_left is None or box_left < 0 else int(box_left)
         mask = torch.ones(resolution, resolution)
-        top = (resolution - box_size) // 2
-        mask[top : top + box_size, top : top + box_size] = 0
+        mask[top : top + box_size, left : left + box_size] = 0
         super().__init__(sigma_y, resolution, channels, mask)
         self.box_size = int(box_size)
+        self.box_top, self.box_left = top, left
+
+    @property
+    def centred(self) -> bool:
+        centre = (self.resolution - self.box_size) // 2
+        return self.box_top == centre and self.box_left == centre
 
     @classmethod
     def from_config(cls, cfg: Any, resolution: int, channels: int) -> "BoxInpaint":
@@ -78,13 +90,25 @@ class BoxInpaint(_MaskOperator):
                 f"operator.box_size: a {box} px box does not fit a {resolution} x {resolution} image "
                 f"(need 1 <= box_size < resolution, 0 = half the side)"
             )
-        return cls(cfg.sigma_y, resolution, channels, box)
+        # Params of cards written before the position existed have no box_top / box_left: centred.
+        top, left = getattr(cfg, "box_top", -1), getattr(cfg, "box_left", -1)
+        for key, v in (("box_top", top), ("box_left", left)):
+            if not _is_int(v) or not -1 <= v <= resolution - box:
+                raise OperatorError(
+                    f"operator.{key}: a {box} px box at {v!r} does not fit a {resolution} x {resolution} image "
+                    f"(need 0 <= {key} <= {resolution - box}, or -1 = centred)"
+                )
+        return cls(cfg.sigma_y, resolution, channels, box, top, left)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "box_size": self.box_size}
+        where = {} if self.centred else {"box_top": self.box_top, "box_left": self.box_left}
+        return {**super().params(), "box_size": self.box_size, **where}
 
     def describe(self) -> str:
-        return f"box inpainting (centred {self.box_size}x{self.box_size} box missing)"
+        if self.centred:
+            return f"box inpainting (centred {self.box_size}x{self.box_size} box missing)"
+        return (f"box inpainting ({self.box_size}x{self.box_size} box missing, "
+                f"top-left corner at row {self.box_top}, column {self.box_left})")
 
 
 @register_operator("random_inpaint")
