@@ -77,7 +77,9 @@ class OperatorConfig:
     # A name in the operator registry (davi.operators.OPERATORS, listed in the error for an
     # unknown name) or an import path "module:Class" to an Operator subclass of your own.
     name: str = "sr"
-    sigma_y: float = 0.05
+    # The measurement noise std. With a family: a number (fixed) or [lo, hi] (0 < lo <= hi), drawn
+    # log-uniformly per image.
+    sigma_y: float | list[float] = 0.05
     # Gaussian blur; 0 means the benchmark's 61 px / std 3 at 256 px, scaled to the image.
     kernel_size: int = 0
     kernel_std: float = 0.0
@@ -85,13 +87,23 @@ class OperatorConfig:
     kernel_file: str = ""
     # Super-resolution factor (average pooling).
     scale: int = 4
-    # Side of the centered inpainting box; 0 means half the image side.
+    # Side of the inpainting box; 0 means half the image side.
     box_size: int = 0
+    # Top-left corner of the box (rows, columns from 0); -1 centres it on that axis.
+    box_top: int = -1
+    box_left: int = -1
     # Random inpainting: fraction of pixels dropped, and the seed of the fixed mask.
     drop_fraction: float = 0.5
     mask_seed: int = 0
     # inpaint: the mask (.npy or an image of the data's size; 1 / white = observed, 0 / black = missing).
     mask_file: str = ""
+    # A family of operators instead of the one above (docs/family.md): each training image draws a
+    # member uniformly, its ranged settings and its sigma_y, e.g.
+    #   family: [{name: sr, scale: [2, 4]}, {name: deblur, kernel_std: [0.5, 3.0]}]
+    #   sigma_y: [0.01, 0.2]
+    # A [lo, hi] list is a range (float keys: uniform; integer keys: the integers the operator
+    # accepts), a scalar is fixed; the keys are this section's. Empty: the single operator above.
+    family: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +115,10 @@ class MapperConfig:
     # Extra N(0, 1) input channels beside x_a: the sampler's own source of randomness, so that the
     # spread need not come from h z (which the mapper cannot tell from the measurement). 0: none.
     noise_channels: int = 0
+    # What the mapper sees of the operator besides lift(y) (operator.family needs one): none | maps
+    # (extra input channels: the coverage A^T A 1 and a log-sigma_y map) | embedding (the maps, and
+    # the family's condition vector through the UNet's time embedding).
+    condition: str = "none"
 
 
 @dataclass
@@ -254,6 +270,7 @@ _CHOICES = {
     "red_diff.init": ("pinv", "lift"),
     "davi.objective": ("paired", "sampler"),
     "davi.score_condition": ("none", "lift", "center"),
+    "mapper.condition": ("none", "maps", "embedding"),
 }
 # Counts and weights that cannot be negative.
 _AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean")
@@ -329,6 +346,9 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             _apply(current, v, key + ".")
             continue
+        if key in _FAMILY_KEYS:
+            setattr(obj, k, _FAMILY_KEYS[key](v))  # typed by the operators' own rules, checked together at the end
+            continue
         v = _coerce(v, hints[k], key)
         if key in _CHOICES and v not in _CHOICES[key]:
             raise ConfigError(f"{key}: {v!r} is not one of {', '.join(_CHOICES[key])}")
@@ -341,6 +361,51 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
         if key == "data.patch_scale" and not (len(v) == 2 and 0 < v[0] <= v[1]):
             raise ConfigError(f"{key}: expected [min, max] with 0 < min <= max, got {v!r}")
         setattr(obj, k, v)
+
+
+def _family_value(value: Any) -> list[dict[str, Any]]:
+    """``operator.family`` typed member by member like the ``operator.*`` keys (davi.operators.family_spec)."""
+    if value in (None, "", []):
+        return []
+    from davi.operators import OperatorError, family_spec
+
+    defaults = {f.name: f.default for f in dataclasses.fields(OperatorConfig) if f.name not in ("name", "sigma_y", "family")}
+    try:
+        family = family_spec(value, defaults)
+    except OperatorError as e:
+        raise ConfigError(str(e)) from None
+    for i, member in enumerate(family):
+        try:
+            _check_operator_name(member["name"])
+        except ConfigError as e:
+            raise ConfigError(f"operator.family[{i}]." + str(e).removeprefix("operator.")) from None
+    return family
+
+
+def _sigma_y_value(value: Any) -> float | list[float]:
+    """``operator.sigma_y``: a number, or (with a family, checked at the end) a range [lo, hi], 0 < lo <= hi."""
+    if isinstance(value, (list, tuple)):
+        value = _coerce(list(value), list[float], "operator.sigma_y")
+        if not (len(value) == 2 and 0 < value[0] <= value[1]):
+            raise ConfigError(f"operator.sigma_y: a range is [lo, hi] with 0 < lo <= hi, got {value!r}")
+        return value
+    return _coerce(value, float, "operator.sigma_y")
+
+
+_FAMILY_KEYS = {"operator.family": _family_value, "operator.sigma_y": _sigma_y_value}
+
+
+def _check_family(cfg: Config) -> None:
+    """A sigma_y range belongs to a family, and a family's mapper must see which operator it got."""
+    family, ranged = cfg.operator.family, isinstance(cfg.operator.sigma_y, list)
+    if ranged and not family:
+        raise ConfigError(f"operator.sigma_y: a range {cfg.operator.sigma_y} needs operator.family "
+                          f"(one operator has one noise level)")
+    if family and cfg.mapper.condition == "none":
+        raise ConfigError("mapper.condition: a family needs the mapper conditioned: maps or embedding")
+    if not family and cfg.mapper.condition != "none":
+        raise ConfigError(f"mapper.condition: {cfg.mapper.condition} conditions on an operator.family; "
+                          f"without one it must be none")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -412,6 +477,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: {e}") from None
     for text in overrides or []:
         _apply(cfg, parse_override(text))
+    _check_family(cfg)
     _check_objective(cfg)
     return cfg
 
@@ -424,9 +490,10 @@ def _check_objective(cfg: Config) -> None:
                               f"regression already pins the mean), got {cfg.davi.lambda_mean} with "
                               f"davi.objective={cfg.davi.objective}")
         return
-    if cfg.operator.sigma_y <= 0:
+    sigma = cfg.operator.sigma_y  # a family's range has lo > 0 already
+    if not isinstance(sigma, list) and sigma <= 0:
         raise ConfigError(f"davi.objective=sampler needs operator.sigma_y > 0 (its likelihood weight is "
-                          f"1 / (2 sigma_y^2)), got {cfg.operator.sigma_y}; use davi.objective=paired")
+                          f"1 / (2 sigma_y^2)), got {sigma}; use davi.objective=paired")
     if cfg.davi.lambda_ikl <= 0:
         raise ConfigError(f"davi.objective=sampler needs davi.lambda_ikl > 0 (the IKL is its prior term), "
                           f"got {cfg.davi.lambda_ikl}")

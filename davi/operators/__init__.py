@@ -24,6 +24,9 @@ no code: ``deblur`` with ``operator.kernel_file`` (any 2-D blur kernel) and ``in
 ``operator.mask_file`` (any mask); their params() hold the file's values, so an export works
 without the file.
 
+A family of operators (``operator.family``, :class:`OperatorFamily` in ``family.py``) draws one
+concrete operator and noise level per training image; :class:`OperatorBatch` holds one batch's.
+
 Any batch size and channel count work, on any device and floating dtype: kernels and
 masks are non-persistent buffers cast to the input (``buf.to(x)``) on every call, so
 float64 inputs get float64 math. Blur kernels are kept in float64 for that reason.
@@ -38,6 +41,8 @@ from davi.operators.blur import Deblur, default_blur, gaussian_kernel
 from davi.operators.super_resolution import SuperResolution
 from davi.operators.inpainting import BoxInpaint, Inpaint, RandomInpaint
 from davi.operators.denoise import Denoise
+# After the operators: a family is built from registered ones.
+from davi.operators.family import FamilyMember, OperatorBatch, OperatorFamily, family_from_config, family_spec
 # isort: on
 
 __all__ = [
@@ -57,4 +62,9 @@ __all__ = [
     "default_blur",
     "gaussian_kernel",
     "read_array_file",
+    "OperatorFamily",
+    "FamilyMember",
+    "OperatorBatch",
+    "family_from_config",
+    "family_spec",
 ]
