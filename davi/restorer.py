@@ -4,6 +4,9 @@ consistency check out (DAVI, Lee et al. 2024: ``x = I_phi(lift(y) + h z, T - 1)`
     restorer = davi.Restorer.from_pretrained("davi/assets/mappers/sr4_sampler")
     out = restorer(y, samples=8, seed=0)          # out.samples, out.mean, out.std, out.consistency, out.flagged
     out = restorer(y, samples=4, refine="auto")   # flagged images refined with warm-started RED-Diff
+
+A family export (one mapper for a family of operators and noise levels) restores any member, named per
+call: ``restorer(y, operator={"name": "deblur", "kernel_std": 1.7}, sigma_y=0.08)``.
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ class Restorer:
     """
 
     def __init__(self, mapper, operator, card: ExportCard, export_dir: str | Path | None = None,
-                 dtype: torch.dtype = torch.float32, runtime: str = "torch", noise_on_device: bool = False):
+                 dtype: torch.dtype = torch.float32, runtime: str = "torch", noise_on_device: bool = False,
+                 family=None, member_named: bool = False):
         self.mapper, self.operator, self.card = mapper, operator, card
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.dtype, self.runtime, self.noise_on_device = dtype, runtime, noise_on_device
+        self.family, self._member_named = family, member_named  # a family export: which member is restored
         self._prior = None
 
     @classmethod
@@ -95,7 +100,21 @@ class Restorer:
         mapper, card, operator = load_export(path, device, trust_remote_code=trust_remote_code)
         typed = ExportCard.from_dict(card, str(Path(path) / "card.json"))
         typed.threshold  # a broken consistency entry is an error now, not mid-restore
-        return cls(mapper, operator, typed, path, dtype, runtime, noise_on_device)
+        family = _card_family(typed, path)
+        if family is not None and runtime == "onnx":
+            raise ExportError(f"{path}: a family export runs in PyTorch only (its ONNX graph is not written yet)")
+        return cls(mapper, operator, typed, path, dtype, runtime, noise_on_device, family)
+
+    def with_operator(self, operator=None, sigma_y: float | None = None) -> "Restorer":
+        """This restorer for another operator: an :class:`~davi.operators.Operator` or its params dict
+        (``{"name": "deblur", "kernel_std": 1.7}``; unset keys take the operator's defaults), and/or
+        another ``sigma_y``. A family export accepts any member of its family, another export only its
+        own operator; anything else is a one-line OperatorError naming what is outside."""
+        op = _named_operator(self, operator, sigma_y)
+        other = Restorer(self.mapper, op.to(self.device), self.card, self.export_dir, self.dtype, self.runtime,
+                         self.noise_on_device, self.family, member_named=True)
+        other._prior = self._prior
+        return other
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +162,15 @@ class Restorer:
             from davi.io.onnx import OnnxDaviMethod
 
             return OnnxDaviMethod(self.export_dir, self.operator)
-        return DaviMethod(self.mapper, self.operator, self.dtype, noise_on_device=self.noise_on_device)
+        condition = None
+        if self.family is not None:
+            from davi.models.conditioning import family_condition
+
+            embedding = bool(self.mapper.config.cond_dim)
+            condition = lambda lifted: family_condition(self.family, [self.operator] * len(lifted),  # noqa: E731
+                                                        lifted, embedding)
+        return DaviMethod(self.mapper, self.operator, self.dtype, noise_on_device=self.noise_on_device,
+                          condition=condition)
 
     def refining_method(self, refine: int | str):
         """The one-step method followed by warm-started RED-Diff steps: ``"auto"`` refines the images the
@@ -160,13 +187,20 @@ class Restorer:
         return RefinedDaviMethod(self.one_step_method(), refiner, threshold if steps == "auto" else None)
 
     def __call__(self, y: torch.Tensor, samples: int = 1, seed: int = 0, refine: int | str | None = None,
-                 batch_size: int = 16, progress: bool = True) -> Restoration:
+                 batch_size: int = 16, progress: bool = True, operator=None,
+                 sigma_y: float | None = None) -> Restoration:
         """``samples`` restorations of each measurement in ``y`` (B, C, h, w); image i's draws depend only
         on (``seed``, i). ``refine``: None, ``"auto"`` or a number of RED-Diff steps (see
-        :meth:`refining_method`)."""
+        :meth:`refining_method`). ``operator`` / ``sigma_y``: the member of a family export that measured
+        ``y`` (see :meth:`with_operator`)."""
         from davi.solvers.consistency import residual_statistic
         from davi.solvers.methods import restore_in_batches
 
+        if operator is not None or sigma_y is not None:
+            return self.with_operator(operator, sigma_y)(y, samples, seed, refine, batch_size, progress)
+        if self.family is not None and not self._member_named:
+            raise ExportError(f"{self.export_dir or 'this export'}: a family export restores any member of "
+                              f"{self.family.describe()}: name the one that measured y (operator=..., sigma_y=...)")
         if not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples must be a positive integer, got {samples!r}")
         y = self.check_measurement(y)
@@ -186,3 +220,40 @@ class Restorer:
     def __repr__(self) -> str:
         return (f"Restorer(task={self.card.task!r}, objective={self.card.objective!r}, "
                 f"export={str(self.export_dir)!r}, device={self.device})")
+
+
+def _card_family(card: ExportCard, path):
+    """The OperatorFamily a family export's card records, or None."""
+    if "family" not in card.extra:
+        return None
+    from davi.operators import OperatorError
+    from davi.operators.family import OperatorFamily
+
+    try:
+        return OperatorFamily.from_params(card.extra["family"])
+    except (OperatorError, KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{Path(path) / 'card.json'}: bad family ({e})") from None
+
+
+def _named_operator(restorer: Restorer, operator, sigma_y: float | None):
+    """The operator a call names, checked against what the export was trained for."""
+    from davi.operators import Operator, OperatorError, operator_from_params
+
+    base = restorer.operator.params() if operator is None else (
+        operator.params() if isinstance(operator, Operator) else dict(operator))
+    if not isinstance(base, dict) or "name" not in base:
+        raise OperatorError(f"operator: expected an Operator or a params dict with a 'name', got {operator!r}")
+    # unset keys: a family member's own settings (e.g. its kernel size), else the export's operator's
+    member = next((m.base for m in restorer.family.members if m.name == base["name"]), {}) if restorer.family else {}
+    if restorer.family is not None and sigma_y is None and "sigma_y" not in base:
+        raise OperatorError(f"sigma_y: a family export needs the measurement's noise level ({restorer.family.describe()})")
+    params = {"resolution": restorer.card.resolution, "channels": restorer.card.channels,
+              "sigma_y": restorer.operator.sigma_y, **member, **base, **({} if sigma_y is None else {"sigma_y": sigma_y})}
+    op = operator_from_params(params)
+    if restorer.family is not None:
+        restorer.family.check(op)
+    elif op.params() != restorer.operator.params():
+        raise OperatorError(f"{restorer.card.task}: this export was trained for {restorer.operator.describe()} at "
+                            f"sigma_y {restorer.operator.sigma_y:g} only, not {op.describe()} at sigma_y "
+                            f"{op.sigma_y:g} (a family export covers ranges)")
+    return op

@@ -5,6 +5,7 @@ settings.json.
     davi restore --export davi/assets/mappers/sr4 --input mnist32:test --limit 16 --simulate sr --samples 4 --out outputs/sr4
     davi restore --export davi/assets/mappers/sr4 --input my_lowres/ --out outputs/mine
     davi restore ... --method red-diff --red-diff-steps 100
+    davi restore --export davi/assets/mappers/family --input mnist32:test --simulate deblur --kernel-std 1.7 --sigma-y 0.08 --out outputs/fam
 """
 
 from __future__ import annotations
@@ -75,11 +76,46 @@ def _restorer(args):
     if args.refine == "auto" and restorer.card.threshold is None:
         raise ExportError(f"{Path(args.export) / 'card.json'}: no consistency threshold in the card, which "
                           f"--refine auto needs (use --refine K to refine every image)")
+    restorer = _member(args, restorer)
     if args.prior:
         from davi.models.prior import DiffusionPrior
 
         restorer.prior = DiffusionPrior.from_pretrained(args.prior).to(device)
     return restorer
+
+
+# the operator flags of a family export's member (davi.operators.family), by the operator.* key each sets
+MEMBER_FLAGS = {"scale": int, "kernel_std": float, "box_size": int, "drop_fraction": float}
+
+
+def _member(args, restorer):
+    """The restorer for the operator the flags name (--operator or --simulate, their settings, --sigma-y): a
+    family export needs them; another export accepts only its own operator."""
+    from davi.operators import OperatorError
+
+    given = {k: getattr(args, k) for k in MEMBER_FLAGS if getattr(args, k) is not None}
+    for item in args.operator_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OperatorError(f"--operator-param {item!r}: expected KEY=VALUE")
+        given[key] = _number(value)
+    name = args.operator or args.simulate
+    if restorer.family is None and not given and args.sigma_y is None and args.operator is None:
+        return restorer  # --simulate is checked against the card's task in _measurements
+    if restorer.family is not None and args.sigma_y is None:
+        raise OperatorError(f"--sigma-y: a family export needs the measurement's noise level "
+                            f"({restorer.family.describe()})")
+    operator = None if name is None else {"name": name, **given}
+    return restorer.with_operator(operator, args.sigma_y)
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _measurements(args, restorer):
@@ -93,7 +129,7 @@ def _measurements(args, restorer):
     names, images = _load_inputs(args.input, card.channels, card.resolution, args.limit, card.trained_data)
     image_shape = restorer.image_shape(images.shape[0])
     if args.simulate:
-        if args.simulate != card.task:
+        if args.simulate != card.task and args.simulate != restorer.operator.name:
             raise ExportError(f"--simulate {args.simulate}: the export {args.export} was trained for '{card.task}'")
         if tuple(images.shape) != image_shape:
             raise DataError(f"{args.input}: clean images must be {image_shape[1]}x{image_shape[2]}x{image_shape[3]}, "
@@ -223,6 +259,7 @@ def run(args) -> None:
     std_scale = _write_images(out, names, restoration, y, restorer.operator.lift(y).cpu(), reference)
     settings = {
         "export": str(args.export), "input": args.input, "method": method.name, "task": restorer.card.task,
+        "operator": restorer.operator.describe(), "sigma_y": restorer.operator.sigma_y,
         "simulate": bool(args.simulate), "seed": args.seed, "samples": samples, "images": len(names),
         "device": str(restorer.device), "dtype": args.dtype, "device_noise": args.device_noise,
         "runtime": args.runtime, "batch_size": args.batch_size,
@@ -253,6 +290,13 @@ def add_arguments(r) -> None:
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--simulate", default=None, metavar="TASK",
                    help="inputs are clean images: degrade them with the export's operator (seeded noise)")
+    r.add_argument("--operator", default=None, metavar="NAME",
+                   help="a family export: the member that measured the inputs (default: --simulate's)")
+    r.add_argument("--sigma-y", type=float, default=None, help="a family export: the measurement noise std")
+    for key, kind in MEMBER_FLAGS.items():
+        r.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=f"the member's operator.{key}")
+    r.add_argument("--operator-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other operator.* setting of the member (repeatable)")
     r.add_argument("--samples", type=int, default=4, help="posterior samples per image (mean + std map)")
     r.add_argument("--method", choices=METHODS, default="davi")
     r.add_argument("--prior", default=None, help="prior for red-diff (default: the one in the export card)")

@@ -5,6 +5,9 @@ from the prior's weights. At inference ``a = T - 1`` and ``x_a = lift(y) + h z``
 evaluation per sample, different ``z`` giving different posterior samples. With ``noise_channels``
 > 0 the network also sees that many channels of N(0, 1) noise beside ``x_a`` (drawn in ``forward``
 unless given): randomness at unit scale that is not mixed into the measurement, as h z is.
+A mapper trained on a family of operators is **conditioned** (davi.models.conditioning): with
+``cond_channels`` > 0 it also sees the condition's maps as input channels, with ``cond_dim`` > 0 its
+condition vector through the UNet's time embedding; ``forward``/``restore`` then need a ``condition``.
 
 During training the Perturbed Posterior Bridge (PPB) also shows it states between the clean image and the
 measurement, ``x_a = mu_x0[a] x0 + mu_x1[a] lift(y) + h (1 - alpha_bar[a]) z``, with
@@ -45,9 +48,15 @@ class Mapper(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, unet_config: dict, image_channels: int, h: float = 0.1, tanh: bool = False,
                  num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 noise_channels: int = 0):
+                 noise_channels: int = 0, cond_channels: int = 0, cond_dim: int = 0):
         super().__init__()
         self.net = UNet2DModel.from_config(unet_config)
+        if cond_dim:
+            # the vector enters where the timestep does (UNet2DModel adds class_labels to its time embedding)
+            if unet_config.get("class_embed_type") != "identity":
+                raise ValueError("a mapper with cond_dim > 0 needs unet_config class_embed_type 'identity'")
+            width = self.net.time_embedding.linear_2.out_features
+            self.cond_proj = torch.nn.Linear(cond_dim, width)
         std_fwd, std_bwd, mu_x0, mu_x1 = bridge_schedule(num_timesteps, beta_start, beta_end)
         self.register_buffer("std_fwd", std_fwd.float(), persistent=False)
         self.register_buffer("mu_x0", mu_x0.float(), persistent=False)
@@ -55,17 +64,31 @@ class Mapper(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_prior_unet(cls, unet: UNet2DModel, h: float, tanh: bool, num_timesteps: int = 1000,
-                        noise_channels: int = 0) -> "Mapper":
+                        noise_channels: int = 0, cond_channels: int = 0, cond_dim: int = 0) -> "Mapper":
         """A mapper whose network starts as a copy of the prior's weights (the noise channels' input
-        weights keep their fresh initialisation: zero would be a stationary point of the spread)."""
+        weights keep their fresh initialisation: zero would be a stationary point of the spread; the
+        condition's channels and projection start at zero, so the copy computes what the prior's UNet
+        does until it learns to read them)."""
         c = unet.config.in_channels
         if noise_channels:
             unet = with_extra_inputs(unet, noise_channels, zero=False)
+        if cond_channels:
+            unet = with_extra_inputs(unet, cond_channels, zero=True)
         cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+        if cond_dim:
+            cfg["class_embed_type"] = "identity"
         mapper = cls(unet_config=cfg, image_channels=c, h=h, tanh=tanh, num_timesteps=num_timesteps,
-                     noise_channels=noise_channels)
+                     noise_channels=noise_channels, cond_channels=cond_channels, cond_dim=cond_dim)
         mapper.net.load_state_dict(unet.state_dict())
+        if cond_dim:
+            torch.nn.init.zeros_(mapper.cond_proj.weight)
+            torch.nn.init.zeros_(mapper.cond_proj.bias)
         return mapper
+
+    @property
+    def conditioned(self) -> bool:
+        """True for a family's mapper: forward and restore need a ``condition``."""
+        return bool(self.config.cond_channels or self.config.cond_dim)
 
     @property
     def num_timesteps(self) -> int:
@@ -79,29 +102,37 @@ class Mapper(ModelMixin, ConfigMixin):
         noise channels."""
         return (lifted.shape[0], lifted.shape[1] + self.config.noise_channels, *lifted.shape[2:])
 
-    def forward(self, x_a: torch.Tensor, a: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_a: torch.Tensor, a: torch.Tensor, noise: torch.Tensor | None = None,
+                condition=None) -> torch.Tensor:
         c = self.config.image_channels
-        net_in = x_a
+        inputs = [x_a]
         if self.config.noise_channels:
             if noise is None:
                 noise = torch.randn(self.noise_shape(x_a), device=x_a.device, dtype=x_a.dtype)
-            net_in = torch.cat([x_a, noise], 1)
-        out = self.net(net_in, a).sample[:, :c]  # a learned-variance prior's extra channels are unused
-        x_hat = x_a - _extract(self.std_fwd, a, x_a) * out
+            inputs.append(noise)
+        if self.conditioned and condition is None:
+            raise ValueError("this mapper was trained on a family of operators: it needs a condition "
+                             "(davi.models.conditioning.family_condition)")
+        if self.config.cond_channels:
+            inputs.append(condition.maps.to(x_a))
+        labels = self.cond_proj(condition.vector.to(x_a)) if self.config.cond_dim else None
+        out = self.net(torch.cat(inputs, 1) if len(inputs) > 1 else x_a, a, class_labels=labels).sample[:, :c]
+        x_hat = x_a - _extract(self.std_fwd, a, x_a) * out  # a learned-variance prior's extra channels are unused
         return torch.tanh(x_hat) if self.config.tanh else x_hat
 
     def inference_input(self, lifted: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return lifted + self.config.h * z
 
     def restore(self, lifted: torch.Tensor, z: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, condition=None) -> torch.Tensor:
         """One posterior sample per image: I_phi(lift(y) + h z, T - 1); ``z`` of ``z_shape(lifted)``
-        (its channels past the image's are the noise channels)."""
+        (its channels past the image's are the noise channels); ``condition``: a conditioned mapper's."""
         if z is None:
             z = torch.randn(self.z_shape(lifted), generator=generator, dtype=lifted.dtype).to(lifted.device)
         c = lifted.shape[1]
         a = torch.full((lifted.shape[0],), self.num_timesteps - 1, device=lifted.device, dtype=torch.long)
-        return self(self.inference_input(lifted, z[:, :c]), a, z[:, c:] if self.config.noise_channels else None)
+        return self(self.inference_input(lifted, z[:, :c]), a, z[:, c:] if self.config.noise_channels else None,
+                    condition)
 
 
 class PPBSampler:

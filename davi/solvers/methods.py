@@ -59,22 +59,25 @@ class DaviMethod(Method):
     nfe_per_sample = 1
     stochastic = True
 
-    def __init__(self, mapper, operator, dtype: torch.dtype = torch.float32, noise_on_device: bool = False):
+    def __init__(self, mapper, operator, dtype: torch.dtype = torch.float32, noise_on_device: bool = False,
+                 condition=None):
         self.mapper, self.operator, self.dtype = mapper, operator, dtype
         self.noise_on_device = noise_on_device  # see per_image_noise: faster on a GPU, device-dependent
+        self.condition = condition  # a family's mapper: lifted -> davi.models.conditioning.Condition
 
     @torch.no_grad()
     def __call__(self, y, seeds, num_samples=1):
         lifted = self.operator.lift(y)
+        condition = self.condition(lifted) if self.condition is not None else None
         out = []
         for k in range(num_samples):
             z = per_image_noise(self.mapper.z_shape(lifted), seeds, salt=k, device=lifted.device,
                                 on_device=self.noise_on_device)
             if self.dtype != torch.float32:
                 with torch.autocast(device_type=lifted.device.type, dtype=self.dtype):
-                    x = self.mapper.restore(lifted, z)
+                    x = self.mapper.restore(lifted, z, condition=condition)
             else:
-                x = self.mapper.restore(lifted, z)
+                x = self.mapper.restore(lifted, z, condition=condition)
             out.append(x.float().clamp(-1, 1))
         return torch.stack(out)
 

@@ -34,6 +34,7 @@ from davi.io.images import display_measurement
 from davi.models.mapper import Mapper, PPBSampler
 from davi.models.prior import PriorError, with_extra_inputs
 from davi.operators import build_operator
+from davi.operators.family import family_from_config
 from davi.solvers.consistency import with_consistency
 from davi.solvers.methods import DaviMethod
 from davi.training.losses import DDPMLoss, IKLLoss, regression_loss
@@ -43,6 +44,7 @@ from davi.training.recipes.parts import (
     measure_and_map,
     score_updates,
 )
+from davi.training.recipes.family import check_family_config, family_iteration, family_validation
 from davi.training.recipes.sampler import consistency_weight, sampler_iteration
 
 
@@ -52,26 +54,28 @@ def check_prior_fits_data(prior, cfg: Config) -> None:
                          f"data.channels={cfg.data.channels}, data.resolution={cfg.data.resolution}")
 
 
-def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
+def build_networks(cfg: Config, prior, family=None) -> tuple[dict, dict]:
     """The trained networks and their learning rates: the mapper and, when IKL is on, s_psi.
 
     Both start as copies of the prior's UNet (or, for a prior without one, e.g. an analytic
-    prior, fresh UNets of the ``prior`` section's architecture).
+    prior, fresh UNets of the ``prior`` section's architecture). For a ``family`` both are
+    conditioned (davi.models.conditioning), their new inputs starting at zero weight.
     """
     unet = getattr(prior, "unet", None)
     if unet is None:
         from davi.models.prior import build_unet
 
         unet = build_unet(cfg.prior, cfg.data)
+    cond = _condition_sizes(cfg, family)
     mapper = Mapper.from_prior_unet(unet, cfg.mapper.h, cfg.mapper.tanh, prior.num_timesteps,
-                                    cfg.mapper.noise_channels)
+                                    cfg.mapper.noise_channels, cond["mapper_channels"], cond["mapper_dim"])
     if not cfg.train.init_from_prior:
         mapper = Mapper(**{k: v for k, v in mapper.config.items() if not k.startswith("_")})
     networks, lrs = {"mapper": mapper.train().requires_grad_(True)}, {"mapper": cfg.train.lr}
     if cfg.davi.lambda_ikl > 0:
         # a measurement-conditioned s_psi starts as the prior too: its extra inputs have zero weights
         score = (copy.deepcopy(unet) if cfg.davi.score_condition == "none"
-                 else with_extra_inputs(unet, cfg.data.channels, zero=True))
+                 else with_extra_inputs(unet, cfg.data.channels + cond["score_channels"], zero=True))
         networks["score"], lrs["score"] = score.train().requires_grad_(True), cfg.davi.score_lr
     if cfg.train.gradient_checkpointing:
         mapper.net.enable_gradient_checkpointing()
@@ -80,19 +84,32 @@ def build_networks(cfg: Config, prior) -> tuple[dict, dict]:
     return networks, lrs
 
 
+def _condition_sizes(cfg: Config, family) -> dict[str, int]:
+    """Input channels and vector size of the conditioned mapper and s_psi (all 0 without a family)."""
+    from davi.models.conditioning import map_channels, score_channels
+
+    if family is None:
+        return {"mapper_channels": 0, "mapper_dim": 0, "score_channels": 0}
+    embedding = cfg.mapper.condition == "embedding"
+    return {"mapper_channels": map_channels(cfg.data.channels),
+            "mapper_dim": family.cond_dim if embedding else 0,
+            "score_channels": score_channels(cfg.data.channels, family.cond_dim)}
+
+
 def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor | None = None) -> Recipe:
     """``prior`` may be any ScorePrior (e.g. an analytic one); ``val_images`` replace the first test images."""
     device = accelerator.device
     prior = prior_from_config(cfg) if prior is None else prior
     check_prior_fits_data(prior, cfg)
     prior.to(device)
-    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels).to(device)
-    networks, lrs = build_networks(cfg, prior)
+    family = family_from_config(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    # a family's card names one member as its operator (what load_export builds); restores name their own
+    operator = (build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels) if family is None
+                else family.draw(torch.Generator().manual_seed(0))).to(device)
+    networks, lrs = build_networks(cfg, prior, family)
     dc = cfg.davi
 
     schedule = prior.schedule.to(device)
-    dsm = DDPMLoss(schedule)
-    ikl = IKLLoss(schedule, dc.t_ikl)
     ppb = PPBSampler(networks["mapper"], prior.schedule.alphas_cumprod, cfg.mapper.h, dc.ppb_alpha, dc.ppb_beta,
                      enabled=dc.ppb)
 
@@ -102,31 +119,39 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
 
     if dc.init_mapper:
         _warm_start(networks["mapper"], dc.init_mapper)
-    if dc.objective == "sampler":
-        iteration = sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps)
+    val_x0 = _validation_images(cfg, val_images, device)
+    if family is not None:
+        check_family_config(cfg)
+        iteration = family_iteration(cfg, accelerator, prior, family, ppb, teacher_eps)
+        validate = family_validation(cfg, family, val_x0)
     else:
-        iteration = _paired_objective(cfg, accelerator, operator, ppb, dsm, ikl, teacher_eps)
+        iteration = (sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps) if dc.objective == "sampler"
+                     else _paired_objective(cfg, accelerator, operator, ppb, DDPMLoss(schedule),
+                                            IKLLoss(schedule, dc.t_ikl), teacher_eps))
+        validate = _validation(cfg, operator, val_x0, device)
 
     def finish(ema_mapper, out, step):
         card = make_card(cfg, prior, operator, step)  # the card.json being written (a dict)
-        if dc.objective == "sampler":
+        if family is not None:
+            # the consistency threshold of a family is calibrated across its members by benchmarks/family.py
+            card = {**card, "task": "family", "family": family.params(), "condition": cfg.mapper.condition}
+        elif dc.objective == "sampler":
             card = {**card, "consistency_weight": consistency_weight(cfg, prior, operator)}
-        if val_images is None and dc.calibration_images > 0:
+        if family is None and val_images is None and dc.calibration_images > 0:
             # trained on the config's data: its held-out test images set the flag's threshold
             card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device,
                                     images=dc.calibration_images)
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
-                  frozen_until={"mapper": dc.score_warmup},
-                  validate=_validation(cfg, operator, val_images, device), finish=finish)
+                  frozen_until={"mapper": dc.score_warmup}, validate=validate, finish=finish)
 
 
 def _warm_start(mapper, export_dir: str) -> None:
     """Copy an exported mapper's weights into ``mapper`` (same architecture; ConfigError otherwise)."""
     source, _, _ = load_export(export_dir)
-    try:
-        mapper.net.load_state_dict(source.net.state_dict())
+    try:  # the whole mapper: a family's condition projection too
+        mapper.load_state_dict(source.state_dict())
     except RuntimeError as e:
         raise ConfigError(f"davi.init_mapper={export_dir}: not this run's mapper architecture "
                           f"({str(e).splitlines()[0]})") from None
@@ -156,12 +181,16 @@ def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher
     return paired_iteration
 
 
-def _validation(cfg: Config, operator, val_images, device):
-    """A fixed validation batch (the first test images, measured with a fixed seed) and its report."""
+def _validation_images(cfg: Config, val_images, device) -> torch.Tensor:
+    """The validation batch: ``val_images`` when given, else the first held-out test images."""
     from davi.data.datasets import load_split
 
-    val_x0 = (val_images[: cfg.log.num_val] if val_images is not None
-              else load_split(cfg.data, "test").tensor(limit=cfg.log.num_val)).to(device)
+    return (val_images[: cfg.log.num_val] if val_images is not None
+            else load_split(cfg.data, "test").tensor(limit=cfg.log.num_val)).to(device)
+
+
+def _validation(cfg: Config, operator, val_x0, device):
+    """A fixed validation batch (measured with a fixed seed) and its report."""
     g = torch.Generator().manual_seed(12345)
     val_y = operator.measure(val_x0, generator=g)
     B, C, H, W = val_x0.shape

@@ -54,7 +54,7 @@ def ikl_and_consistency(dc, ikl, x_hat, y, operator, teacher_eps, nets, accelera
     return loss, logs
 
 
-def score_condition(dc, schedule, lifted: torch.Tensor, center=None):
+def score_condition(dc, schedule, lifted: torch.Tensor, center=None, extra: torch.Tensor | None = None):
     """What s_psi sees, as a function of (x_t, t): None (x_t alone: the score of the mapper's samples
     pooled over all y) or, with ``davi.score_condition``, the input of a score of q(x_t | y):
 
@@ -64,26 +64,30 @@ def score_condition(dc, schedule, lifted: torch.Tensor, center=None):
       but s_psi now sees the sample's deviation from c: for a posterior whose spread hardly depends
       on y (exactly so for a Gaussian prior and a linear operator) one distribution to learn, not
       one per measurement.
+
+    ``extra`` (B, k, H, W), appended to either: what tells a family's operators apart
+    (davi.models.conditioning.score_inputs), since q(x | y) depends on the operator and sigma_y too.
     """
     if dc.score_condition == "none":
         return None
+    tail = [] if extra is None else [extra]
     if dc.score_condition == "lift":
-        return lambda x_t, t: torch.cat([x_t, lifted.to(x_t.dtype)], 1)
+        return lambda x_t, t: torch.cat([x_t, lifted.to(x_t.dtype), *(e.to(x_t.dtype) for e in tail)], 1)
     c = center()
 
     def centered(x_t, t):
         c_t = schedule.alpha_bar(t, x_t).sqrt() * c.to(x_t.dtype)
-        return torch.cat([x_t - c_t, c.to(x_t.dtype)], 1)
+        return torch.cat([x_t - c_t, c.to(x_t.dtype), *(e.to(x_t.dtype) for e in tail)], 1)
 
     return centered
 
 
 @torch.no_grad()
-def mapper_center(nets, accelerator, x_mean: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+def mapper_center(nets, accelerator, x_mean: torch.Tensor, a: torch.Tensor, condition=None) -> torch.Tensor:
     """The mapper's output for the noise-free bridge input ``x_mean`` (and zero noise channels)."""
     mapper = accelerator.unwrap_model(nets["mapper"])
     noise = x_mean.new_zeros(mapper.noise_shape(x_mean)) if mapper.config.noise_channels else None
-    return nets["mapper"](x_mean, a, noise)
+    return nets["mapper"](x_mean, a, noise, condition)
 
 
 def measure_and_map(nets, accelerator, dc, schedule, operator, ppb, x0: torch.Tensor):
