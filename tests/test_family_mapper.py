@@ -1,0 +1,224 @@
+"""The family mapper (issue 30): the conditioned mapper, the per-image sampler weights, training end to end
+on a tiny prior, resume, and restoring any member (and nothing outside the family) through the Restorer
+and ``davi restore``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from davi.config import ConfigError, load_config
+from davi.models.conditioning import Condition, coverage, family_condition, map_channels
+from davi.models.mapper import Mapper
+from davi.operators import OperatorError, operator_from_params
+from davi.operators.family import OperatorBatch, OperatorFamily, family_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY = [{"name": "sr", "scale": [2, 4]}, {"name": "deblur", "kernel_size": 9, "kernel_std": [0.5, 3.0]},
+          {"name": "box_inpaint", "box_size": [8, 16]}, {"name": "random_inpaint", "drop_fraction": [0.2, 0.8]}]
+
+
+def family_cfg(prior_dir, out, *overrides, config: str = "family_mnist_paired.yaml"):
+    return load_config(ROOT / "configs" / config, [
+        f"train.output_dir={out}", f"prior.path={prior_dir}", "train.batch_size=8", "train.max_steps=4",
+        "train.checkpoint_every=2", "log.image_every=0", "log.progress=false", "log.num_val=4",
+        "log.num_samples=2", *overrides])
+
+
+def the_family(cfg) -> OperatorFamily:
+    return family_from_config(cfg.operator, cfg.data.resolution, cfg.data.channels)
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tiny_prior_dir):
+    from davi.models.prior import DiffusionPrior
+
+    return DiffusionPrior.from_pretrained(str(tiny_prior_dir)).unet
+
+
+# -- the conditioned mapper ------------------------------------------------------------------------
+
+
+def _condition(b: int, dim: int, seed: int = 0) -> Condition:
+    g = torch.Generator().manual_seed(seed)
+    return Condition(torch.randn(b, 2, 32, 32, generator=g), torch.randn(b, dim, generator=g))
+
+
+def test_a_conditioned_warm_start_computes_what_the_prior_copy_does(tiny_unet):
+    plain = Mapper.from_prior_unet(tiny_unet, 0.1, False, 1000)
+    cond = Mapper.from_prior_unet(tiny_unet, 0.1, False, 1000, cond_channels=2, cond_dim=5)
+    x, a = torch.randn(3, 1, 32, 32), torch.full((3,), 999)
+    with torch.no_grad():
+        assert torch.equal(plain(x, a), cond(x, a, condition=_condition(3, 5)))
+        # once the new weights move, the condition changes the output
+        cond.cond_proj.weight.fill_(0.1)
+        cond.net.conv_in.weight[:, 1:].fill_(0.1)
+        assert not torch.allclose(cond(x, a, condition=_condition(3, 5, 1)), cond(x, a, condition=_condition(3, 5, 2)))
+
+
+def test_a_conditioned_mapper_needs_its_condition_and_round_trips(tiny_unet, tmp_path):
+    mapper = Mapper.from_prior_unet(tiny_unet, 0.1, False, 1000, cond_channels=2, cond_dim=5)
+    with torch.no_grad():
+        mapper.cond_proj.weight.normal_()
+        mapper.net.conv_in.weight.normal_()
+    x, a = torch.randn(2, 1, 32, 32), torch.full((2,), 999)
+    with pytest.raises(ValueError, match="needs a condition"):
+        mapper(x, a)
+    mapper.save_pretrained(str(tmp_path), safe_serialization=True)
+    loaded = Mapper.from_pretrained(str(tmp_path))
+    assert loaded.conditioned and loaded.config.cond_dim == 5
+    with torch.no_grad():
+        assert torch.equal(mapper(x, a, condition=_condition(2, 5)), loaded(x, a, condition=_condition(2, 5)))
+
+
+def test_family_condition_maps_say_what_was_measured_and_how_noisily():
+    family = OperatorFamily.from_config(load_config(ROOT / "configs" / "family_mnist.yaml").operator, 32, 1)
+    like = torch.zeros(3, 1, 32, 32)
+    ops = [operator_from_params({"name": "sr", "scale": 2, "sigma_y": 0.01, "resolution": 32, "channels": 1}),
+           operator_from_params({"name": "box_inpaint", "box_size": 8, "box_top": 0, "box_left": 4,
+                                 "sigma_y": 0.2, "resolution": 32, "channels": 1}),
+           operator_from_params({"name": "sr", "scale": 4, "sigma_y": math.sqrt(0.01 * 0.2), "resolution": 32,
+                                 "channels": 1})]
+    cond = family_condition(family, ops, like, embedding=True)
+    assert cond.maps.shape == (3, map_channels(1), 32, 32) and cond.vector.shape == (3, family.cond_dim)
+    assert torch.allclose(cond.maps[0, 0], torch.full((32, 32), 0.25))       # SR x2: each pixel 1/4 measured
+    assert torch.allclose(cond.maps[2, 0], torch.full((32, 32), 1 / 16))     # SR x4
+    assert cond.maps[1, 0, :8, 4:12].abs().max() == 0 and cond.maps[1, 0, 8:].min() == 1  # the hole, where it is
+    # log sigma_y, normalised over [0.01, 0.2]: 0, 1 and the geometric middle 0.5
+    assert torch.allclose(cond.maps[:, 1, 0, 0], torch.tensor([0.0, 1.0, 0.5]), atol=1e-6)
+    assert family_condition(family, ops, like, embedding=False).vector is None
+    with pytest.raises(ValueError, match="2 operators for a batch of 3"):
+        family_condition(family, ops[:2], like, embedding=True)
+
+
+def test_coverage_of_a_blur_is_one_away_from_the_border():
+    op = operator_from_params({"name": "deblur", "kernel_size": 9, "kernel_std": 2.0, "sigma_y": 0.05,
+                               "resolution": 32, "channels": 1})
+    assert torch.allclose(coverage(op, torch.zeros(1, 1, 32, 32))[0, 0, 8:-8, 8:-8], torch.ones(16, 16), atol=1e-5)
+
+
+# -- the recipe ------------------------------------------------------------------------------------
+
+
+def test_per_image_weights_are_each_images_own_derived_weight(tiny_prior_dir, tmp_path):
+    from davi.models.prior import DiffusionPrior
+    from davi.training.losses import sampler_consistency_weight
+    from davi.training.recipes.family import FamilyDraw, consistency_weights
+    from davi.training.recipes.sampler import consistency_weight
+
+    cfg = family_cfg(tiny_prior_dir, tmp_path, config="family_mnist.yaml")
+    ab = DiffusionPrior.from_pretrained(str(tiny_prior_dir)).schedule.alphas_cumprod
+    ops = the_family(cfg).draw_many(6, torch.Generator().manual_seed(0))
+    draw = FamilyDraw(OperatorBatch(ops), [], None, None, torch.zeros(6, 1, 32, 32), None)
+    w = consistency_weights(ab, cfg.davi.t_ikl, draw)
+    for i, op in enumerate(ops):
+        m = math.prod(op.measurement_shape((1, 1, 32, 32))[1:])
+        assert w[i].item() == pytest.approx(sampler_consistency_weight(ab, cfg.davi.t_ikl, op.sigma_y, 1024, m))
+    assert len(set(w.tolist())) == 6  # noisier images weigh less: one shared weight would be wrong for most
+    # a single member's weight is the dedicated recipe's
+    sr4 = load_config(ROOT / "configs" / "sr4_mnist_sampler.yaml", [f"prior.path={tiny_prior_dir}"])
+    from davi.operators import build_operator
+
+    op = build_operator(sr4.operator, 32, 1)
+    draw = FamilyDraw(OperatorBatch([op]), [], None, None, torch.zeros(1, 1, 32, 32), None)
+    prior = DiffusionPrior.from_pretrained(str(tiny_prior_dir))
+    assert consistency_weights(ab, sr4.davi.t_ikl, draw)[0].item() == pytest.approx(consistency_weight(sr4, prior, op))
+
+
+def test_a_family_needs_a_conditioned_score_network(tiny_prior_dir, tmp_path):
+    from davi.training.recipes import train_job
+
+    with pytest.raises(ConfigError, match="davi.score_condition"):
+        train_job(family_cfg(tiny_prior_dir, tmp_path / "run", "davi.score_condition=none"))
+
+
+@pytest.fixture(scope="module")
+def family_export(tiny_prior_dir, tmp_path_factory):
+    """4 paired steps, then 4 sampler steps warm-started from them, both on the family: the sampler's export."""
+    from davi.training.recipes import train_job
+
+    root = tmp_path_factory.mktemp("family")
+    train_job(family_cfg(tiny_prior_dir, root / "paired"))
+    train_job(family_cfg(tiny_prior_dir, root / "sampler", f"davi.init_mapper={root / 'paired' / 'export'}",
+                         "davi.score_warmup=1", config="family_mnist.yaml"))
+    return root / "sampler" / "export"
+
+
+def test_the_family_trains_and_exports_a_card_naming_its_family(family_export, tiny_prior_dir):
+    card = json.loads((family_export / "card.json").read_text())
+    assert card["task"] == "family" and card["objective"] == "sampler" and card["condition"] == "embedding"
+    family = OperatorFamily.from_params(card["family"])
+    assert [m.name for m in family.members] == ["sr", "deblur", "box_inpaint", "random_inpaint"]
+    mapper = Mapper.from_pretrained(str(family_export))
+    assert mapper.config.cond_channels == 2 and mapper.config.cond_dim == family.cond_dim
+
+
+def test_resume_continues_the_same_family_draws(tiny_prior_dir, tmp_path):
+    """A run stopped at step 2 and resumed gives the weights of an uninterrupted run: the members drawn after
+    the resume are the ones the uninterrupted run drew (they come from the checkpointed global RNG)."""
+    from safetensors.torch import load_file
+
+    from davi.training.recipes import train_job
+
+    train_job(family_cfg(tiny_prior_dir, tmp_path / "full"))
+    train_job(family_cfg(tiny_prior_dir, tmp_path / "cut", "train.max_steps=2"))
+    train_job(family_cfg(tiny_prior_dir, tmp_path / "cut"), resume="latest")
+    full = load_file(tmp_path / "full" / "export" / "diffusion_pytorch_model.safetensors")
+    cut = load_file(tmp_path / "cut" / "export" / "diffusion_pytorch_model.safetensors")
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+
+
+# -- restoring members -----------------------------------------------------------------------------
+
+
+def test_the_restorer_restores_members_and_refuses_outsiders(family_export, tiny_prior_dir):
+    import davi
+
+    restorer = davi.Restorer.from_pretrained(family_export)
+    op = operator_from_params({"name": "deblur", "kernel_size": 9, "kernel_std": 1.7, "sigma_y": 0.08,
+                               "resolution": 32, "channels": 1})
+    x = torch.zeros(2, 1, 32, 32)
+    y = op.measure(x, generator=torch.Generator().manual_seed(0))
+    out = restorer(y, samples=2, operator={"name": "deblur", "kernel_std": 1.7}, sigma_y=0.08, progress=False)
+    again = restorer(y, samples=2, operator=op, progress=False)
+    assert out.samples.shape == (2, 2, 1, 32, 32) and torch.equal(out.samples, again.samples)
+    with pytest.raises(davi.ExportError, match="name the one that measured y"):
+        restorer(y, progress=False)
+    with pytest.raises(OperatorError, match="sigma_y 0.5 is outside the family's range"):
+        restorer(y, operator=op, sigma_y=0.5, progress=False)
+    with pytest.raises(OperatorError, match="scale 8 is not one of the family's"):
+        restorer(y, operator={"name": "sr", "scale": 8}, sigma_y=0.05, progress=False)
+    with pytest.raises(OperatorError, match="'denoise' is not a member"):
+        restorer(y, operator={"name": "denoise"}, sigma_y=0.05, progress=False)
+    with pytest.raises(OperatorError, match="needs the measurement's noise level"):
+        restorer(y, operator={"name": "deblur", "kernel_std": 1.7}, progress=False)
+
+
+def test_a_dedicated_export_refuses_another_noise_level():
+    import davi
+
+    restorer = davi.Restorer.from_pretrained(ROOT / "davi" / "assets" / "mappers" / "sr4")
+    y = torch.zeros(1, 1, 8, 8)
+    assert restorer(y, sigma_y=0.05, progress=False).samples.shape == (1, 1, 1, 32, 32)
+    with pytest.raises(OperatorError, match="at sigma_y 0.05 only"):
+        restorer(y, sigma_y=0.08, progress=False)
+
+
+def test_davi_restore_simulates_a_member_and_refuses_outside_the_family(family_export, tmp_path):
+    base = [sys.executable, "-m", "davi", "restore", "--export", str(family_export), "--input", "mnist32:test",
+            "--limit", "2", "--samples", "2", "--simulate", "deblur", "--kernel-std", "1.7"]
+    ok = subprocess.run([*base, "--sigma-y", "0.08", "--out", str(tmp_path / "ok")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    settings = json.loads((tmp_path / "ok" / "settings.json").read_text())
+    assert settings["task"] == "family" and settings["sigma_y"] == 0.08 and "std 1.7" in settings["operator"]
+    for extra, message in ((["--sigma-y", "0.5"], "outside the family's range"),
+                           ([], "--sigma-y: a family export needs")):
+        bad = subprocess.run([*base, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
