@@ -11,6 +11,7 @@ call: ``restorer(y, operator={"name": "deblur", "kernel_std": 1.7}, sigma_y=0.08
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +111,57 @@ class Restorer:
         (``{"name": "deblur", "kernel_std": 1.7}``; unset keys take the operator's defaults), and/or
         another ``sigma_y``. A family export accepts any member of its family, another export only its
         own operator; anything else is a one-line OperatorError naming what is outside."""
-        op = _named_operator(self, operator, sigma_y)
-        other = Restorer(self.mapper, op.to(self.device), self.card, self.export_dir, self.dtype, self.runtime,
-                         self.noise_on_device, self.family, member_named=True)
+        return self._with(_named_operator(self, operator, sigma_y), member_named=True)
+
+    def _with(self, operator, member_named: bool) -> "Restorer":
+        other = Restorer(self.mapper, operator.to(self.device), self.card, self.export_dir, self.dtype, self.runtime,
+                         self.noise_on_device, self.family, member_named=member_named)
         other._prior = self._prior
         return other
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides the mapper's network takes are multiples of this (its UNet halves them once per level)."""
+        return 2 ** (len(self.mapper.config.unet_config["down_block_types"]) - 1)
+
+    def at_size(self, side: int) -> "Restorer":
+        """This restorer for ``side`` x ``side`` images: the mapper is fully convolutional, so one trained on
+        32x32 digits or 64x64 patches restores larger images (the operator is rebuilt at that size with the
+        same settings: kernel, scale, box size). A size it cannot take is a one-line OperatorError naming
+        the sizes that work."""
+        from davi.operators import OperatorError, operator_from_params
+
+        if side == self.operator.resolution:
+            return self
+        m = self.size_multiple
+        works = f"square images whose side is a multiple of {m} (e.g. {m * 4}, {m * 8}, {m * 32})"
+        if side < m or side % m:
+            raise OperatorError(f"{self.card.task}: {side}x{side} images: this mapper takes {works}")
+        if self.runtime == "onnx":
+            raise ExportError(f"{self.export_dir}: the ONNX graph is fixed at {self.card.resolution}x"
+                              f"{self.card.resolution}; restore {side}x{side} images with runtime='torch'")
+        try:
+            op = operator_from_params({**self.operator.params(), "resolution": side})
+        except OperatorError as e:
+            raise OperatorError(f"{self.card.task}: {side}x{side} images: {e}") from None
+        return self._with(op, self._member_named)
+
+    def image_side(self, y: torch.Tensor) -> int:
+        """The side of the square images the measurements ``y`` (B, C, h, h) measure (one-line errors otherwise)."""
+        from davi.operators import OperatorError
+
+        if not isinstance(y, torch.Tensor) or y.dim() != 4 or not y.is_floating_point():
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise OperatorError(f"{self.card.task}: measurements must be a float tensor (B, C, h, w), got {got}")
+        measured = self.operator.measurement_shape(self.image_shape(1))[2]
+        side, rest = divmod(y.shape[2] * self.operator.resolution, measured)
+        if y.shape[2] != y.shape[3]:
+            raise OperatorError(f"{self.card.task}: measurements must be square (B, C, h, h), got {tuple(y.shape)}")
+        if rest:  # an operator whose measurement is larger than its image: only some sides map back
+            step = measured // math.gcd(measured, self.operator.resolution)
+            raise OperatorError(f"{self.card.task}: the measurement side must be a multiple of {step}, got "
+                                f"{tuple(y.shape)}")
+        return side
 
     @property
     def device(self) -> torch.device:
@@ -135,8 +182,8 @@ class Restorer:
         self._prior = prior
 
     def image_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
-        """(batch, C, H, W) of the images this export restores."""
-        return batch, self.card.channels, self.card.resolution, self.card.resolution
+        """(batch, C, H, W) of the images this restorer restores (the export's size unless :meth:`at_size`)."""
+        return batch, self.card.channels, self.operator.resolution, self.operator.resolution
 
     def check_measurement(self, y: torch.Tensor) -> torch.Tensor:
         """``y`` on the restorer's device, after one-line errors for a wrong type, shape or non-finite value."""
@@ -203,6 +250,9 @@ class Restorer:
                               f"{self.family.describe()}: name the one that measured y (operator=..., sigma_y=...)")
         if not isinstance(samples, int) or samples < 1:
             raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        side = self.image_side(y)
+        if side != self.operator.resolution:
+            return self.at_size(side)(y, samples, seed, refine, batch_size, progress)
         y = self.check_measurement(y)
         method = self.one_step_method() if refine is None else self.refining_method(refine)
         run = restore_in_batches(method, y, samples, seed, batch_size, progress)

@@ -86,7 +86,7 @@ def test_refine_auto_refines_only_flagged_images(restorer, measured):
 
 
 @pytest.mark.parametrize("bad, error, fragment", [
-    (lambda y: y[:, :, :4], davi.OperatorError, "must have shape (B, 1, 8, 8), got (6, 1, 4, 8)"),
+    (lambda y: y[:, :, :4], davi.OperatorError, "must be square (B, C, h, h), got (6, 1, 4, 8)"),
     (lambda y: y[0], davi.OperatorError, "float tensor (B, C, h, w), got (1, 8, 8)"),
     (lambda y: y.numpy(), davi.OperatorError, "got ndarray"),
     (lambda y: y.index_put((torch.tensor([3]),), torch.tensor(float("nan"))), davi.DataError, "measurement 3: contains NaN"),
@@ -96,6 +96,16 @@ def test_bad_measurements_are_one_line_typed_errors(restorer, measured, bad, err
     with pytest.raises(error) as info:
         restorer(bad(y.clone()))
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_other_image_sizes_restore_or_name_the_sizes_that_work(restorer, measured):
+    _, y = measured
+    big = torch.nn.functional.interpolate(y, scale_factor=2)  # 16x16 measurements of 64x64 digits
+    assert restorer(big, progress=False).samples.shape == (1, len(y), 1, 64, 64)
+    assert restorer.at_size(64).operator.resolution == 64 and restorer.operator.resolution == 32
+    with pytest.raises(davi.OperatorError, match=r"30x30 images: this mapper takes square images whose side is a "
+                                                 r"multiple of 4 \(e.g. 16, 32, 128\)"):
+        restorer.at_size(30)
 
 
 def test_bad_requests_are_one_line_errors(restorer, measured, tmp_path):

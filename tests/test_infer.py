@@ -172,11 +172,25 @@ def _digits(folder: Path, size: int, mode: str = "L", n: int = 2):
     return folder
 
 
+def test_measurements_of_another_size_restore_images_of_the_matching_size(sr_export, tmp_path, infer):
+    """The mapper is fully convolutional: 16x16 SR x4 measurements give 64x64 restorations (with a note)."""
+    proc = infer("restore", "--export", sr_export, "--input", _digits(tmp_path / "big", 16), "--out", tmp_path / "o",
+                 "--samples", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "64x64" in proc.stderr and "trained on 32x32" in proc.stderr
+    assert Image.open(next((tmp_path / "o" / "mean").glob("*.png"))).size == (64, 64)
+
+
 def test_bad_inputs_fail_with_one_line_and_leave_no_output(sr_export, tmp_path, infer):
     out = tmp_path / "never"
-    # a measurement of the wrong size for SR x4 (expects 8x8)
-    proc = infer("restore", "--export", sr_export, "--input", _digits(tmp_path / "big", 32), "--out", out)
-    assert_one_line_error(proc, "1x8x8", "(1, 32, 32)")
+    # a measurement that is not square, and clean images of a size the mapper's network cannot take
+    (tmp_path / "wide").mkdir()
+    Image.new("L", (12, 8), color=128).save(tmp_path / "wide" / "d0.png")
+    proc = infer("restore", "--export", sr_export, "--input", tmp_path / "wide", "--out", out)
+    assert_one_line_error(proc, "must be square", "(1, 8, 12)")
+    proc = infer("restore", "--export", sr_export, "--input", _digits(tmp_path / "odd", 30), "--simulate", "sr",
+                 "--out", out)
+    assert_one_line_error(proc, "30x30 images")  # the tiny test UNet takes even sides; SR x4 needs 4 | side
     # wrong channel count: a colour measurement array (an RGB image file is converted to gray with a note,
     # tests/test_refine.py; exact arrays are not mixed)
     (tmp_path / "rgb").mkdir()

@@ -119,7 +119,8 @@ def _number(text: str):
 
 
 def _measurements(args, restorer):
-    """(names, y, clean references or None): the inputs as measurements, or degraded with --simulate."""
+    """(restorer at the inputs' size, names, y, clean references or None): the inputs as measurements, or
+    degraded with --simulate."""
     import torch
 
     from davi.data.datasets import DataError
@@ -127,6 +128,14 @@ def _measurements(args, restorer):
 
     card = restorer.card
     names, images = _load_inputs(args.input, card.channels, card.resolution, args.limit, card.trained_data)
+    if images.shape[-2] != images.shape[-1]:
+        raise DataError(f"{args.input}: images must be square, got {tuple(images.shape[1:])}")
+    # the mapper is fully convolutional: inputs of another size get the operator rebuilt at that size
+    restorer = restorer.at_size(images.shape[-1] if args.simulate else restorer.image_side(images))
+    if restorer.operator.resolution != card.resolution:
+        side = restorer.operator.resolution
+        print(f"note: restoring {side}x{side} images with a mapper trained on {card.resolution}x{card.resolution} "
+              f"(its networks are fully convolutional)", file=sys.stderr)
     image_shape = restorer.image_shape(images.shape[0])
     if args.simulate:
         if args.simulate != card.task and args.simulate != restorer.operator.name:
@@ -135,7 +144,8 @@ def _measurements(args, restorer):
             raise DataError(f"{args.input}: clean images must be {image_shape[1]}x{image_shape[2]}x{image_shape[3]}, "
                             f"got {tuple(images.shape[1:])}")
         reference = images.to(restorer.device)
-        return names, restorer.operator.measure(reference, generator=torch.Generator().manual_seed(args.seed)), reference
+        y = restorer.operator.measure(reference, generator=torch.Generator().manual_seed(args.seed))
+        return restorer, names, y, reference
     expected = tuple(restorer.operator.measurement_shape(image_shape))
     if tuple(images.shape) != expected:
         raise DataError(f"{args.input}: measurements for '{card.task}' must be "
@@ -143,7 +153,7 @@ def _measurements(args, restorer):
     bad = [n for n, im in zip(names, images) if not torch.isfinite(im).all()]
     if bad:
         raise DataError(f"{bad[0]}: measurement contains NaN or infinite values")
-    return names, images.to(restorer.device), None
+    return restorer, names, images.to(restorer.device), None
 
 
 def _baseline(args, restorer):
@@ -249,7 +259,7 @@ def run(args) -> None:
 
     parse_refine(args.refine)  # a bad --refine fails before anything loads
     restorer = _restorer(args)
-    names, y, reference = _measurements(args, restorer)
+    restorer, names, y, reference = _measurements(args, restorer)
     t0 = time.perf_counter()
     restoration, method = _restore(args, restorer, y)
     wall = time.perf_counter() - t0
