@@ -203,21 +203,16 @@ class Restorer:
 
     def one_step_method(self):
         """The one-network-evaluation method behind a call (PyTorch, or ONNX Runtime)."""
-        from davi.solvers.methods import DaviMethod
+        from davi.solvers.methods import DaviMethod, member_method
 
         if self.runtime == "onnx":
             from davi.io.onnx import OnnxDaviMethod
 
             return OnnxDaviMethod(self.export_dir, self.operator)
-        condition = None
         if self.family is not None:
-            from davi.models.conditioning import family_condition
-
-            embedding = bool(self.mapper.config.cond_dim)
-            condition = lambda lifted: family_condition(self.family, [self.operator] * len(lifted),  # noqa: E731
-                                                        lifted, embedding)
-        return DaviMethod(self.mapper, self.operator, self.dtype, noise_on_device=self.noise_on_device,
-                          condition=condition)
+            return member_method(self.mapper, self.family, self.operator, dtype=self.dtype,
+                                 noise_on_device=self.noise_on_device)
+        return DaviMethod(self.mapper, self.operator, self.dtype, noise_on_device=self.noise_on_device)
 
     def refining_method(self, refine: int | str):
         """The one-step method followed by warm-started RED-Diff steps: ``"auto"`` refines the images the

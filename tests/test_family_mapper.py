@@ -157,6 +157,22 @@ def test_the_family_trains_and_exports_a_card_naming_its_family(family_export, t
     assert [m.name for m in family.members] == ["sr", "deblur", "box_inpaint", "random_inpaint"]
     mapper = Mapper.from_pretrained(str(family_export))
     assert mapper.config.cond_channels == 2 and mapper.config.cond_dim == family.cond_dim
+    # the threshold is calibrated over held-out images, each measured by its own member and noise level
+    entry = card["consistency"]
+    assert entry["n"] == 500 and entry["threshold"] >= entry["quantiles"]["0.98"] > entry["quantiles"]["0.5"]
+
+
+def test_family_statistics_measure_each_image_with_its_own_member(family_export):
+    from davi.solvers.family_consistency import family_statistics
+
+    card = json.loads((family_export / "card.json").read_text())
+    family, mapper = OperatorFamily.from_params(card["family"]), Mapper.from_pretrained(str(family_export))
+    x = torch.zeros(6, 1, 32, 32)
+    r, sigmas = family_statistics(mapper, family, x, seed=3)
+    assert r.shape == (6,) and len(set(sigmas.tolist())) == 6 and (r > 0).all()
+    assert torch.equal(family_statistics(mapper, family, x, seed=3)[0], r)  # seeded: the same draws
+    _, fixed = family_statistics(mapper, family, x, seed=3, sigma_y=0.05)
+    assert torch.equal(fixed, torch.full((6,), 0.05, dtype=torch.float64))
 
 
 def test_resume_continues_the_same_family_draws(tiny_prior_dir, tmp_path):

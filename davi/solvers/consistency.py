@@ -222,3 +222,4 @@ def with_consistency(card: ExportCard | dict[str, Any], method, operator, device
         print(f"note: export without a consistency threshold ({e})")
         return card
     return replace(card, consistency=entry) if isinstance(card, ExportCard) else {**card, "consistency": entry}
+

@@ -82,6 +82,19 @@ class DaviMethod(Method):
         return torch.stack(out)
 
 
+def member_method(mapper, family, operator, **options) -> DaviMethod:
+    """The one-step method of a family's mapper for one member ``operator``: its condition (the member's
+    coverage, noise level and vector: davi.models.conditioning) is computed per batch."""
+    from davi.models.conditioning import family_condition
+
+    embedding = bool(mapper.config.cond_dim)
+
+    def condition(lifted: torch.Tensor):
+        return family_condition(family, [operator] * len(lifted), lifted, embedding)
+
+    return DaviMethod(mapper, operator, condition=condition, **options)
+
+
 class RedDiffMethod(Method):
     """Per-image variational optimisation (RED-Diff, Mardani et al. 2023): num_steps prior evaluations."""
 

@@ -36,6 +36,7 @@ from davi.models.prior import PriorError, with_extra_inputs
 from davi.operators import build_operator
 from davi.operators.family import family_from_config
 from davi.solvers.consistency import with_consistency
+from davi.solvers.family_consistency import with_family_consistency
 from davi.solvers.methods import DaviMethod
 from davi.training.losses import DDPMLoss, IKLLoss, regression_loss
 from davi.training.recipe import Recipe, Update
@@ -133,14 +134,14 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
     def finish(ema_mapper, out, step):
         card = make_card(cfg, prior, operator, step)  # the card.json being written (a dict)
         if family is not None:
-            # the consistency threshold of a family is calibrated across its members by benchmarks/family.py
             card = {**card, "task": "family", "family": family.params(), "condition": cfg.mapper.condition}
         elif dc.objective == "sampler":
             card = {**card, "consistency_weight": consistency_weight(cfg, prior, operator)}
-        if family is None and val_images is None and dc.calibration_images > 0:
+        if val_images is None and dc.calibration_images > 0:
             # trained on the config's data: its held-out test images set the flag's threshold
-            card = with_consistency(card, DaviMethod(ema_mapper, operator), operator, device,
-                                    images=dc.calibration_images)
+            card = (with_consistency(card, DaviMethod(ema_mapper, operator), operator, device,
+                                     images=dc.calibration_images) if family is None
+                    else with_family_consistency(card, ema_mapper, family, device, images=dc.calibration_images))
         export_mapper(ema_mapper, Path(out) / "export", card)
 
     return Recipe(networks=networks, lrs=lrs, ema_network="mapper", iteration=iteration,
