@@ -218,10 +218,13 @@ def chunk_seed(start: int, seed: int = 0) -> int:
 
 
 def digit_task(name: str, args):
-    """compare.py's Task: the same first N test digits, their y (noise seed 0), the independent block N..2N-1."""
-    from compare import Task
+    """compare.py's digits: the same first N test digits, their y (noise seed 0), the independent block N..2N-1."""
+    from davi.eval.tasks import DigitTask
 
-    return Task(name, SimpleNamespace(images=args.digits, runs=str(Path(args.work_dir) / "digits")))
+    digits = DigitTask.load(name, args.digits)
+    x0, independent = digits.test_blocks(2)
+    return SimpleNamespace(name=name, digits=digits, operator=digits.operator, prior=digits.prior, x0=x0,
+                           independent=independent, y=digits.measure(x0), red_diff_config=digits.red_diff_config)
 
 
 def overrides(name: str, params: dict | None, args) -> dict:
@@ -287,7 +290,7 @@ def grid_point(task, name: str, params: dict, train: tuple, args, compute: bool)
 
 def tune(task, name: str, args, compute: bool) -> dict | None:
     """``name``'s settings of best train PSNR (bounded_search from GRIDS), or None while a point is missing."""
-    from compare import TRAIN_NOISE_SEED
+    from davi.eval.tasks import TRAIN_NOISE_SEED
 
     xt = task.digits.train_digits(args.tune_digits)
     train = (xt, task.digits.measure(xt, TRAIN_NOISE_SEED))  # compare.py's tuning noise, apart from the test's 0
@@ -410,7 +413,7 @@ def red_diff_rows(task, compare_json: dict, args) -> dict:
 def baseline_rows(task, args, tunings: dict) -> tuple[dict, dict]:
     """(rows, bootstrap items) of each baseline, tuned (``<name>``) and at deepinv's defaults (``<name>_default``),
     from the cache; a missing one is a pending row."""
-    from compare import score_method
+    from davi.eval.tasks import score_digit_restorations as score_method
 
     from davi.baselines import baseline_method
 
@@ -457,7 +460,7 @@ def digit_bootstrap(task, items: dict, compare_json: dict, args) -> dict:
 
 def report_digit_task(task, args, compare_json: dict) -> tuple[dict, dict, dict, dict]:
     """(rows, bootstrap, tunings, timing) of one task from the cache; DAVI restored here (seconds)."""
-    from compare import score_method
+    from davi.eval.tasks import score_digit_restorations as score_method
 
     from davi.eval.evaluate import run_method
 

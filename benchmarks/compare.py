@@ -47,12 +47,12 @@ from davi.builders import red_diff_settings
 from davi.cli.common import run_cli
 from davi.eval.evaluate import markdown_table
 from davi.eval.tasks import DIGIT_TASKS as TASKS
+from davi.eval.tasks import TRAIN_NOISE_SEED, score_digit_restorations
 from davi.eval.tuning import GRID_LAMS, GRID_LRS  # the starting 3 x 3 grid (widened until interior)
 
 SEEDS = (0, 1, 2)
 STEPS = (1000, 100)
 GRID_STEPS = 100
-TRAIN_NOISE_SEED = 1  # the tuning measurements' noise: apart from the test set's seed 0
 PRIOR_SAMPLE_SEED = 0
 
 
@@ -83,9 +83,7 @@ class Task:
         return self.digits.prior
 
     def red_diff_config(self, steps: int, lr: float, lam: float):
-        from davi.config import RedDiffConfig
-
-        return RedDiffConfig(**{**self.cfg.red_diff.__dict__, "num_steps": steps, "lr": lr, "lam": lam})
+        return self.digits.red_diff_config(steps, lr, lam)
 
     def red_diff_key(self, steps: int, lr: float, lam: float, seed: int, y) -> dict:
         """What a cached RED-Diff result depends on (its measurements by digest)."""
@@ -202,27 +200,6 @@ def mapper_folder(task: Task, args) -> Path:
     return task.digits.mapper_folder(dict(m.split("=", 1) for m in args.mapper))
 
 
-def score_method(outs: list, x0, independent) -> tuple[dict, dict]:
-    """(row averaged over the seeds' restorations ``outs``, per-image items for the bootstrap)."""
-    import torch
-
-    from davi.eval.metrics import psnr, score_restorations
-    from davi.eval.paired_bootstrap import restoration_features
-    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
-
-    per_seed = []
-    for out in outs:
-        s = score_restorations(out, x0, explain_absent=False)
-        s["confidence"] = sample_quality(load_classifier(), out)["confidence"]
-        # realism alone: against the measured digits FD / KID also reward fidelity (benchmarks/realism_floor.py)
-        s.update(classifier_realism(load_classifier(), out, independent, "independent"))
-        per_seed.append(s)
-    keys = per_seed[0].keys()
-    row = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in keys}
-    items = {"psnr": torch.stack([psnr(o, x0) for o in outs], 1).mean(1).numpy(), "feats": restoration_features(outs)}
-    return {**row, "seeds": len(outs), "per_seed": per_seed}, items
-
-
 def time_methods(task: Task, methods: dict, args) -> dict:
     """Seconds per image and call of each method at batch ``--time-batch`` (median of ``--repeats`` after
     warm-up), divided by the call's steps: ``methods`` maps name -> (Method, steps per call), so a
@@ -277,9 +254,10 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     mapper, card, _ = load_export(folder)
     davi_method = DaviMethod(mapper, task.operator)
     rows, items = {}, {}
-    rows["lift"], _ = score_method([run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]], task.x0,
+    lifted = run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]
+    rows["lift"], _ = score_digit_restorations([lifted], task.x0,
                                    task.independent)
-    rows["davi"], items["davi"] = score_method(
+    rows["davi"], items["davi"] = score_digit_restorations(
         [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0, task.independent)
     rows["davi"]["mapper"] = {"folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
                               "steps": card.get("steps")}
@@ -291,7 +269,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
             done = {s: o for s in args.seeds if (o := red_diff(task, steps, s, tuning, compute=False)) is not None}
             if done:
                 name = method_name(steps)
-                rows[name], items[name] = score_method(list(done.values()), task.x0, task.independent)
+                rows[name], items[name] = score_digit_restorations(list(done.values()), task.x0, task.independent)
                 rows[name].update(lr=tuning["lr"], lam=tuning["lam"], seed_ids=list(done))
     seconds = time_methods(task, timed, args)
     timing = {"lift": seconds["lift"], "davi": seconds["davi"]}

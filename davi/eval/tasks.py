@@ -23,6 +23,7 @@ CONFIGS = PACKAGE.parent / "configs"  # the task configs of a source checkout
 MAPPERS = PACKAGE / "assets" / "mappers"  # the shipped mappers, one export folder per task
 DIGIT_TASKS = ("sr4", "deblur", "box")
 TEST_NOISE_SEED = 0  # the test measurements' noise
+TRAIN_NOISE_SEED = 1  # the tuning measurements' noise (train digits): apart from the test set's
 CALIBRATION_START = 500  # the shipped thresholds were calibrated on test digits 500-999
 _PRIORS: dict[str, Any] = {}
 
@@ -94,6 +95,12 @@ class DigitTask:
 
         return self.operator.measure(x, generator=torch.Generator().manual_seed(seed))
 
+    def red_diff_config(self, steps: int, lr: float, lam: float):
+        """The task's ``red_diff`` config section at ``steps`` steps, learning rate ``lr`` and weight ``lam``."""
+        from davi.config import RedDiffConfig
+
+        return RedDiffConfig(**{**self.config.red_diff.__dict__, "num_steps": steps, "lr": lr, "lam": lam})
+
     @property
     def prior(self):
         """The task's diffusion prior, loaded once per prior path for the whole process."""
@@ -107,6 +114,28 @@ class DigitTask:
     def mapper_folder(self, overrides: dict[str, str] | None = None) -> Path:
         """The shipped mapper's export folder (or ``overrides[task]``)."""
         return Path((overrides or {}).get(self.name, MAPPERS / self.name))
+
+
+def score_digit_restorations(outs: list, x0, independent) -> tuple[dict, dict]:
+    """(row averaged over the seeds' restorations ``outs`` of the test digits ``x0``, per-image items for the
+    paired bootstrap): PSNR, SSIM, the classifier's confidence, FD / KID against the measured digits and,
+    realism alone, against ``independent`` real digits that nothing restores (against the measured digits
+    FD and KID also reward fidelity: benchmarks/realism_floor.py)."""
+    import torch
+
+    from davi.eval.metrics import psnr, score_restorations
+    from davi.eval.paired_bootstrap import restoration_features
+    from davi.models.classifier import classifier_realism, load_classifier, sample_quality
+
+    per_seed = []
+    for out in outs:
+        s = score_restorations(out, x0, explain_absent=False)
+        s["confidence"] = sample_quality(load_classifier(), out)["confidence"]
+        s.update(classifier_realism(load_classifier(), out, independent, "independent"))
+        per_seed.append(s)
+    row = {k: sum(s[k] for s in per_seed) / len(per_seed) for k in per_seed[0]}
+    items = {"psnr": torch.stack([psnr(o, x0) for o in outs], 1).mean(1).numpy(), "feats": restoration_features(outs)}
+    return {**row, "seeds": len(outs), "per_seed": per_seed}, items
 
 
 @dataclass(frozen=True)
