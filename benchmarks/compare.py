@@ -255,8 +255,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     davi_method = DaviMethod(mapper, task.operator)
     rows, items = {}, {}
     lifted = run_method(LiftMethod(task.operator), task.y, args.time_batch)[0]
-    rows["lift"], _ = score_digit_restorations([lifted], task.x0,
-                                   task.independent)
+    rows["lift"], _ = score_digit_restorations([lifted], task.x0, task.independent)
     rows["davi"], items["davi"] = score_digit_restorations(
         [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0, task.independent)
     rows["davi"]["mapper"] = {"folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
