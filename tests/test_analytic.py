@@ -23,6 +23,7 @@ from davi.analytic import (
     mode_coverage,
     operator_matrix,
     sliced_wasserstein,
+    stationary_gaussian,
     variance_ratios,
 )
 from davi.config import OperatorConfig
@@ -430,6 +431,25 @@ def test_fit_gaussian_recovers_a_lowrank_plus_diagonal_model():
     assert torch.allclose(fit.mean[1:], true.mean[1:], atol=0.01) and fit.mean[0] == -1
     with pytest.raises(ValueError, match="rank"):
         fit_gaussian(x[:5], rank=5)
+
+
+def test_stationary_gaussian_is_stationary_full_rank_and_not_fitted():
+    prior = stationary_gaussian(resolution=5, mean=0.2, std=0.5, length_scale=2.0, nugget=1e-3)
+    S, r = prior.cov, 5
+    assert prior.shape == (1, 5, 5) and torch.all(prior.mean == 0.2)
+    # Sigma_ij depends on the offset p_i - p_j only: every pair with the same offset has the same value
+    seen = {}
+    for i in range(r * r):
+        for j in range(r * r):
+            off = (i // r - j // r, i % r - j % r)
+            seen.setdefault(off, []).append(float(S[i, j]))
+    assert all(max(v) - min(v) < 1e-12 for v in seen.values())
+    assert math.isclose(seen[(0, 0)][0], 0.25 + 1e-3) and math.isclose(seen[(0, 1)][0], 0.25 * math.exp(-1 / 8))
+    assert float(prior.eigvals.min()) >= 1e-3 * (1 - 1e-9)  # full rank: the nugget bounds it below
+    x = prior.sample(40_000, torch.Generator().manual_seed(0)).reshape(40_000, -1)
+    assert torch.allclose(torch.cov(x.T), S, atol=0.01)
+    with pytest.raises(ValueError, match="nugget"):
+        stationary_gaussian(nugget=0.0)
 
 
 def test_fit_gmm_from_labels_and_from_k():

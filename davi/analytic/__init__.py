@@ -35,6 +35,7 @@ from davi.analytic.priors import (
     fit_gaussian,
     fit_gmm,
     prior_components,
+    stationary_gaussian,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "fit_gaussian",
     "fit_gmm",
     "digit_images",
+    "stationary_gaussian",
     "operator_matrix",
     "exact_posterior",
     "exact_posterior_gmm",

@@ -23,9 +23,11 @@ __all__ = ["mapper_samples", "posterior_figures"]
 
 
 @torch.no_grad()
-def mapper_samples(mapper, op, y: torch.Tensor, n: int, seed: int = 0, chunk: int = 512) -> torch.Tensor:
+def mapper_samples(mapper, op, y: torch.Tensor, n: int, seed: int = 0, chunk: int = 512,
+                   condition=None) -> torch.Tensor:
     """(n, B, D) float64 samples I_phi(lift(y) + h z, T - 1), NOT clamped to [-1, 1] (clamping would
-    cut the posterior's tails; DaviMethod clamps for images)."""
+    cut the posterior's tails; DaviMethod clamps for images). ``condition``: a family mapper's
+    (davi.models.conditioning.Condition of the B measurements)."""
     g = torch.Generator().manual_seed(seed)
     lifted = op.lift(y.float())
     B = y.shape[0]
@@ -34,7 +36,8 @@ def mapper_samples(mapper, op, y: torch.Tensor, n: int, seed: int = 0, chunk: in
     for start in range(0, n, reps):
         k = min(reps, n - start)
         z = torch.randn((k * B, *mapper.z_shape(lifted)[1:]), generator=g)
-        x = mapper.restore(lifted.repeat(k, 1, 1, 1), z)
+        cond = None if condition is None else condition.repeat(k)
+        x = mapper.restore(lifted.repeat(k, 1, 1, 1), z, condition=cond)
         out.append(x.double().reshape(k, B, -1))
     return torch.cat(out)
 

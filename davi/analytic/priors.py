@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from davi.analytic._common import LOG_2PI, f64
 from davi.models.prior import Schedule, ScorePrior, build_scheduler
 
-__all__ = ["GaussianPrior", "GaussianMixturePrior", "prior_components", "fit_gaussian", "fit_gmm", "digit_images"]
+__all__ = ["GaussianPrior", "GaussianMixturePrior", "prior_components", "fit_gaussian", "fit_gmm", "digit_images",
+           "stationary_gaussian"]
 
 
 def _image_shape(shape, dim: int) -> tuple[int, int, int]:
@@ -332,6 +333,27 @@ def fit_gaussian(images: torch.Tensor, rank: int, min_var: float = 1e-4, alphas_
     m, U, d = _lowrank_fit(images.reshape(images.shape[0], -1), rank, min_var)
     return GaussianPrior(m.reshape(images.shape[1:]), cov_factor=U, cov_diag=d, alphas_cumprod=alphas_cumprod,
                          identity=f"gaussian:dim={m.numel()},rank={rank}")
+
+
+def stationary_gaussian(resolution: int = 8, mean: float = 0.0, std: float = 0.5, length_scale: float = 1.5,
+                        nugget: float = 1e-3, alphas_cumprod=None) -> GaussianPrior:
+    """A full-rank Gaussian on (1, r, r) images with a STATIONARY covariance, not fitted to any data:
+    the squared-exponential kernel over the pixel grid plus a nugget,
+
+        Sigma_ij = std^2 exp(-|p_i - p_j|^2 / (2 length_scale^2)) + nugget * delta_ij,
+
+    (p: pixel coordinates), constant mean. The covariance depends on p_i - p_j only, and the nugget
+    makes it full rank (smallest eigenvalue >= nugget)."""
+    if not (std > 0 and length_scale > 0 and nugget > 0 and resolution >= 1):
+        raise ValueError(f"stationary_gaussian needs std, length_scale, nugget > 0 and resolution >= 1, got "
+                         f"std={std}, length_scale={length_scale}, nugget={nugget}, resolution={resolution}")
+    r = torch.arange(resolution, dtype=torch.float64)
+    p = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+    d2 = (p[:, None] - p[None]).pow(2).sum(-1)
+    S = std**2 * torch.exp(-d2 / (2 * length_scale**2)) + nugget * torch.eye(p.shape[0], dtype=torch.float64)
+    return GaussianPrior(torch.full((1, resolution, resolution), float(mean), dtype=torch.float64), cov=S,
+                         alphas_cumprod=alphas_cumprod,
+                         identity=f"stationary:se,r={resolution},mean={mean},std={std},l={length_scale},nugget={nugget}")
 
 
 def _kmeans(X: torch.Tensor, k: int, generator: torch.Generator | None, iters: int = 100) -> torch.Tensor:
