@@ -232,3 +232,32 @@ def test_sampler_mapper_loss_without_mean_matching_and_its_weight_at_the_posteri
     assert err <= 0.02 and var <= 0.02, (err, var)
     for wrong in (2 * applied, 3.0):
         assert max(distance(wrong)) > 0.05, (wrong, distance(wrong))
+
+
+def test_input_noise_rule_warns_where_h_z_forces_over_dispersion(recwarn):
+    """The randomness h z is added to lift(y): a sampler with the posterior's mean carries at least h^2 G A A^T G^T
+    of covariance (G the posterior gain). On the smooth stationary prior's box at sigma_y 0.05 that is more than the
+    whole posterior at h 0.1 (the measured over-dispersion, docs/family.md) and under 3% at the rule's h <= sigma_y / 2;
+    the recipe warns for the first and not for h 0.01 with a noise channel."""
+    from davi.analytic import operator_matrix, stationary_gaussian
+    from davi.training.recipes.sampler import check_input_noise
+
+    prior = stationary_gaussian(resolution=8, mean=0.0, std=0.5, length_scale=2.0, nugget=1e-3)
+    op = build_operator(load_config(None, ["operator.name=box_inpaint", "operator.box_size=4",
+                                           "operator.sigma_y=0.05"]).operator, 8, 1)
+    A = operator_matrix(op, prior.shape)
+    A = A[A.abs().amax(1) > 0]
+    S = prior.cov
+    G = S @ A.T @ torch.linalg.inv(A @ S @ A.T + 0.05**2 * torch.eye(A.shape[0], dtype=torch.float64))
+    C = S - G @ A @ S
+
+    def forced(h):
+        return float((h**2 * G @ A @ A.T @ G.T).trace() / C.trace())
+
+    assert forced(0.1) > 1.0 and forced(0.025) < 0.1
+    base = ["operator.name=box_inpaint", "operator.sigma_y=0.05", "davi.objective=sampler", "davi.lambda_reg=0"]
+    assert "mapper.h <= 0.025" in check_input_noise(load_config(None, [*base, "mapper.h=0.1"]), 0.05)
+    assert check_input_noise(load_config(None, [*base, "mapper.h=0.01", "mapper.noise_channels=0"]), 0.05)
+    n = len(recwarn)
+    assert check_input_noise(load_config(None, [*base, "mapper.h=0.01", "mapper.noise_channels=1"]), 0.05) == ""
+    assert len(recwarn) == n == 2

@@ -30,6 +30,7 @@ from davi.operators.family import OperatorBatch
 from davi.training.losses import DDPMLoss, IKLLoss, mean_matching_loss, regression_loss, sampler_consistency_weight
 from davi.training.recipe import Update
 from davi.training.recipes.parts import ikl_term, mapper_center, score_condition, score_updates
+from davi.training.recipes.sampler import check_input_noise
 
 
 def check_family_config(cfg) -> None:
@@ -85,6 +86,8 @@ def family_iteration(cfg, accelerator, prior, family, ppb, teacher_eps):
     dsm = DDPMLoss(schedule, t_max=dc.t_ikl if sampler else None)
     ikl = IKLLoss(schedule, dc.t_ikl)
     alphas_cumprod = schedule.alphas_cumprod.cpu()
+    if sampler:
+        check_input_noise(cfg, family.sigma_lo)
 
     def iteration(nets, batch):
         x0 = batch["image"]

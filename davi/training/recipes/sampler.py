@@ -22,6 +22,13 @@ posterior (docs/posterior_check.md derives this in closed form for Gaussian prio
    sampler whose mean is E[x | y], whatever its spread, so the posterior stays the optimum while the
    mean gets a direct gradient (the IKL's reaches it only through s_psi, which lags the mapper).
 
+The mapper's randomness must not be mixed into the measurement much: with ``mapper.noise_channels: 0`` it is
+only ``h z`` ADDED TO lift(y), which reaches the samples through the same posterior gain as y, so a mapper
+with the posterior's mean has at least ``h^2 G G^T`` of covariance (G: the posterior gain). Per measured
+pixel that is about ``h^2 / sigma_y^2`` of the posterior's variance: 4x at h 0.1, sigma_y 0.05, which a
+prior that predicts the measured pixels well (docs/family.md: a smooth stationary prior) cannot hide.
+:func:`check_input_noise` warns; the remedy is ``h <= sigma_y / 2`` with ``noise_channels >= 1``.
+
 The bias of the diffused KL grows with t_ikl (within 1% of the exact posterior at t_ikl <= 10,
 4.4% at 50, 11-22% at 400 on the 8x8 Gaussian benchmark), so the presets use a small one.
 """
@@ -29,6 +36,7 @@ The bias of the diffused KL grows with t_ikl (within 1% of the exact posterior a
 from __future__ import annotations
 
 import math
+import warnings
 
 from davi.training.losses import (
     DDPMLoss,
@@ -49,6 +57,26 @@ def consistency_weight(cfg, prior, operator) -> float:
     return sampler_consistency_weight(prior.schedule.alphas_cumprod.cpu(), cfg.davi.t_ikl, operator.sigma_y, D, M)
 
 
+# h z's forced share of a measured pixel's posterior variance is about (h / sigma_y)^2: at most 1/4 below.
+INPUT_NOISE_RATIO = 1 / 2
+
+
+def check_input_noise(cfg, sigma_y_min: float) -> str:
+    """The warning (also returned; "" when none) for a sampler whose randomness is mostly ``h z`` added to the
+    measurement (``mapper.h > sigma_y / 2`` at the smallest sigma_y) or that has none at unit scale
+    (``mapper.noise_channels: 0``): the first forces h^2 G G^T of covariance on it (over-dispersion where the
+    prior predicts the measured pixels; docs/family.md), the second leaves only h z to spread the unmeasured."""
+    h, noise = cfg.mapper.h, cfg.mapper.noise_channels
+    if h <= INPUT_NOISE_RATIO * sigma_y_min and noise >= 1:
+        return ""
+    text = (f"davi.objective=sampler with mapper.h={h} and mapper.noise_channels={noise} at sigma_y {sigma_y_min:g}: "
+            f"h z is added to lift(y) and goes through the posterior gain like y, forcing about (h / sigma_y)^2 = "
+            f"{(h / sigma_y_min) ** 2:.2g} of a measured pixel's posterior variance; for calibrated samples use "
+            f"mapper.h <= {INPUT_NOISE_RATIO * sigma_y_min:.3g} and mapper.noise_channels >= 1 (docs/family.md)")
+    warnings.warn(text, stacklevel=2)
+    return text
+
+
 def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
     """``iteration(nets, batch)`` of the sampler objective (one generator call = one training iteration)."""
     dc, c = cfg.davi, cfg.data.channels
@@ -57,6 +85,7 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
     ikl = IKLLoss(schedule, dc.t_ikl)
     # lambda_ikl scales the whole objective (IKL + lambda* consistency), so the optimum stays the posterior
     lam = dc.lambda_ikl * consistency_weight(cfg, prior, operator)
+    check_input_noise(cfg, operator.sigma_y)
 
     def iteration(nets, batch):
         x0 = batch["image"]
