@@ -354,12 +354,29 @@ CLASSICAL = {"sr4": ("lift", "bicubic"), "deblur": ("lift", "wiener", "unsupervi
              "box": ("lift", "biharmonic")}
 
 
-def run_classical(task, name, op, y, x, settings=None) -> dict:
+def run_classical(task, name, op, y, x, settings=None, work: Path | None = None) -> dict:
+    """Scores and CPU seconds of ``name`` restoring every y; with ``work``, each photo's restoration and seconds
+    are cached there (keyed by the measurement's digest and the settings): a killed run resumes."""
+    from davi.io.chunks import digest, load_chunk, save_chunk
+
     per, secs = [], []
     for i in range(len(y)):
+        key = {"v": 1, "y": digest(y[i]), "settings": settings or {}}
+        path = None if work is None else work / task / name / f"{i:02d}.safetensors"
+        cached = None if path is None else load_chunk(path, key)
+        if cached is not None:
+            per.append(cached[0])
+            secs.append(json.loads(path.with_suffix(".json").read_text())["seconds"])
+            continue
         t0 = time.process_time()
         per.append(classical_restore(task, name, op, y[i], settings, seed=i))
         secs.append(time.process_time() - t0)
+        if path is not None:
+            from davi.io.atomic import write_json
+
+            save_chunk(path, per[-1][None], key)
+            write_json(path.with_suffix(".json"), {"seconds": secs[-1]})
+            log(f"{task} {name}: photo {i} restored ({secs[-1]:.1f} CPU s)")
     sc = scores(torch.stack(per), x)
     return {"psnr": round(float(np.mean(sc["psnr"])), 3), "ssim": round(float(np.mean(sc["ssim"])), 4),
             "s_per_image": round(float(np.mean(secs)), 3), "cov90": None, "images": len(y),
@@ -400,7 +417,7 @@ def classical(args) -> dict:
             if name == "wiener":
                 tuning["wiener"] = tune_wiener(op, args)
                 settings = {"balance": tuning["wiener"]["balance"]}
-            out[task][name] = run_classical(task, name, op, y, x, settings)
+            out[task][name] = run_classical(task, name, op, y, x, settings, Path(args.work_dir) / "classical")
             r = out[task][name]
             log(f"{task} {name}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, {r['s_per_image']:.2f} s / image")
     return {"tasks": out, "tuning": tuning, "images": n, "load_average": round(os.getloadavg()[1], 1)}
