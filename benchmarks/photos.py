@@ -271,9 +271,8 @@ def prior_denoise(args) -> dict:
 
     _, bm3d = require_photos_extra()
     prior, label = load_prior(args.prior or default_prior())
-    x, names = photos("test")
-    n = args.images or len(x)
-    x, names = x[:n], names[:n]
+    x, names = held_out_photos(args)
+    n = len(x)
     work = Path(args.work_dir) / "denoise"
     out = {}
     for s255 in args.sigmas:
@@ -400,11 +399,17 @@ def tune_wiener(op, args) -> dict:
             "grid": [{k: round(v, 4) for k, v in r.items()} for r in found.rows()]}
 
 
+def held_out_photos(args):
+    """(images, names) of the first ``--images`` test photos (all by default)."""
+    x, names = photos("test")
+    n = args.images or len(x)
+    return x[:n], names[:n]
+
+
 def classical(args) -> dict:
     require_photos_extra()
-    x, _ = photos("test")
-    n = args.images or len(x)
-    x = x[:n]
+    x, _ = held_out_photos(args)
+    n = len(x)
     out, tuning = {}, {}
     for task in args.tasks:
         op = operator(task)
@@ -495,9 +500,8 @@ def mappers(args) -> dict:
     import davi
     from davi.analytic import interval_coverage
 
-    x, _ = photos("test")
-    n = args.images or len(x)
-    x = x[:n]
+    x, _ = held_out_photos(args)
+    n = len(x)
     out, pending = {}, {}
     for task in args.tasks:
         op = operator(task)

@@ -88,8 +88,7 @@ def calibrate_consistency(method, operator, images: torch.Tensor, source: str = 
     the N images. ``source`` says which images these were (e.g. "mnist32:test[500:1000]"):
     they must be images the mapper did not train on.
     """
-    if not 0 < quantile < 1:
-        raise ConsistencyError(f"consistency quantile must be in (0, 1), got {quantile}")
+    check_quantile(quantile)
     if images.ndim != 4 or images.shape[0] < 2:
         raise ConsistencyError(f"calibration needs at least 2 images (N, C, H, W), got {tuple(images.shape)}")
     device = images.device if device is None else device  # where the method's network is
@@ -101,7 +100,17 @@ def calibrate_consistency(method, operator, images: torch.Tensor, source: str = 
         with torch.no_grad():
             x_hat = method(y, seeds, 1)[0]
         stats.append(residual_statistic(operator, x_hat, y).cpu())
-    r = torch.cat(stats)
+    return threshold_entry(torch.cat(stats), quantile, source, seed)
+
+
+def check_quantile(quantile: float) -> None:
+    if not 0 < quantile < 1:
+        raise ConsistencyError(f"consistency quantile must be in (0, 1), got {quantile}")
+
+
+def threshold_entry(r: torch.Tensor, quantile: float, source: str, seed: int) -> dict[str, Any]:
+    """The card's ``consistency`` entry from the statistics ``r`` (N,) of held-out images: the threshold is
+    their ``quantile``."""
     q = torch.quantile(r, torch.tensor([*QUANTILES, quantile], dtype=r.dtype))
     return {
         "statistic": STATISTIC,
@@ -211,15 +220,21 @@ def with_consistency(card: ExportCard | dict[str, Any], method, operator, device
     """``card`` with its ``consistency`` entry (calibrated on ``images`` of ``calibration_images``), for
     an export at the end of training; unchanged, with a one-line note, when it cannot be calibrated.
     An ExportCard gives an ExportCard, a card.json dict (one being written) a dict."""
-    from davi.data.datasets import DataError
-
     if operator.sigma_y <= 0:
         return card
+    return with_calibration(card, lambda held_out, source: calibrate_consistency(
+        method, operator, held_out, source=source, device=device), images)
+
+
+def with_calibration(card: ExportCard | dict[str, Any], calibrate, images: int = 500):
+    """``card`` with the entry ``calibrate(held_out, source)`` makes from ``images`` of ``calibration_images``;
+    unchanged, with a one-line note, when it cannot be calibrated."""
+    from davi.data.datasets import DataError
+
     try:
         held_out, source = calibration_images(card, stop=500 + images)
-        entry = calibrate_consistency(method, operator, held_out, source=source, device=device)
+        entry = calibrate(held_out, source)
     except (ConsistencyError, DataError) as e:
         print(f"note: export without a consistency threshold ({e})")
         return card
     return replace(card, consistency=entry) if isinstance(card, ExportCard) else {**card, "consistency": entry}
-

@@ -8,14 +8,7 @@ from typing import Any
 
 import torch
 
-from davi.solvers.consistency import (
-    DEFINITION,
-    QUANTILES,
-    STATISTIC,
-    ConsistencyError,
-    calibration_images,
-    residual_statistic,
-)
+from davi.solvers.consistency import check_quantile, residual_statistic, threshold_entry, with_calibration
 from davi.solvers.methods import member_method
 
 
@@ -47,25 +40,14 @@ def calibrate_family_consistency(mapper, family, images: torch.Tensor, source: s
     held-out ``images`` each measured by its own member and noise level (r is normalised by sigma_y^2, so
     one threshold should serve every noise level: benchmarks/family.py measures the false alarms per
     sigma_y)."""
-    if not 0 < quantile < 1:
-        raise ConsistencyError(f"consistency quantile must be in (0, 1), got {quantile}")
+    check_quantile(quantile)
     r, _ = family_statistics(mapper, family, images, seed, device=device)
-    q = torch.quantile(r, torch.tensor([*QUANTILES, quantile], dtype=r.dtype))
-    return {"statistic": STATISTIC, "definition": DEFINITION, "threshold": float(q[-1]),
-            "threshold_quantile": quantile, "quantiles": {f"{p:g}": float(v) for p, v in zip(QUANTILES, q[:-1])},
-            "mean": float(r.mean()), "n": int(r.numel()), "source": source, "seed": seed,
+    return {**threshold_entry(r, quantile, source, seed),
             "members": "one per image, drawn from the family (sigma_y included)"}
 
 
 def with_family_consistency(card: dict[str, Any], mapper, family, device=None, images: int = 500) -> dict[str, Any]:
     """``card`` (a card.json dict being written) with the family's calibrated ``consistency`` entry; unchanged,
     with a one-line note, when it cannot be calibrated."""
-    from davi.data.datasets import DataError
-
-    try:
-        held_out, source = calibration_images(card, stop=500 + images)
-        entry = calibrate_family_consistency(mapper, family, held_out, source=source, device=device)
-    except (ConsistencyError, DataError) as e:
-        print(f"note: export without a consistency threshold ({e})")
-        return card
-    return {**card, "consistency": entry}
+    return with_calibration(card, lambda held_out, source: calibrate_family_consistency(
+        mapper, family, held_out, source=source, device=device), images)
