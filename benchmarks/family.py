@@ -17,6 +17,11 @@ resumes; every run MERGES its keys into ``--out``, keeping the other sections' k
   centred, a member) and sigma_y in {0.02, 0.05, 0.1, 0.2} the same estimators as posterior.py:
   keys ``"calibration/<prior>/<task>/<sigma_y>": {"cov90", "mean_err", "var_ratio"}``; its training
   CPU seconds under ``"calibration/<prior>:train_cpu_s"``.
+* ``--digits N``: the family mapper on the embedded digits (benchmarks/family_digits.py): against the shipped
+  dedicated mappers on SR x4 / deblur / box (``"<task>"``), at held-out settings against a dedicated mapper
+  and RED-Diff-100 (``"heldout/<name>"``), the one threshold's false alarms per sigma_y
+  (``"false_alarms/<sigma_y>"``), training seconds (``"train_cpu_s"``); ``--train-dedicated`` first trains
+  the two dedicated held-out mappers (paired 2,000 + sampler 600 steps each, the shipped recipe).
 
     python benchmarks/family.py --dedicated --variant before      # stationary prior, today's recipe
     python benchmarks/family.py --dedicated --variant after       # the same with the fixed recipe
@@ -25,6 +30,7 @@ resumes; every run MERGES its keys into ``--out``, keeping the other sections' k
     python benchmarks/family.py --calibration --priors gauss --partial  # score a run stopped short at its checkpoint
     python benchmarks/family.py --dedicated --variant after --tasks box --partial
     python benchmarks/family.py --collect                         # rewrite family.json/.md from the caches
+    python benchmarks/family.py --digits 200 --train-dedicated    # the digit sections (family_digits.py)
     python benchmarks/family.py --calibration --quick --out /tmp/f.json --work-dir /tmp/family  # smoke run
 
 Every training runs on one thread; seconds are CPU (process) seconds.
@@ -39,6 +45,7 @@ from pathlib import Path
 
 import torch
 from common import command_line, publish, table
+from family_digits import render_digits
 from posterior import (
     PAIRED,
     TRUTH_SEED,
@@ -329,6 +336,13 @@ def render_family(data: dict) -> str:
     return markdown_table(rows, cols)
 
 
+table("family_digits", "family.json")(render_digits)
+
+
+def render_all(data: dict) -> str:
+    return "\n\n".join(t for t in (render_family(data), render_digits(data)) if t)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dedicated", action="store_true", help="posterior.py's per-task recipe on the stationary prior")
@@ -342,6 +356,11 @@ def main() -> None:
     p.add_argument("--partial", action="store_true",
                    help="score a run stopped short at its latest sampler checkpoint (--dedicated, --calibration)")
     p.add_argument("--quick", action="store_true", help="smoke run: 40 + 20 steps, 2 measurements, 64 samples")
+    d = p.add_argument_group("digits (family_digits.py: the family mapper on the embedded default)")
+    d.add_argument("--digits", type=int, default=0, help="score the digit sections on the first N test digits (200)")
+    d.add_argument("--train-dedicated", action="store_true", help="first train the dedicated held-out mappers")
+    d.add_argument("--tune-digits", type=int, default=16, help="train digits of RED-Diff-100's grid points")
+    d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--work-dir", default="runs/family")
     p.add_argument("--out", default=str(RESULTS / "family.json"))
     args = p.parse_args()
@@ -361,7 +380,12 @@ def main() -> None:
             f"sigma_y log-uniform in [0.02, 0.2], mapper.condition embedding; {MEASUREMENTS} test y per cell, "
             f"{SAMPLES} samples per y, coverage against 32 exact posterior draws per y (posterior.py's estimators).")
     data = {**old, "command": command_line("family.py"), "head": head, **collect(work, args.variant)}
-    publish(out, data, render_family)
+    if args.digits:
+        from family_digits import digit_sections
+
+        data.update(digit_sections(args, work))
+        data["digits_command"] = data["command"]
+    publish(out, data, render_all)
 
 
 if __name__ == "__main__":
