@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -77,9 +76,9 @@ FAMILY = [f"operator.family={MEMBERS}", "operator.sigma_y=[0.02, 0.2]", "mapper.
 MEASUREMENTS, SAMPLES = 6, 256
 
 # posterior.py's per-task sampler settings (its argparse defaults), as a new user runs them.
-RECIPE = dict(steps=1500, paired_steps=200, t_ikl=20, score_steps=2, lr=1e-3, h=0.1, noise_channels=0,
-              score_condition="center",
-              score_warmup=100, lambda_mean=0.3, sampler_ppb=False, sampler_override=[], batch_size=64)
+RECIPE = {"steps": 1500, "paired_steps": 200, "t_ikl": 20, "score_steps": 2, "lr": 1e-3, "h": 0.1, "noise_channels": 0,
+              "score_condition": "center",
+              "score_warmup": 100, "lambda_mean": 0.3, "sampler_ppb": False, "sampler_override": [], "batch_size": 64}
 # The fix (docs/family.md, "A second Gaussian prior"): the mapper's only randomness was h z ADDED TO lift(y),
 # which reaches the samples through the same posterior gain as y: with h = 0.1 a mapper with the posterior's
 # mean has at least h^2 G G^T of covariance, 1.25x the whole posterior on the stationary box at sigma_y 0.05.
@@ -176,7 +175,7 @@ def dedicated_task(task: str, variant: str, args, work: Path) -> dict:
     prior, op = prior_of("stationary"), make_operator(task)
     y, posts, truths, g = _problem(prior, op, args.measurements)
     run = work / "dedicated" / f"{variant}_{task}"
-    kw = dict(batch_size=r.batch_size, lr=r.lr, h=r.h, extra=[f"mapper.noise_channels={r.noise_channels}"])
+    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [f"mapper.noise_channels={r.noise_channels}"]}
     paired, paired_export, paired_s = train_mapper(prior, davi_config(task, run / "paired", r.paired_steps, PAIRED, **kw))
     sampler_cfg = davi_config(task, run / "sampler", r.steps,
                               sampler_objective(r.t_ikl, paired_export, r.score_steps) + sampler_settings(r), **kw)
@@ -204,7 +203,7 @@ def family_run(prior_name: str, args, work: Path):
         steps, paired_steps = 40, 20
     prior = prior_of(prior_name)
     run = work / "calibration" / f"{prior_name}_{args.variant}"
-    kw = dict(batch_size=r.batch_size, lr=r.lr, h=r.h, extra=[*FAMILY, f"mapper.noise_channels={r.noise_channels}"])
+    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [*FAMILY, f"mapper.noise_channels={r.noise_channels}"]}
     # davi_config's task only names a base operator; the family overrides it
     # a family's s_psi must see y and the member in the warm start too (center, as the sampler's)
     paired_cfg = davi_config("denoise", run / "paired", paired_steps, [*PAIRED, "davi.score_condition=center"], **kw)
@@ -266,7 +265,7 @@ KEEP = ("cov90", "mean_err", "var_ratio")
 def exact_floor(task: str, measurements: int = MEASUREMENTS, samples: int = SAMPLES) -> dict:
     """The estimators on exact posterior samples of the stationary prior (the Monte-Carlo floor; seconds)."""
     prior, op = prior_of("stationary"), make_operator(task)
-    y, posts, truths, g = _problem(prior, op, measurements)
+    _y, posts, truths, g = _problem(prior, op, measurements)
     return {k: v for k, v in _scores(torch.stack([p.sample(samples, g) for p in posts], 1), posts, truths).items()
             if k in KEEP}
 

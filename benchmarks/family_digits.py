@@ -145,7 +145,7 @@ def red_diff_restorations(task, tuning: dict, y: torch.Tensor, work: Path) -> to
 
     lr, lam = tuning["lr"], tuning["lam"]
     method = RedDiffMethod(task.prior, task.operator, **red_diff_settings(task.red_diff_config(100, lr, lam)))
-    key = lambda a, b: {"steps": 100, "lr": lr, "lam": lam, "y": digest(y[a:b])}  # noqa: E731
+    key = lambda a, b: {"steps": 100, "lr": lr, "lam": lam, "y": digest(y[a:b])}
     return run_in_chunks(work / "digits" / task.name / "red_diff_100", key, len(y), 50,
                          lambda a, b: method(y[a:b], list(range(a, b)), 1)[0].cpu(),
                          on_chunk=lambda a, b, new: log(f"{task.name} RED-Diff-100: {a}-{b} {'done' if new else 'cached'}"))
