@@ -49,10 +49,10 @@ from types import SimpleNamespace
 # pool per process oversubscribes the cores (the bootstrap's 128 x 128 eigendecompositions ran 5x slower)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import torch  # noqa: E402
-from common import RESULTS, command_line, log, publish, table  # noqa: E402
+import torch
+from common import RESULTS, command_line, log, publish, table
 
-from davi.io.atomic import write_text  # noqa: E402
+from davi.io.atomic import write_text
 
 torch.set_num_threads(1)
 METHODS = ("dps", "diffpir", "ddrm")
@@ -85,11 +85,10 @@ def run_baseline(prior_name: str, task: str, name: str, args, work: Path) -> dic
     cache = work / f"{prior_name}_{task}_{name}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from posterior import TRUTH_SEED, figures, problem, truth_draws
-
+    from davi.analytic.problems import TRUTH_SEED, figures, problem, truth_draws
     from davi.baselines import baseline_method
 
-    prior, op, y, posts = problem(prior_name, task, SimpleNamespace(measurements=args.measurements))
+    prior, op, y, posts = problem(prior_name, task, args.measurements)
     truths = truth_draws(posts, torch.Generator().manual_seed(TRUTH_SEED))  # posterior.py's truths
     method = baseline_method(name, prior, op)
     t0 = time.process_time()
@@ -115,7 +114,7 @@ def reused_entries(posterior: dict, key: str) -> dict:
 
 
 def leaderboard(args) -> dict:
-    from posterior import DEFAULT_TASKS
+    from davi.analytic.problems import DEFAULT_TASKS
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -413,9 +412,8 @@ def red_diff_rows(task, compare_json: dict, args) -> dict:
 def baseline_rows(task, args, tunings: dict) -> tuple[dict, dict]:
     """(rows, bootstrap items) of each baseline, tuned (``<name>``) and at deepinv's defaults (``<name>_default``),
     from the cache; a missing one is a pending row."""
-    from davi.eval.tasks import score_digit_restorations as score_method
-
     from davi.baselines import baseline_method
+    from davi.eval.tasks import score_digit_restorations as score_method
 
     rows, items = {}, {}
     for name in args.digit_methods:
@@ -460,9 +458,8 @@ def digit_bootstrap(task, items: dict, compare_json: dict, args) -> dict:
 
 def report_digit_task(task, args, compare_json: dict) -> tuple[dict, dict, dict, dict]:
     """(rows, bootstrap, tunings, timing) of one task from the cache; DAVI restored here (seconds)."""
-    from davi.eval.tasks import score_digit_restorations as score_method
-
     from davi.eval.evaluate import run_method
+    from davi.eval.tasks import score_digit_restorations as score_method
 
     tunings = {name: tune(task, name, args, compute=False) for name in args.digit_methods}
     rows, items = {}, {}
@@ -675,7 +672,7 @@ def render_results_md(data: dict) -> str:
 
 
 def arguments() -> argparse.Namespace:
-    from posterior import DEFAULT_TASKS, PRIORS
+    from davi.analytic.problems import DEFAULT_TASKS, PRIORS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--priors", nargs="*", default=list(PRIORS), choices=list(PRIORS))

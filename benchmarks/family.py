@@ -45,7 +45,9 @@ from pathlib import Path
 import torch
 from common import command_line, publish, table
 from family_digits import render_digits
-from posterior import (
+from posterior import sampler_settings
+
+from davi.analytic.problems import (
     PAIRED,
     TRUTH_SEED,
     davi_config,
@@ -53,11 +55,9 @@ from posterior import (
     make_operator,
     make_prior,
     sampler_objective,
-    sampler_settings,
     train_mapper,
     truth_draws,
 )
-
 from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,6 +32,8 @@ Methods per task (keys of ``benchmarks/results/posterior.json``: ``"<prior>/<tas
 Each (prior, task) is cached in ``--work-dir`` as it finishes, so an interrupted run resumes where it
 stopped; every run rewrites the results from all cached tasks.
 
+The priors, tasks, mapper and its training are davi.analytic.problems's (shared with baselines.py and family.py).
+
     python benchmarks/posterior.py                      # full run (5 tasks x 2 priors; resumable)
     python benchmarks/posterior.py --priors gauss       # one prior (run the other in a second process)
     python benchmarks/posterior.py --quick --out /tmp/p.json   # smoke run
@@ -47,98 +49,37 @@ from pathlib import Path
 import torch
 from common import command_line, met, publish, span, table
 
-from davi.eval.evaluate import markdown_table
-from davi.analytic import (
-    davi_fixed_point,
-    digit_images,
-    exact_posteriors,
-    fit_gaussian,
-    fit_gmm,
-    held_out_measurements,
-    interval_coverage,
-    mapper_samples,
-    posterior_figures,
+from davi.analytic import davi_fixed_point, mapper_samples
+from davi.analytic.problems import (
+    DEFAULT_TASKS,
+    GMM_CLASSES,
+    NUM_TRUTHS,
+    PAIRED,
+    PRIORS,
+    RANK,
+    REGRESSION,
+    SIGMA_Y,
+    TASKS,
+    TRUTH_SEED,
+    davi_config,
+    figures,
+    problem,
+    sampler_objective,
+    train_mapper,
+    truth_draws,
 )
+from davi.eval.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 torch.set_num_threads(1)
 
-RES = 8
-SIGMA_Y = 0.05
-# task -> operator overrides (8x8 images)
-TASKS = {
-    "deblur": ["operator.name=deblur", "operator.kernel_size=3", "operator.kernel_std=1.0"],
-    "sr2": ["operator.name=sr", "operator.scale=2"],
-    "sr4": ["operator.name=sr", "operator.scale=4"],
-    "box": ["operator.name=box_inpaint", "operator.box_size=4"],
-    "random": ["operator.name=random_inpaint", "operator.drop_fraction=0.5", "operator.mask_seed=0"],
-    "denoise": ["operator.name=denoise"],
-}
-DEFAULT_TASKS = ["deblur", "sr2", "sr4", "box", "random"]
-PRIORS = ("gauss", "gmm")
-GAUSS_CLASSES = tuple(range(10))
-GMM_CLASSES = (0, 1, 7)
-RANK = 8
-NUM_TRUTHS = 32  # exact posterior draws per y, as the truths of the coverage check
 LAMBDA_MEAN = 0.3  # the sampler's mean-matching weight (docs/sampler.md: chosen on gauss/box, sr2)
 
-# The mapper: a small fresh UNet (the analytic prior has no network to copy).
-NET = ["prior.block_out_channels=[16,32]", "prior.attention_levels=[]", "prior.norm_num_groups=8",
-       "prior.layers_per_block=1"]
-# The paired objective at the paper's box settings (DAVI, Lee et al. 2024).
-PAIRED = ["davi.objective=paired", "davi.t_ikl=1000", "davi.lambda_con=0.5", "davi.lambda_reg=1.0"]
-# Regression only: its optimum is the posterior mean E[x | y] exactly (a warm start for the sampler's mean).
-REGRESSION = ["davi.objective=paired", "davi.lambda_ikl=0", "davi.lambda_con=0", "davi.lambda_reg=1.0", "davi.ppb=false"]
-
 
 # ----------------------------------------------------------------------------------------------
-# problems
+# one (prior, task)
 # ----------------------------------------------------------------------------------------------
-def make_prior(name: str):
-    if name == "gauss":
-        x, _ = digit_images(GAUSS_CLASSES, resolution=RES)
-        return fit_gaussian(x, rank=RANK)
-    if name == "gmm":
-        x, labels = digit_images(GMM_CLASSES, resolution=RES)
-        return fit_gmm(x, labels, rank=RANK)
-    raise ValueError(f"unknown prior {name!r} (one of {', '.join(PRIORS)})")
-
-
-def operator_config(task: str, sigma_y: float = SIGMA_Y):
-    from davi.config import load_config
-
-    return load_config(None, [*TASKS[task], f"operator.sigma_y={sigma_y}"]).operator
-
-
-def make_operator(task: str, sigma_y: float = SIGMA_Y, resolution: int = RES, channels: int = 1):
-    from davi.operators import build_operator
-
-    return build_operator(operator_config(task, sigma_y), resolution, channels)
-
-
-# ----------------------------------------------------------------------------------------------
-# training
-# ----------------------------------------------------------------------------------------------
-def davi_config(task: str, out_dir, steps: int, objective: list[str], batch_size: int = 64, lr: float = 1e-3,
-                h: float = 0.1, seed: int = 0, extra: list[str] | None = None):
-    from davi.config import load_config
-
-    return load_config(None, [
-        "job=davi", f"train.output_dir={out_dir}", f"data.resolution={RES}", "data.channels=1", *NET,
-        *TASKS[task], f"operator.sigma_y={SIGMA_Y}", "train.init_from_prior=false", f"mapper.h={h}",
-        f"train.max_steps={steps}", f"train.batch_size={batch_size}", f"train.lr={lr}", f"davi.score_lr={lr}",
-        f"train.seed={seed}", "train.ema_decay=0.995", f"train.checkpoint_every={max(1, steps // 4)}",
-        "train.checkpoints_total_limit=1", "log.image_every=0", "log.progress=false", "log.num_val=4",
-        "log.num_samples=2", f"log.every={max(1, steps // 20)}", *(extra or []),
-        *objective])  # last: the objective's overrides (e.g. --sampler-override train.lr=...) win
-
-
-def sampler_objective(t_ikl: int, init_mapper: str | Path = "", score_steps: int = 1) -> list[str]:
-    return ["davi.objective=sampler", "davi.lambda_reg=0", f"davi.t_ikl={t_ikl}", f"davi.score_steps={score_steps}",
-            f"davi.init_mapper={init_mapper}"]
-
-
 def sampler_settings(args) -> list[str]:
     """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, mean
     matching, PPB."""
@@ -147,56 +88,13 @@ def sampler_settings(args) -> list[str]:
             f"davi.ppb={str(args.sampler_ppb).lower()}", *args.sampler_override]
 
 
-def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
-    """Train DAVI against the analytic ``prior`` on ``num_train`` of its samples (resuming a killed run);
-    (EMA mapper, export folder, CPU seconds)."""
-    from davi.io.export import load_export
-    from davi.training.recipes.davi import davi_recipe
-    from davi.training.loop import train
-
-    g = torch.Generator().manual_seed(10_000 + seed)
-    images = prior.sample(num_train, generator=g).float()
-    t0 = time.process_time()
-    out = train(cfg, davi_recipe, resume="latest", prior=prior, train_images=images, val_images=images[:4])
-    seconds = time.process_time() - t0
-    mapper, _, _ = load_export(out / "export")
-    return mapper, out / "export", seconds
-
-
-# ----------------------------------------------------------------------------------------------
-# one (prior, task)
-# ----------------------------------------------------------------------------------------------
-def figures(samples, posts, truths) -> dict:
-    """posterior_figures plus the coverage of the exact draws ``truths`` (R, B, D)."""
-    f = posterior_figures(samples, posts)
-    f["coverage"] = {f"{round(100 * k)}": v for k, v in interval_coverage(samples, truths).items()}
-    return f
-
-
-def problem(prior_name: str, task: str, args):
-    """(prior, operator, held-out measurements y, their exact posteriors) of one (prior, task)."""
-    prior = make_prior(prior_name)
-    op = make_operator(task)
-    _, y = held_out_measurements(prior, op, args.measurements, seed=1, ambiguous=prior_name == "gmm")
-    return prior, op, y, exact_posteriors(prior, op, y)
-
-
-TRUTH_SEED = 7
-
-
-def truth_draws(posts, g: torch.Generator) -> torch.Tensor:
-    """(NUM_TRUTHS, B, D) exact posterior draws, one posterior after the other from ``g``: the
-    truths every method's coverage is measured against."""
-    return torch.stack([p.sample(NUM_TRUTHS, g) for p in posts], 1)
-
-
 def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     from davi.training.losses import sampler_consistency_weight
 
-    prior, op, y, posts = problem(prior_name, task, args)
+    prior, op, y, posts = problem(prior_name, task, args.measurements)
     g = torch.Generator().manual_seed(TRUTH_SEED)
     truths = truth_draws(posts, g)  # then g goes on to draw the exact samples
     rows = []
@@ -219,8 +117,8 @@ def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
             f"closed-form optimum of the sampler objective, t_ikl={args.t_ikl}, consistency weight {lam:.3g}")
 
     run = work / f"{prior_name}_{task}"
-    mapper_args = dict(batch_size=args.batch_size, lr=args.lr, h=args.h,
-                       extra=[f"mapper.noise_channels={args.noise_channels}"])
+    mapper_args = {"batch_size": args.batch_size, "lr": args.lr, "h": args.h,
+                       "extra": [f"mapper.noise_channels={args.noise_channels}"]}
     paired_cfg = davi_config(task, run / "paired", args.paired_steps, PAIRED, **mapper_args)
     paired, paired_export, paired_s = train_mapper(prior, paired_cfg)
     add("paired", mapper_samples(paired, op, y, args.samples), paired_s, f"{args.paired_steps} steps")
@@ -255,7 +153,7 @@ def run_red_diff(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.red_diff.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    prior, op, y, posts = problem(prior_name, task, args)
+    prior, op, y, posts = problem(prior_name, task, args.measurements)
     truths = truth_draws(posts, torch.Generator().manual_seed(TRUTH_SEED))  # the same draws as run_task's
     t0 = time.process_time()
     red = red_diff_estimates(prior, op, y, args.red_diff_seeds, num_steps=args.red_diff_steps)

@@ -5,6 +5,8 @@
   optimum of DAVI's objective over Gaussians;
 * :mod:`davi.analytic.distances`: Gaussian W2, sliced Wasserstein, variance ratios, mode coverage;
 * :mod:`davi.analytic.check`: a mapper's posterior samples and their distances to the exact posterior.
+* :mod:`davi.analytic.problems`: the benchmarks' problems (8x8 digit priors, linear tasks) and training a
+  mapper against an analytic prior (not re-exported here: import it as ``davi.analytic.problems``).
 """
 
 from davi.analytic.check import mapper_samples, posterior_figures
