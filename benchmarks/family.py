@@ -45,7 +45,6 @@ from pathlib import Path
 import torch
 from common import command_line, publish, table
 from family_digits import render_digits
-from posterior import sampler_settings
 
 from davi.analytic.problems import (
     PAIRED,
@@ -55,6 +54,7 @@ from davi.analytic.problems import (
     make_operator,
     make_prior,
     sampler_objective,
+    sampler_settings,
     train_mapper,
     truth_draws,
 )
@@ -360,6 +360,7 @@ def main() -> None:
     d.add_argument("--train-dedicated", action="store_true", help="first train the dedicated held-out mappers")
     d.add_argument("--tune-digits", type=int, default=16, help="train digits of RED-Diff-100's grid points")
     d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    d.add_argument("--figure", default=str(ROOT / "docs" / "family_grid.png"), help="the family figure ('' : none)")
     p.add_argument("--work-dir", default="runs/family")
     p.add_argument("--out", default=str(RESULTS / "family.json"))
     args = p.parse_args()

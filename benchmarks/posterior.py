@@ -65,6 +65,7 @@ from davi.analytic.problems import (
     figures,
     problem,
     sampler_objective,
+    sampler_settings,
     train_mapper,
     truth_draws,
 )
@@ -80,14 +81,6 @@ LAMBDA_MEAN = 0.3  # the sampler's mean-matching weight (docs/sampler.md: chosen
 # ----------------------------------------------------------------------------------------------
 # one (prior, task)
 # ----------------------------------------------------------------------------------------------
-def sampler_settings(args) -> list[str]:
-    """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, mean
-    matching, PPB."""
-    return [f"davi.score_condition={args.score_condition}", f"davi.score_warmup={args.score_warmup}",
-            f"davi.lambda_mean={args.lambda_mean}",
-            f"davi.ppb={str(args.sampler_ppb).lower()}", *args.sampler_override]
-
-
 def run_task(prior_name: str, task: str, args, work: Path) -> list[dict]:
     cache = work / f"{prior_name}_{task}.json"
     if cache.is_file():

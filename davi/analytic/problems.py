@@ -139,6 +139,15 @@ def sampler_objective(t_ikl: int, init_mapper: str | Path = "", score_steps: int
             f"davi.init_mapper={init_mapper}"]
 
 
+def sampler_settings(settings) -> list[str]:
+    """The sampler phase's overrides beyond the objective: s_psi's conditioning and warm-up, mean matching,
+    PPB. ``settings``: any object with ``score_condition``, ``score_warmup``, ``lambda_mean``, ``sampler_ppb``
+    and ``sampler_override`` (e.g. parsed arguments)."""
+    return [f"davi.score_condition={settings.score_condition}", f"davi.score_warmup={settings.score_warmup}",
+            f"davi.lambda_mean={settings.lambda_mean}",
+            f"davi.ppb={str(settings.sampler_ppb).lower()}", *settings.sampler_override]
+
+
 def train_mapper(prior, cfg, num_train: int = 16384, seed: int = 0):
     """Train DAVI against the analytic ``prior`` on ``num_train`` of its samples (resuming a killed run);
     (EMA mapper, export folder, CPU seconds)."""
