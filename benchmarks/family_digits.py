@@ -253,7 +253,42 @@ def digit_sections(args, work: Path) -> dict:
         out.update({f"false_alarms/{s}": alarms[str(s)] for s in FALSE_ALARM_SIGMAS})
         out["false_alarms:threshold"] = alarms["threshold"]
     out["train_cpu_s"] = train_seconds(work)
+    if args.figure and FAMILY_EXPORTS["family"].is_dir():
+        family_grid(Path(args.figure))
     return out
+
+
+# the figure's rows: one measurement of each kind, from the one network
+FIGURE_MEMBERS = (
+    {"name": "sr", "scale": 4, "sigma_y": 0.05}, {"name": "sr", "scale": 2, "sigma_y": 0.15},
+    {"name": "deblur", "kernel_size": 9, "kernel_std": 1.7, "sigma_y": 0.08},
+    {"name": "deblur", "kernel_size": 9, "kernel_std": 2.5, "sigma_y": 0.02},
+    {"name": "box_inpaint", "box_size": 12, "box_top": 4, "box_left": 14, "sigma_y": 0.05},
+    {"name": "random_inpaint", "drop_fraction": 0.7, "mask_seed": 3, "sigma_y": 0.1},
+)
+
+
+@torch.no_grad()
+def family_grid(path: Path, samples: int = 6) -> None:
+    """The family figure: per row one member (a different test digit each), the measurement, ``samples``
+    samples of the one family export, their mean, their per-pixel std (scaled to the row's max) and the truth."""
+    from davi.eval.tasks import DigitTask
+    from davi.io.images import display_measurement, make_grid, save_grid_png
+    from davi.operators import operator_from_params
+    from davi.restorer import Restorer
+
+    restorer = Restorer.from_pretrained(FAMILY_EXPORTS["family"])
+    x0 = DigitTask.load("sr4", len(FIGURE_MEMBERS)).test_blocks(1)[0]
+    rows = []
+    for i, params in enumerate(FIGURE_MEMBERS):
+        op = operator_from_params({"resolution": 32, "channels": 1, **params})
+        y = op.measure(x0[i:i + 1], generator=torch.Generator().manual_seed(i))
+        out = restorer(y, samples=samples, seed=i, operator=op, progress=False)
+        std = out.std[0]
+        rows += [display_measurement(y, x0[i:i + 1])[0].clamp(-1, 1), *out.samples[:, 0], out.mean[0],
+                 std / std.amax().clamp_min(1e-8) * 2 - 1, x0[i]]
+    save_grid_png(make_grid(torch.stack(rows), nrow=samples + 4), path, upscale=3)
+    log(f"wrote {path}")
 
 
 def _interval(b: dict | None, fmt: str) -> str:
