@@ -124,3 +124,31 @@ def test_a_card_naming_an_import_path_operator_is_rendered_without_importing_it(
     assert capsys.readouterr().out == ""
     assert "**this:Zen**" in text and "Measurements are 1xhxw images" in text and "| (B, 1, h, w) float32 |" in text
     assert model_card(card, onnx=True) == text  # a card.json dict renders the same
+
+
+def test_a_family_card_describes_the_family_and_names_its_member(tmp_path):
+    """A family export's card: the family (not the member it happened to be exported with) in the title,
+    the davi block and the hub's task; the restore command names a member; metrics say which member."""
+    from davi.io.card import ExportCard
+
+    family_export = SHIPPED.parents[2] / "resume" / "family_mnist_paired" / "export"
+    card = ExportCard.from_dict(read_card(family_export))
+    metrics = {"values": {"psnr": 20.0}, "images": 200, "split": "test", "data": "mnist32", "command": "python x",
+               "member": "4x super-resolution at sigma_y 0.05"}
+    text = model_card(card, metrics)
+    front = read_front_matter(_written(tmp_path, text))
+    d = front["davi"]
+    assert "operator" not in d and d["family"] == card.extra["family"] and d["sigma_y"] == [0.01, 0.2]
+    assert d["task_description"].startswith("family of 4: sr (scale in {2, 4}); deblur")
+    assert front["model-index"][0]["results"][0]["task"]["name"] == metrics["member"]
+    body = text.split("\n---\n", 1)[1]
+    assert "One DAVI mapper (Lee et al. 2024) for a **family of 4" in body
+    assert "--operator deblur --kernel-std 1.7 --sigma-y 0.08" in body  # a member is named at restore time
+    assert "measured by the member 4x super-resolution at sigma_y 0.05" in body
+    assert "sigma_y = 0.0833" not in body  # the drawn member of the export is not presented as its task
+
+
+def _written(tmp_path, text: str) -> Path:
+    path = tmp_path / "README.md"
+    path.write_text(text)
+    return path

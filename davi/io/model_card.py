@@ -41,12 +41,23 @@ def as_card(card: CardLike) -> ExportCard:
     return ExportCard.coerce(card)
 
 
+def card_family(card: ExportCard):
+    """The OperatorFamily a family export's card records (``family``), else None."""
+    from davi.operators.family import OperatorFamily
+
+    params = card.extra.get("family")
+    return OperatorFamily.from_params(params) if params else None
+
+
 def describe_task(card: CardLike) -> str:
     """A human name for the card's operator (an ExportCard, or an operator's params dict), e.g.
-    '4x super-resolution (4x4 average pooling)': the operator's own describe(). An operator the card
-    names by import path is not imported (no code a card names runs here): its name is used instead."""
+    '4x super-resolution (4x4 average pooling)': the operator's own describe(); a family export's
+    family. An operator the card names by import path is not imported (no code a card names runs here):
+    its name is used instead."""
     from davi.operators import OperatorError, operator_from_params
 
+    if isinstance(card, ExportCard) and (family := card_family(card)) is not None:
+        return family.describe()
     op = card.operator if isinstance(card, ExportCard) else card
     try:
         return operator_from_params(op).describe()
@@ -72,8 +83,7 @@ def front_matter(card: CardLike, metrics: dict[str, Any] | None = None, onnx: bo
     davi_block = {
         "task": card.task,
         "task_description": describe_task(card),
-        "operator": card.operator,
-        "sigma_y": card.sigma_y,
+        **_operator_keys(card),
         "h": card.h,
         "resolution": card.resolution,
         "channels": card.channels,
@@ -95,10 +105,19 @@ def front_matter(card: CardLike, metrics: dict[str, Any] | None = None, onnx: bo
     return front
 
 
+def _operator_keys(card: ExportCard) -> dict[str, Any]:
+    """The davi block's operator and sigma_y: a family export's family and noise range (its card's
+    ``operator`` is only the member it was exported with)."""
+    family = card.extra.get("family")
+    if family:
+        return {"family": family, "sigma_y": family["sigma_y"], "condition": card.extra.get("condition")}
+    return {"operator": card.operator, "sigma_y": card.sigma_y}
+
+
 def _model_index(card: ExportCard, metrics: dict[str, Any]) -> dict[str, Any]:
     values = [{"type": k, "name": METRIC_NAMES.get(k, k), "value": v} for k, v in metrics["values"].items()]
     return {"name": model_name(card), "results": [{
-        "task": {"type": "image-to-image", "name": describe_task(card)},
+        "task": {"type": "image-to-image", "name": metrics.get("member") or describe_task(card)},
         "dataset": {"name": metrics.get("data", ""), "type": metrics.get("data", ""), "split": metrics.get("split", "")},
         "metrics": values,
         "source": {"name": metrics.get("command", "")},
@@ -113,6 +132,8 @@ def model_card(card: CardLike, metrics: dict[str, Any] | None = None, onnx: bool
 
 
 def _body(card: ExportCard, metrics: dict[str, Any] | None, onnx: bool) -> str:
+    if card_family(card) is not None:
+        return _family_body(card, metrics)
     c, r = card.channels, card.resolution
     lines = [
         f"# {model_name(card)}",
@@ -146,6 +167,35 @@ def _body(card: ExportCard, metrics: dict[str, Any] | None, onnx: bool) -> str:
     return "\n".join(lines)
 
 
+def _family_body(card: ExportCard, metrics: dict[str, Any] | None) -> str:
+    """The body of a family export's card: one mapper for every member, named at restore time."""
+    c, r = card.channels, card.resolution
+    lines = [
+        f"# {model_name(card)}", "",
+        f"One DAVI mapper (Lee et al. 2024) for a **{describe_task(card)}**, on {c}x{r}x{r} images: each "
+        f"measurement is restored in one step, x_hat = I_phi(lift(y) + h z, T - 1 | member) with h = {card.h}, "
+        f"the network conditioned on the member that measured y (`{card.extra.get('condition')}`: docs/family.md); "
+        f"trained for {card.steps} steps (objective: {objective(card)}) against the frozen diffusion prior "
+        f"`{card.prior.identity or None}` (digest `{card.prior.digest or None}`). " + _spread(card), "",
+        "## Use", "",
+        ("Name the member that measured y (its operator and noise level); one outside the family is refused "
+         "with a one-line error, never extrapolated."), "",
+        "```bash",
+        "# with this repository installed (pip install -e .)",
+        ("python infer.py restore --export THIS_FOLDER --input measurements/ --operator deblur --kernel-std 1.7 "
+         "--sigma-y 0.08 --samples 8 --out restored/"),
+        "```", "",
+        "```python",
+        "restorer = davi.Restorer.from_pretrained(THIS_FOLDER)",
+        'out = restorer(y, samples=8, operator={"name": "deblur", "kernel_std": 1.7}, sigma_y=0.08)',
+        "```", "",
+        "Pixels are in [-1, 1] (PNG 0..255 maps linearly); a measurement has its member's shape.", ""]
+    lines += _trust(card.consistency) + _metrics(metrics)
+    lines += [("Files: `diffusion_pytorch_model.safetensors` + `config.json` (the mapper, diffusers format), "
+               "`card.json` (the family, prior, training config)."), ""]
+    return "\n".join(lines)
+
+
 def _trust(consistency: dict[str, Any] | None) -> list[str]:
     """The "When to trust a restoration" section, when the card has a calibrated threshold."""
     if not (isinstance(consistency, dict) and "threshold" in consistency):
@@ -163,8 +213,9 @@ def _metrics(metrics: dict[str, Any] | None) -> list[str]:
     if not metrics:
         return ["## Measured", "", "No metrics recorded for this export yet "
                 "(`python infer.py card --export FOLDER --results ... --row ...` adds them from a benchmark's results).", ""]
+    member = f" measured by the member {metrics['member']}" if metrics.get("member") else ""
     lines = ["## Measured", "", f"{metrics.get('images', '?')} images of `{metrics.get('data', '?')}` "
-             f"(split `{metrics.get('split', '?')}`), one sample per image:", "",
+             f"(split `{metrics.get('split', '?')}`){member}, one sample per image:", "",
              "| metric | value |", "|---|---|"]
     lines += [f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics["values"].items()]
     return lines + ["", "Command:", "", "```bash", metrics.get("command", ""), "```", ""]
