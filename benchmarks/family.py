@@ -20,7 +20,7 @@ resumes; every run MERGES its keys into ``--out``, keeping the other sections' k
 * ``--digits N``: the family mapper on the embedded digits (benchmarks/family_digits.py): against the shipped
   dedicated mappers on SR x4 / deblur / box (``"<task>"``), at held-out settings against a dedicated mapper
   and RED-Diff-100 (``"heldout/<name>"``), the one threshold's false alarms per sigma_y
-  (``"false_alarms/<sigma_y>"``), training seconds (``"train_cpu_s"``); ``--train-dedicated`` first trains
+  (``"false_alarms/<sigma_y>"``), training seconds (``"train_cpu_s"``); ``--train-dedicated`` trains
   the two dedicated held-out mappers (paired 2,000 + sampler 600 steps each, the shipped recipe).
 
     python benchmarks/family.py --dedicated --variant before      # stationary prior, today's recipe
@@ -30,7 +30,8 @@ resumes; every run MERGES its keys into ``--out``, keeping the other sections' k
     python benchmarks/family.py --calibration --priors gauss --partial  # score a run stopped short at its checkpoint
     python benchmarks/family.py --dedicated --variant after --tasks box --partial
     python benchmarks/family.py --collect                         # rewrite family.json/.md from the caches
-    python benchmarks/family.py --digits 200 --train-dedicated    # the digit sections (family_digits.py)
+    python benchmarks/family.py --train-dedicated --collect       # the two dedicated held-out mappers (~3 CPU h)
+    python benchmarks/family.py --digits 200                      # the digit sections (family_digits.py)
     python benchmarks/family.py --calibration --quick --out /tmp/f.json --work-dir /tmp/family  # smoke run
 
 Every training runs on one thread; seconds are CPU (process) seconds.
@@ -357,7 +358,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 40 + 20 steps, 2 measurements, 64 samples")
     d = p.add_argument_group("digits (family_digits.py: the family mapper on the embedded default)")
     d.add_argument("--digits", type=int, default=0, help="score the digit sections on the first N test digits (200)")
-    d.add_argument("--train-dedicated", action="store_true", help="first train the dedicated held-out mappers")
+    d.add_argument("--train-dedicated", nargs="*", default=None, metavar="NAME",
+                   help="train the dedicated held-out mappers (all, or the named ones; resumes)")
     d.add_argument("--tune-digits", type=int, default=16, help="train digits of RED-Diff-100's grid points")
     d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     d.add_argument("--figure", default=str(ROOT / "docs" / "family_grid.png"), help="the family figure ('' : none)")
@@ -380,6 +382,13 @@ def main() -> None:
             f"sigma_y log-uniform in [0.02, 0.2], mapper.condition embedding; {MEASUREMENTS} test y per cell, "
             f"{SAMPLES} samples per y, coverage against 32 exact posterior draws per y (posterior.py's estimators).")
     data = {**old, "command": command_line("family.py"), "head": head, **collect(work, args.variant)}
+    if args.train_dedicated is not None:
+        from family_digits import DEDICATED, train_dedicated
+
+        for name in args.train_dedicated or DEDICATED:
+            if name not in DEDICATED:
+                raise SystemExit(f"error: --train-dedicated {name}: not one of {', '.join(DEDICATED)}")
+            train_dedicated(name, work)
     if args.digits:
         from family_digits import digit_sections
 

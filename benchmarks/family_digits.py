@@ -240,9 +240,6 @@ def train_seconds(work: Path) -> dict:
 
 def digit_sections(args, work: Path) -> dict:
     """family.json's digit keys: ``<task>``, ``heldout/<name>``, ``false_alarms/<sigma_y>``, ``train_cpu_s``."""
-    if args.train_dedicated:
-        for name in DEDICATED:
-            train_dedicated(name, work)
     out = {}
     for name in SHIPPED:
         out[name] = shipped_task(name, args)
