@@ -238,3 +238,36 @@ def test_davi_restore_simulates_a_member_and_refuses_outside_the_family(family_e
         bad = subprocess.run([*base, *extra, "--out", str(tmp_path / "bad")], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_warm_start_with_fewer_noise_channels_is_widened(tiny_unet, tmp_path):
+    """A paired export without noise channels warm-starts a sampler with one: the image's and the condition's
+    input weights are the source's, the noise channel keeps a fresh (non-zero) initialisation, and with that
+    channel at zero the widened mapper computes exactly what the source does."""
+    from davi.training.recipes.davi import widened_noise_inputs
+
+    source = Mapper.from_prior_unet(tiny_unet, 0.1, False, 1000, cond_channels=2, cond_dim=5)
+    with torch.no_grad():
+        source.cond_proj.weight.normal_()
+        source.net.conv_in.weight[:, 1:].normal_()  # the condition's channels have learned something
+    target = Mapper.from_prior_unet(tiny_unet, 0.01, False, 1000, noise_channels=1, cond_channels=2, cond_dim=5)
+    fresh = target.net.conv_in.weight[:, 1].detach().clone()
+    target.load_state_dict(widened_noise_inputs(source.state_dict(), target, 0))
+    w, ws = target.net.conv_in.weight, source.net.conv_in.weight
+    assert torch.equal(w[:, :1], ws[:, :1]) and torch.equal(w[:, 2:], ws[:, 1:]) and torch.equal(w[:, 1], fresh)
+    assert fresh.abs().sum() > 0
+    x, a, cond = torch.randn(2, 1, 32, 32), torch.full((2,), 999), _condition(2, 5)
+    with torch.no_grad():
+        assert torch.allclose(target(x, a, torch.zeros(2, 1, 32, 32), condition=cond),
+                              source(x, a, condition=cond), atol=1e-6)
+
+
+def test_a_sampler_stage_adds_a_noise_channel_to_its_paired_warm_start(family_export, tiny_prior_dir, tmp_path):
+    """davi.init_mapper on a paired export without noise channels, mapper.noise_channels 1: it trains."""
+    from davi.training.recipes import train_job
+
+    paired = family_export.parents[1] / "paired" / "export"
+    train_job(family_cfg(tiny_prior_dir, tmp_path / "wide", f"davi.init_mapper={paired}", "davi.score_warmup=1",
+                         "mapper.noise_channels=1", "mapper.h=0.005", "train.max_steps=2", config="family_mnist.yaml"))
+    card = json.loads((tmp_path / "wide" / "export" / "card.json").read_text())
+    assert card["noise_channels"] == 1 and card["h"] == 0.005

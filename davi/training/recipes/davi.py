@@ -149,13 +149,34 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
 
 
 def _warm_start(mapper, export_dir: str) -> None:
-    """Copy an exported mapper's weights into ``mapper`` (same architecture; ConfigError otherwise)."""
+    """Copy an exported mapper's weights into ``mapper`` (same architecture; ConfigError otherwise). A
+    source with fewer noise channels is widened (:func:`widened_noise_inputs`), so a sampler stage can add
+    unit-scale randomness to a paired warm start trained without it."""
     source, _, _ = load_export(export_dir)
+    state = source.state_dict()
+    extra = mapper.config.noise_channels - source.config.noise_channels
+    if extra > 0 and source.config.image_channels == mapper.config.image_channels:
+        state = widened_noise_inputs(state, mapper, source.config.noise_channels)
     try:  # the whole mapper: a family's condition projection too
-        mapper.load_state_dict(source.state_dict())
+        mapper.load_state_dict(state)
     except RuntimeError as e:
         raise ConfigError(f"davi.init_mapper={export_dir}: not this run's mapper architecture "
                           f"({str(e).splitlines()[0]})") from None
+
+
+def widened_noise_inputs(state: dict, mapper, source_noise: int) -> dict:
+    """``state`` (a mapper's with ``source_noise`` noise channels) for ``mapper``, which has more: the first
+    convolution's input columns are [image, noise, condition maps]; the image's and the condition's keep
+    the source's weights, the new noise channels keep ``mapper``'s own fresh initialisation (zero would be
+    a stationary point of the spread: Mapper.from_prior_unet)."""
+    key, c = "net.conv_in.weight", mapper.config.image_channels
+    weight = mapper.state_dict()[key].detach().clone()
+    src, new = state[key], mapper.config.noise_channels - source_noise
+    if weight.shape[1] != src.shape[1] + new:
+        return state  # another difference too: load_state_dict names it
+    weight[:, : c + source_noise] = src[:, : c + source_noise]
+    weight[:, c + source_noise + new:] = src[:, c + source_noise:]
+    return {**state, key: weight}
 
 
 def _paired_objective(cfg: Config, accelerator, operator, ppb, dsm, ikl, teacher_eps):
