@@ -690,7 +690,8 @@ def arguments() -> argparse.Namespace:
     d.add_argument("--digit-chunk", type=int, default=25, help="digits per cached chunk = per deepinv run (one seed)")
     d.add_argument("--report", action="store_true", help="compute nothing for the baselines: publish what is cached")
     d.add_argument("--tune-digits", type=int, default=16, help="train digits each grid point is scored on")
-    d.add_argument("--max-widenings", type=int, default=4)
+    d.add_argument("--max-widenings", type=int, default=8,
+                   help="widenings before a search stops at an edge (DPS's weight starts decades below its optimum)")
     d.add_argument("--dps-steps", type=int, default=None, help="DEBUG: DPS steps (default: deepinv's 1000)")
     d.add_argument("--time-batch", type=int, default=25, help="digits per timed run, every method")
     d.add_argument("--dps-time-steps", type=int, default=50, help="DPS steps per timed run (scaled to its steps)")
