@@ -120,6 +120,12 @@ class Restorer:
         return other
 
     @property
+    def threshold(self) -> float | None:
+        """The consistency threshold for this restorer's operator and noise level (a family export's
+        depends on sigma_y: ExportCard.threshold_at), or None when the card has none."""
+        return self.card.threshold_at(self.operator.sigma_y)
+
+    @property
     def size_multiple(self) -> int:
         """Image sides the mapper's network takes are multiples of this (its UNet halves them once per level)."""
         return 2 ** (len(self.mapper.config.unet_config["down_block_types"]) - 1)
@@ -221,7 +227,7 @@ class Restorer:
         from davi.solvers.methods import REFINE_STEPS, RefinedDaviMethod, Refiner
 
         steps = parse_refine(str(refine))
-        threshold = self.card.threshold
+        threshold = self.threshold
         if steps == "auto" and threshold is None:
             raise ExportError(f"{self.export_dir or 'this export'}: no consistency threshold in the card, which "
                               f"refine='auto' needs (refine=K refines every image)")
@@ -254,7 +260,7 @@ class Restorer:
         noisy = self.operator.sigma_y > 0  # without noise the statistic has no scale
         stat = residual_statistic(self.operator, run.samples[0].to(self.device), y).cpu() if noisy else None
         one_step = run.one_step_statistic if refine is not None else stat
-        threshold = self.card.threshold
+        threshold = self.threshold
         flagged = one_step > threshold if threshold is not None and one_step is not None and noisy else None
         nfe = float(samples)
         if run.refined is not None:  # refined images cost 1 + steps per sample, the others 1

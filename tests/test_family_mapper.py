@@ -28,7 +28,7 @@ def family_cfg(prior_dir, out, *overrides, config: str = "family_mnist_paired.ya
     return load_config(ROOT / "configs" / config, [
         f"train.output_dir={out}", f"prior.path={prior_dir}", "train.batch_size=8", "train.max_steps=4",
         "train.checkpoint_every=2", "log.image_every=0", "log.progress=false", "log.num_val=4",
-        "log.num_samples=2", *overrides])
+        "log.num_samples=2", "davi.calibration_images=100", *overrides])
 
 
 def the_family(cfg) -> OperatorFamily:
@@ -157,9 +157,12 @@ def test_the_family_trains_and_exports_a_card_naming_its_family(family_export, t
     assert [m.name for m in family.members] == ["sr", "deblur", "box_inpaint", "random_inpaint"]
     mapper = Mapper.from_pretrained(str(family_export))
     assert mapper.config.cond_channels == 2 and mapper.config.cond_dim == family.cond_dim
-    # the threshold is calibrated over held-out images, each measured by its own member and noise level
+    # thresholds per noise level over held-out images, each measured by its own member, at every level
     entry = card["consistency"]
-    assert entry["n"] == 500 and entry["threshold"] >= entry["quantiles"]["0.98"] > entry["quantiles"]["0.5"]
+    assert entry["n"] == 5 * 100 and entry["threshold"] >= entry["quantiles"]["0.98"] > entry["quantiles"]["0.5"]
+    levels = entry["by_sigma"]
+    assert levels["sigma_y"][0] == pytest.approx(0.01) and levels["sigma_y"][-1] == pytest.approx(0.2)
+    assert len(levels["threshold"]) == 5 and levels["images"] == 100
 
 
 def test_family_statistics_measure_each_image_with_its_own_member(family_export):
@@ -271,3 +274,27 @@ def test_a_sampler_stage_adds_a_noise_channel_to_its_paired_warm_start(family_ex
                          "mapper.noise_channels=1", "mapper.h=0.005", "train.max_steps=2", config="family_mnist.yaml"))
     card = json.loads((tmp_path / "wide" / "export" / "card.json").read_text())
     assert card["noise_channels"] == 1 and card["h"] == 0.005
+
+
+def test_a_family_restorer_flags_with_the_threshold_of_its_noise_level(family_export):
+    """The restorer's threshold is the card's by_sigma curve at the member's sigma_y (linear in log sigma_y,
+    constant outside the calibrated range); a broken curve is a one-line ExportError naming the key."""
+    from davi.io.card import ExportCard, ExportError
+    from davi.restorer import Restorer
+
+    restorer = Restorer.from_pretrained(family_export)
+    levels = restorer.card.consistency["by_sigma"]
+    at = lambda s: restorer.with_operator({"name": "sr", "scale": 4}, sigma_y=s).threshold  # noqa: E731
+    assert at(levels["sigma_y"][0]) == pytest.approx(levels["threshold"][0])
+    assert at(levels["sigma_y"][-1]) == pytest.approx(levels["threshold"][-1])
+    mid = math.sqrt(levels["sigma_y"][1] * levels["sigma_y"][2])  # halfway in log sigma_y
+    assert at(mid) == pytest.approx((levels["threshold"][1] + levels["threshold"][2]) / 2)
+    y = torch.zeros(2, 1, 8, 8)
+    out = restorer(y, operator={"name": "sr", "scale": 4}, sigma_y=levels["sigma_y"][1], progress=False)
+    assert torch.equal(out.flagged, out.consistency > levels["threshold"][1])
+    card = json.loads((family_export / "card.json").read_text())
+    card["consistency"]["by_sigma"]["sigma_y"] = [0.2, 0.1]
+    with pytest.raises(ExportError, match="consistency.by_sigma: expected increasing"):
+        ExportCard.from_dict(card).threshold_at(0.05)
+    plain = {**card, "consistency": {k: v for k, v in card["consistency"].items() if k != "by_sigma"}}
+    assert ExportCard.from_dict(plain).threshold_at(0.05) == card["consistency"]["threshold"]

@@ -234,7 +234,7 @@ def restore(task, source, index, drawing, upload, as_measurement, seed, samples)
         lines.append(f"PSNR of the mean vs the clean digit: {float(psnr(mean[None], x)[0]):.2f} dB "
                      f"(lift(y): {float(psnr(lifted[None], x)[0]):.2f} dB)")
     lines.append(f"std map scaled to its maximum, {scale:.3f}. " + spread_note(restorer.card))
-    consistency = consistency_line(out, restorer.card.threshold)
+    consistency = consistency_line(out, restorer.threshold)
     if consistency:
         lines.append(consistency)
     gallery = [(show(s), f"sample {i + 1}") for i, s in enumerate(restored)]

@@ -73,7 +73,7 @@ def _restorer(args):
         raise ExportError(f"--dtype {args.dtype} needs a GPU; this run is on {device}")
     restorer = Restorer.from_pretrained(args.export, device, dtype, args.runtime, args.trust_remote_code,
                                         args.device_noise)
-    if args.refine == "auto" and restorer.card.threshold is None:
+    if args.refine == "auto" and restorer.threshold is None:
         raise ExportError(f"{Path(args.export) / 'card.json'}: no consistency threshold in the card, which "
                           f"--refine auto needs (use --refine K to refine every image)")
     restorer = _member(args, restorer)
@@ -223,7 +223,7 @@ def _consistency(args, restorer, names, restoration, method, out: Path) -> dict 
 
     if args.method != "davi" or restoration.consistency is None:
         return None
-    threshold = restorer.card.threshold
+    threshold = restorer.threshold
     if args.refine is None:
         table, summary = consistency_report(names, restoration.consistency, threshold)
     else:
@@ -236,7 +236,7 @@ def _consistency(args, restorer, names, restoration, method, out: Path) -> dict 
 
 def _notes(args, restorer, summary, n: int, out: Path) -> None:
     """What the user should know about the answer, on stderr."""
-    threshold = restorer.card.threshold
+    threshold = restorer.threshold
     if args.method == "davi" and restorer.operator.sigma_y <= 0:
         print("note: the export's operator has sigma_y = 0: no consistency statistic", file=sys.stderr)
     elif args.method == "davi" and threshold is None:

@@ -9,6 +9,7 @@ keys a restore needs and names the one at fault; keys it does not know are kept 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -124,6 +125,18 @@ class ExportCard:
         """The calibrated consistency threshold on ``||A x - y||^2 / (M sigma_y^2)``, or None."""
         return parse_threshold(self.consistency)
 
+    def threshold_at(self, sigma_y: float) -> float | None:
+        """The threshold for a measurement at noise level ``sigma_y``: a family export's per-noise-level
+        thresholds (``consistency.by_sigma``), linear in log sigma_y between its levels and constant
+        outside; else :attr:`threshold`."""
+        import numpy as np
+
+        threshold, levels = self.threshold, parse_sigma_thresholds(self.consistency)
+        if threshold is None or levels is None or sigma_y <= 0:
+            return threshold
+        sigmas, values = levels
+        return float(np.interp(np.log(sigma_y), np.log(sigmas), values))
+
     @property
     def trained_data(self) -> dict[str, Any]:
         """The training run's ``data`` section (where its held-out images are), or {}."""
@@ -146,6 +159,26 @@ def parse_threshold(entry: Any, where: str = f"{CARD}: consistency") -> float | 
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
         raise ExportError(f"{where}.threshold: expected a positive number, got {thr!r}")
     return float(thr)
+
+
+def _positive_numbers(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in v)
+
+
+def parse_sigma_thresholds(entry: Any, where: str = f"{CARD}: consistency.by_sigma"):
+    """(noise levels, thresholds) of a family card's ``consistency.by_sigma``, None when absent; ExportError
+    when broken (levels must be positive and increasing, thresholds positive, as many of each)."""
+    by_sigma = entry.get("by_sigma") if isinstance(entry, dict) else None
+    if by_sigma is None:
+        return None
+    sigmas = by_sigma.get("sigma_y") if isinstance(by_sigma, dict) else None
+    values = by_sigma.get("threshold") if isinstance(by_sigma, dict) else None
+    if not (_positive_numbers(sigmas) and _positive_numbers(values) and len(sigmas) == len(values)
+            and all(a < b for a, b in itertools.pairwise(sigmas))):
+        raise ExportError(f"{where}: expected increasing positive 'sigma_y' and as many positive 'threshold' values, "
+                          f"got {by_sigma!r}")
+    return [float(v) for v in sigmas], [float(v) for v in values]
 
 
 def read_card(export_dir: str | Path) -> dict[str, Any]:
