@@ -68,13 +68,13 @@ def _boot(v):
 def test_render_digits_shows_what_ran_and_marks_what_did_not():
     assert fd.render_digits({}) == ""
     row = {"psnr": 20.0, "ssim": 0.9, "fd_independent": 5.0, "kid_independent": 0.01, "s_per_image": 0.006}
-    data = {"sr4": {"family": row, "dedicated": {**row, "psnr": 20.5}, "base": "family",
+    data = {"sr4": {"family": row, "dedicated": {**row, "psnr": 20.5},
                     "bootstrap": {"dedicated": {"psnr": _boot(-0.5), "fd_independent": _boot(0.1),
                                                 "kid_independent": _boot(0.0)}}},
             "heldout/sr4_sigma0.03": {"family": 20.1, "dedicated": None, "red_diff_100": 19.0,
                                       "speedup_red_diff_100": 97.0},
             "false_alarms/0.05": 0.01}
     text = fd.render_digits(data)
-    assert "| sr4 | dedicated | 20.50 |" in text and "-0.50 [-1.50, +0.50]" in text
+    assert "| sr4 | dedicated sampler | 20.50 |" in text and "-0.50 [-1.50, +0.50]" in text
     assert "| sr4_sigma0.03 | 20.10 |" in text and "| - |" in text and "97x" in text
     assert "sigma_y 0.05: 1.0%" in text
