@@ -21,6 +21,19 @@ def operator_from_config(cfg: Config):
     return build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
 
 
+def run_operator(cfg: Config):
+    """(the operator a DAVI run's card names, the run's OperatorFamily or None): ``cfg.operator``; for a family,
+    one member drawn from seed 0 (what load_export builds; a family export's restores name their own)."""
+    import torch
+
+    from davi.operators.family import family_from_config
+
+    family = family_from_config(cfg.operator, cfg.data.resolution, cfg.data.channels)
+    if family is None:
+        return operator_from_config(cfg), None
+    return family.draw(torch.Generator().manual_seed(0)), family
+
+
 def prior_from_config(cfg: Config | PriorConfig):
     """The frozen diffusion prior ``prior.path`` names (a folder, ``bundled:NAME`` or a hub id)."""
     from davi.models.prior import DiffusionPrior

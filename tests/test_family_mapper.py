@@ -298,3 +298,16 @@ def test_a_family_restorer_flags_with_the_threshold_of_its_noise_level(family_ex
         ExportCard.from_dict(card).threshold_at(0.05)
     plain = {**card, "consistency": {k: v for k, v in card["consistency"].items() if k != "by_sigma"}}
     assert ExportCard.from_dict(plain).threshold_at(0.05) == card["consistency"]["threshold"]
+
+
+def test_davi_export_of_a_family_checkpoint_writes_the_family_card(family_export, tmp_path):
+    """`davi export --checkpoint` (export_checkpoint) of a family run: the card the training's own export has
+    (family, conditioning, the member drawn from seed 0 as its operator)."""
+    from davi.io.export import export_checkpoint, read_card
+    from davi.training.checkpoints import list_checkpoints
+
+    _, checkpoint = list_checkpoints(family_export.parent)[-1]
+    out = read_card(export_checkpoint(checkpoint, tmp_path / "export"))
+    trained = read_card(family_export)
+    for key in ("task", "family", "condition", "operator", "sigma_y", "objective", "noise_channels"):
+        assert out[key] == trained[key], key

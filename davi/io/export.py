@@ -27,8 +27,12 @@ __all__ = ["CARD", "CARD_VERSION", "ExportError", "export_mapper", "read_card", 
            "export_checkpoint", "export_float16"]
 
 
-def make_card(cfg, prior, operator, step: int) -> dict[str, Any]:
-    """What a user of the export needs besides the weights: the operator, noise, prior and run."""
+def make_card(cfg, prior, operator, step: int, family=None) -> dict[str, Any]:
+    """What a user of the export needs besides the weights: the operator, noise, prior and run; for a
+    ``family`` run also the family and the conditioning (its ``operator`` is then one member: run_operator)."""
+    if family is not None:
+        return {**make_card(cfg, prior, operator, step), "task": "family", "family": family.params(),
+                "condition": cfg.mapper.condition}
     return {
         "task": cfg.operator.name,
         "operator": operator.params(),
@@ -95,8 +99,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Export the EMA mapper stored in a DAVI training checkpoint (``checkpoint-N/ema``, safetensors)."""
     from davi.builders import prior_from_config
     from davi.config import ConfigError, load_config
+    from davi.builders import run_operator
     from davi.models.mapper import Mapper
-    from davi.operators import build_operator
 
     ckpt = Path(checkpoint)
     state_file, cfg_file, ema_dir = ckpt / "trainer_state.json", ckpt / "config.yaml", ckpt / "ema"
@@ -118,8 +122,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
     except Exception as e:
         raise ExportError(f"{ema_dir}: cannot load the EMA mapper ({e.__class__.__name__})") from None
     prior = prior_from_config(cfg)  # for the card's prior identity and digest
-    operator = build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels)
-    return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step))
+    operator, family = run_operator(cfg)
+    return export_mapper(mapper, out_dir, make_card(cfg, prior, operator, step, family))
 
 
 def export_float16(export_dir: str | Path, out_dir: str | Path) -> Path:

@@ -26,15 +26,13 @@ from pathlib import Path
 
 import torch
 
-from davi.builders import prior_from_config
+from davi.builders import prior_from_config, run_operator
 from davi.config import Config, ConfigError
 from davi.eval.metrics import psnr
 from davi.io.export import export_mapper, load_export, make_card
 from davi.io.images import display_measurement
 from davi.models.mapper import Mapper, PPBSampler
 from davi.models.prior import PriorError, with_extra_inputs
-from davi.operators import build_operator
-from davi.operators.family import family_from_config
 from davi.solvers.consistency import with_consistency
 from davi.solvers.family_consistency import with_family_consistency
 from davi.solvers.methods import DaviMethod
@@ -103,10 +101,8 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
     prior = prior_from_config(cfg) if prior is None else prior
     check_prior_fits_data(prior, cfg)
     prior.to(device)
-    family = family_from_config(cfg.operator, cfg.data.resolution, cfg.data.channels)
-    # a family's card names one member as its operator (what load_export builds); restores name their own
-    operator = (build_operator(cfg.operator, cfg.data.resolution, cfg.data.channels) if family is None
-                else family.draw(torch.Generator().manual_seed(0))).to(device)
+    operator, family = run_operator(cfg)
+    operator = operator.to(device)
     networks, lrs = build_networks(cfg, prior, family)
     dc = cfg.davi
 
@@ -132,10 +128,8 @@ def davi_recipe(cfg: Config, accelerator, prior=None, val_images: torch.Tensor |
         validate = _validation(cfg, operator, val_x0, device)
 
     def finish(ema_mapper, out, step):
-        card = make_card(cfg, prior, operator, step)  # the card.json being written (a dict)
-        if family is not None:
-            card = {**card, "task": "family", "family": family.params(), "condition": cfg.mapper.condition}
-        elif dc.objective == "sampler":
+        card = make_card(cfg, prior, operator, step, family)  # the card.json being written (a dict)
+        if family is None and dc.objective == "sampler":
             card = {**card, "consistency_weight": consistency_weight(cfg, prior, operator)}
         if val_images is None and dc.calibration_images > 0:
             # trained on the config's data: its held-out test images set the flag's threshold
