@@ -152,3 +152,16 @@ def _written(tmp_path, text: str) -> Path:
     path = tmp_path / "README.md"
     path.write_text(text)
     return path
+
+
+def test_the_shipped_family_card_is_current_and_names_its_thresholds_per_noise_level():
+    card = read_card(SHIPPED / "family")
+    front = read_front_matter(SHIPPED / "family" / "README.md")
+    metrics = front["davi"]["metrics"]
+    assert front["davi"]["family"] == card["family"] and metrics["member"].endswith("at sigma_y 0.05")
+    assert metrics["command"].startswith("python scripts/ship_mapper.py") and metrics["images"] == 200
+    levels = card["consistency"]["by_sigma"]
+    assert levels["sigma_y"][0] == 0.01 and levels["sigma_y"][-1] == 0.2
+    text = (SHIPPED / "family" / "README.md").read_text()
+    assert f"{levels['threshold'][0]:.2f} at 0.01" in text
+    assert text == model_card(card, metrics, onnx=False), "davi/assets/mappers/family/README.md is stale"

@@ -197,15 +197,25 @@ def _family_body(card: ExportCard, metrics: dict[str, Any] | None) -> str:
 
 
 def _trust(consistency: dict[str, Any] | None) -> list[str]:
-    """The "When to trust a restoration" section, when the card has a calibrated threshold."""
+    """The "When to trust a restoration" section, when the card has a calibrated threshold (a family's:
+    one per noise level)."""
     if not (isinstance(consistency, dict) and "threshold" in consistency):
         return []
+    definition = consistency.get("definition", consistency.get("statistic", ""))
+    levels = consistency.get("by_sigma")
+    if isinstance(levels, dict) and levels.get("sigma_y"):
+        pairs = ", ".join(f"{t:.2f} at {s:.3g}" for s, t in zip(levels["sigma_y"], levels["threshold"]))
+        where = (f"Its thresholds depend on the noise level: {pairs} (quantile "
+                 f"{consistency.get('threshold_quantile', '?')} of r on {levels.get('images', '?')} held-out images "
+                 f"of `{consistency.get('source', '?')}` at each sigma_y, each measured by a member drawn from the "
+                 f"family; linear in log sigma_y between them, constant outside)")
+    else:
+        where = (f"This export's threshold is **{consistency['threshold']:.3f}** (quantile "
+                 f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
+                 f"images of `{consistency.get('source', '?')}`)")
     return ["## When to trust a restoration", "",
-            f"Per image, the consistency statistic r ({consistency.get('definition', consistency.get('statistic', ''))}) "
-            f"is about 1 when the restoration fits the measurement as well as the truth does. This "
-            f"export's threshold is **{consistency['threshold']:.3f}** (quantile "
-            f"{consistency.get('threshold_quantile', '?')} of r on {consistency.get('n', '?')} held-out "
-            f"images of `{consistency.get('source', '?')}`); `infer.py restore` flags images above it.", ""]
+            (f"Per image, the consistency statistic r ({definition}) is about 1 when the restoration fits the "
+             f"measurement as well as the truth does. {where}; `infer.py restore` flags images above it."), ""]
 
 
 def _metrics(metrics: dict[str, Any] | None) -> list[str]:
