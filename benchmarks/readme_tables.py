@@ -29,7 +29,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 # the benchmarks that register tables (importing one runs nothing but its definitions)
 PRODUCERS = ("tasks", "compare", "train_cost", "onnx_speed", "classifier", "speed", "memory", "posterior", "ood",
-             "ood_statistics", "unpaired", "sweep", "convergence", "realism_floor", "calibration", "baselines", "photos")
+             "ood_statistics", "unpaired", "sweep", "convergence", "realism_floor", "calibration", "baselines", "photos", "family")
 
 for _module in PRODUCERS:
     importlib.import_module(_module)
