@@ -367,7 +367,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "family.json"))
     args = p.parse_args()
     args.measurements, args.samples = (2, 64) if args.quick else (MEASUREMENTS, SAMPLES)
-    work = Path(args.work_dir)
+    work = Path(args.work_dir) if Path(args.work_dir).is_absolute() else ROOT / args.work_dir  # cwd-independent
     if args.dedicated:
         for task in args.tasks:
             print(f"dedicated/{args.variant}/{task}: {dedicated_task(task, args.variant, args, work)['sampler']}",
