@@ -523,6 +523,13 @@ def test_shipped_export_cards_still_load_to_the_same_operator(card):
     op = operator_from_params(entry["operator"])
     # Version-1 cards list every operator's keys; the operator keeps the ones it uses, same values.
     assert op.params() == {k: v for k, v in entry["operator"].items() if k in op.params()}
+    if "family" in entry:  # a family export's operator is one member (drawn from seed 0), its config a family
+        from davi.operators.family import OperatorFamily, family_from_config
+
+        family = family_from_config(OperatorConfig(**entry["config"]["operator"]), entry["resolution"], entry["channels"])
+        assert family.params() == OperatorFamily.from_params(entry["family"]).params()
+        family.check(op)
+        return
     from_config = build_operator(OperatorConfig(**entry["config"]["operator"]), entry["resolution"], entry["channels"])
     x = rand((2, entry["channels"], entry["resolution"], entry["resolution"]), seed=15)
     assert type(op) is type(from_config) and torch.equal(op(x), from_config(x))
