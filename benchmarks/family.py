@@ -44,7 +44,7 @@ import json
 from pathlib import Path
 
 import torch
-from common import command_line, publish, table
+from common import RESULTS, ROOT, command_line, publish, table
 from family_digits import render_digits
 
 from davi.analytic.problems import (
@@ -61,8 +61,6 @@ from davi.analytic.problems import (
 )
 from davi.eval.evaluate import markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 torch.set_num_threads(1)
 
 # The second Gaussian prior: chosen once, not tuned (docs/family.md): zero mean (mid-grey), marginal

@@ -146,15 +146,20 @@ def red_diff_tuning(task, args, work: Path) -> dict:
     return found
 
 
-def red_diff_restorations(task, tuning: dict, y: torch.Tensor, work: Path) -> torch.Tensor:
-    """RED-Diff-100 at the tuned (lr, lam) restoring the test ``y`` (seed 0's per-image seeds), cached by chunk."""
+def red_diff_100(task, tuning: dict):
+    """RED-Diff-100 at the tuned (lr, lam), with the task's other RED-Diff settings."""
     from davi.builders import red_diff_settings
-    from davi.io.chunks import digest, run_in_chunks
     from davi.solvers.methods import RedDiffMethod
 
-    lr, lam = tuning["lr"], tuning["lam"]
-    method = RedDiffMethod(task.prior, task.operator, **red_diff_settings(task.red_diff_config(100, lr, lam)))
-    key = lambda a, b: {"steps": 100, "lr": lr, "lam": lam, "y": digest(y[a:b])}
+    return RedDiffMethod(task.prior, task.operator,
+                         **red_diff_settings(task.red_diff_config(100, tuning["lr"], tuning["lam"])))
+
+
+def red_diff_restorations(task, tuning: dict, method, y: torch.Tensor, work: Path) -> torch.Tensor:
+    """``method`` (red_diff_100 at ``tuning``) restoring the test ``y`` (seed 0's per-image seeds), cached by chunk."""
+    from davi.io.chunks import digest, run_in_chunks
+
+    key = lambda a, b: {"steps": 100, "lr": tuning["lr"], "lam": tuning["lam"], "y": digest(y[a:b])}
     return run_in_chunks(work / "digits" / task.name / "red_diff_100", key, len(y), 50,
                          lambda a, b: method(y[a:b], list(range(a, b)), 1)[0].cpu(),
                          on_chunk=lambda a, b, new: log(f"{task.name} RED-Diff-100: {a}-{b} {'done' if new else 'cached'}"))
@@ -172,15 +177,11 @@ def heldout_setting(name: str, args, work: Path) -> dict:
         if (export := work / "heldout" / name / stage / "export").is_dir():
             methods[key] = restorer_method(export, task.operator)
     tuning = red_diff_tuning(task, args, work)
+    red = red_diff_100(task, tuning)
     outs = {k: restore(m, y) for k, m in methods.items()}
-    outs["red_diff_100"] = red_diff_restorations(task, tuning, y, work)
+    outs["red_diff_100"] = red_diff_restorations(task, tuning, red, y, work)
     row = {k: float(psnr(x, x0).mean()) for k, x in outs.items()}
     row.setdefault("dedicated", None)
-    from davi.builders import red_diff_settings
-    from davi.solvers.methods import RedDiffMethod
-
-    red = RedDiffMethod(task.prior, task.operator,
-                        **red_diff_settings(task.red_diff_config(100, tuning["lr"], tuning["lam"])))
     base = "family" if "family" in methods else "family_paired"  # the shipped sampler once it exists
     seconds = seconds_per_image({base: methods[base], "red_diff_100": red}, y)
     row.update({"speedup_red_diff_100": seconds["red_diff_100"] / seconds[base], "s_per_image": seconds,
