@@ -314,13 +314,18 @@ def baseline_defaults(name: str) -> dict:
     return {"dps": DPS_DEFAULTS, "diffpir": DIFFPIR_DEFAULTS, "ddrm": DDRM_DEFAULTS}[name]
 
 
+DIGIT_STAGES = ("tune", "tuned", "default")
+
+
 def solve_digits(tasks: dict, args) -> None:
     """All the expensive digit work, cheapest full figures first: DiffPIR and DDRM (tune, tuned, default) on
     every task, the timing pass, then DPS the same way (its grid points ~200 s each, its 200 restorations ~40
     minutes per setting and task on one CPU thread). Every unit is cached: a killed run continues."""
     groups = [[m for m in args.digit_methods if m != "dps"], [m for m in args.digit_methods if m == "dps"]]
     for k, group in enumerate(groups):
-        for stage in ("tune", "tuned", "default"):
+        for stage in DIGIT_STAGES:
+            if stage not in args.digit_stages:
+                continue
             for name in group:
                 for task in tasks.values():
                     tuned = tune(task, name, args, compute=True)
@@ -689,6 +694,8 @@ def arguments() -> argparse.Namespace:
     d.add_argument("--digit-methods", nargs="*", default=list(DIGIT_METHODS), choices=DIGIT_METHODS)
     d.add_argument("--digit-chunk", type=int, default=25, help="digits per cached chunk = per deepinv run (one seed)")
     d.add_argument("--report", action="store_true", help="compute nothing for the baselines: publish what is cached")
+    d.add_argument("--digit-stages", nargs="*", default=list(DIGIT_STAGES), choices=DIGIT_STAGES,
+                   help="which restorations to compute (tuned before default: the default rows can wait)")
     d.add_argument("--tune-digits", type=int, default=16, help="train digits each grid point is scored on")
     d.add_argument("--max-widenings", type=int, default=8,
                    help="widenings before a search stops at an edge (DPS's weight starts decades below its optimum)")

@@ -16,6 +16,7 @@ Every expensive unit is cached under ``<work>/digits`` (a killed run continues).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -219,12 +220,14 @@ def false_alarms(args, work: Path) -> dict:
     from davi.restorer import Restorer
     from davi.solvers.family_consistency import family_statistics
 
+    export = FAMILY_EXPORTS["family"]
+    weights = hashlib.sha256((export / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:16]
     path = work / "digits" / "false_alarms.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    r = Restorer.from_pretrained(FAMILY_EXPORTS["family"])
+    if path.is_file() and (cached := json.loads(path.read_text())).get("weights") == weights:
+        return cached  # keyed by the export's weights: a re-shipped mapper is measured again
+    r = Restorer.from_pretrained(export)
     x0 = DigitTask.load("sr4", args.digits).test_blocks(1)[0]  # test digits 0..N-1; the threshold saw 500-999
-    out = {"images": len(x0), "threshold": {}, "median_r": {}}
+    out = {"images": len(x0), "weights": weights, "threshold": {}, "median_r": {}}
     for sigma in FALSE_ALARM_SIGMAS:
         stat, _ = family_statistics(r.mapper.float(), r.family, x0, seed=1, sigma_y=sigma)
         threshold = r.card.threshold_at(sigma)
@@ -238,9 +241,16 @@ def false_alarms(args, work: Path) -> dict:
 def train_seconds(work: Path) -> dict:
     """Training seconds (one thread; train_summary.json) of the family (paired stage + sampler) and of each
     dedicated held-out mapper (paired + sampler)."""
+    def run_seconds(summary: dict) -> float:
+        # The whole run's seconds; a run resumed from a checkpoint that predates that record (seconds counted
+        # from a later step) is estimated at its last process's seconds per step.
+        if summary.get("seconds_counted_from", summary["start_step"]) == 0:
+            return summary.get("seconds_total", summary["seconds"])
+        return summary["seconds_per_step"] * summary["steps"]
+
     def seconds(*folders: Path):
         paths = [f / "train_summary.json" for f in folders]
-        return sum(json.loads(p.read_text())["seconds"] for p in paths) if all(p.is_file() for p in paths) else None
+        return sum(run_seconds(json.loads(p.read_text())) for p in paths) if all(p.is_file() for p in paths) else None
 
     out = {"family": seconds(ROOT / "runs/family_mnist_paired", ROOT / "runs/family_mnist")}
     for name in DEDICATED:

@@ -73,8 +73,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(run_a, tmp_path):
     # Step 2 already matches; then resume (the config says max_steps=4 again).
     assert same_tensors(tensors(b / "checkpoint-2" / "model.safetensors"),
                         tensors(run_a / "checkpoint-2" / "model.safetensors"))
+    first = json.loads((b / "checkpoint-2" / "trainer_state.json").read_text())["train_seconds"]
     train_job(prior_cfg(b), resume="latest")
-    assert json.loads((b / "train_summary.json").read_text())["start_step"] == 2
+    summary = json.loads((b / "train_summary.json").read_text())
+    assert summary["start_step"] == 2 and summary["seconds_counted_from"] == 0
+    # The whole run's cost survives the resume: the first process's seconds plus this one's.
+    assert first > 0 and summary["seconds_total"] == pytest.approx(first + summary["seconds"])
     assert same_tensors(tensors(b / "checkpoint-4" / "model.safetensors"),
                         tensors(run_a / "checkpoint-4" / "model.safetensors"))
     ea, eb = ema_params(run_a / "checkpoint-4"), ema_params(b / "checkpoint-4")

@@ -21,7 +21,7 @@ import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -222,19 +222,21 @@ def run_validation(accelerator, recipe: Recipe, ema, nets: dict, step: int, cfg:
         save_grid_png(grid, out / "samples" / f"{name}-{step:07d}.png", upscale=2)
 
 
-def write_summary(accelerator, nets: dict, out: Path, step: int, start_step: int, elapsed: float,
-                  timings: dict[str, float], nonfinite_total: int) -> None:
+def write_summary(accelerator, run: Run, step: int, elapsed: float, timings: dict[str, float]) -> None:
+    """train_summary.json: this process's seconds from ``start_step``, and ``seconds_total`` over every process
+    of the run since step ``seconds_counted_from`` (resumes included)."""
     from accelerate.utils import gather_object
 
     # DDP keeps replicas identical; record each rank's weight digest so that it can be checked.
-    digests = gather_object([{k: weights_digest(accelerator.unwrap_model(n)) for k, n in nets.items()}])
+    digests = gather_object([{k: weights_digest(accelerator.unwrap_model(n)) for k, n in run.nets.items()}])
     if accelerator.is_main_process:
-        n = max(1, step - start_step)
-        summary = {"steps": step, "start_step": start_step, "seconds": elapsed, "seconds_per_step": elapsed / n,
+        n = max(1, step - run.start_step)
+        summary = {"steps": step, "start_step": run.start_step, "seconds": elapsed, "seconds_per_step": elapsed / n,
+                   "seconds_total": run.seconds_before + elapsed, "seconds_counted_from": run.counted_from,
                    "phase_seconds_per_step": {k: v / n for k, v in timings.items()},
-                   "nonfinite_total": nonfinite_total, "num_processes": accelerator.num_processes,
+                   "nonfinite_total": run.nonfinite_total, "num_processes": accelerator.num_processes,
                    "rank_weight_digests": digests}
-        write_text(out / "train_summary.json", json.dumps(summary, indent=2))
+        write_text(run.out / "train_summary.json", json.dumps(summary, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,13 +259,23 @@ class Run:
     batches: Iterator
     start_step: int
     nonfinite_total: int
+    # Training seconds before this process (carried by the checkpoints), counted from step ``counted_from``
+    # (0 unless the run resumed from a checkpoint older than this record): a resumed run reports its whole cost.
+    seconds_before: float = 0.0
+    counted_from: int = 0
+    t_start: float = field(default_factory=time.time)
+
+    def seconds_total(self) -> float:
+        return self.seconds_before + time.time() - self.t_start
 
     def save_checkpoint(self, step: int) -> None:
         def save_ema(folder: Path) -> None:
             with ema_weights(self.ema, self.ema_net):
                 self.ema_net.save_pretrained(str(folder), safe_serialization=True)
 
-        self.checkpoints.save(step, {"nonfinite_total": self.nonfinite_total}, self.cfg.to_yaml(), save_ema)
+        state = {"nonfinite_total": self.nonfinite_total, "train_seconds": self.seconds_total(),
+                 "seconds_counted_from": self.counted_from}
+        self.checkpoints.save(step, state, self.cfg.to_yaml(), save_ema)
 
 
 def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None,
@@ -308,7 +320,8 @@ def setup_run(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | No
     if accelerator.is_main_process:
         accelerator.init_trackers("davi", config=_flat_hparams(cfg.to_dict()))
     return Run(cfg, out, accelerator, recipe, nets, opts, ema, ema_net, checkpoints, batches, start_step,
-               int(state.get("nonfinite_total", 0)))
+               int(state.get("nonfinite_total", 0)), float(state.get("train_seconds", 0.0)),
+               int(state.get("seconds_counted_from", 0 if "train_seconds" in state else start_step)))
 
 
 def _stop_nonfinite(run: Run, step: int) -> None:
@@ -356,6 +369,7 @@ def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None =
     bar = tqdm(total=tc.max_steps, initial=run.start_step, disable=not (acc.is_main_process and cfg.log.progress),
                desc=f"{cfg.job} training", dynamic_ncols=True)
     t_start, step, nonfinite_run, timings = time.time(), run.start_step, 0, defaultdict(float)
+    run.t_start = t_start
     while step < tc.max_steps:
         # One iteration, then the EMA. A streak of iterations with a skipped (non-finite)
         # update stops the run; the last good checkpoint stays.
@@ -380,7 +394,7 @@ def train(cfg: Config, build_recipe: Callable[..., Recipe], resume: str | None =
     bar.close()
 
     # The run's summary, and the product (prior folder, mapper export) from the EMA weights.
-    write_summary(acc, run.nets, run.out, step, run.start_step, time.time() - t_start, timings, run.nonfinite_total)
+    write_summary(acc, run, step, time.time() - t_start, timings)
     run_validation(acc, run.recipe, run.ema, run.nets, step, cfg, run.out)
     if acc.is_main_process and run.recipe.finish is not None:
         with ema_weights(run.ema, run.ema_net) as model:
