@@ -17,7 +17,7 @@ own samples are read from benchmarks/results/posterior.json (same y, same truths
 sigma_y 0.05) the first N held-out test digits of benchmarks/compare.py and the same y (noise seed 0).
 dps / diffpir / ddrm restore them at deepinv's defaults (``<name>_default``) and tuned per task (``<name>``)
 on ``--tune-digits`` train digits (noise seed 1, compare.py's) with RED-Diff's rule: best PSNR, the grid
-(GRIDS) widened by 3x while the choice is on an edge, stopping at an admissible bound (zeta, eta in [0, 1]).
+(davi.baselines.methods.TUNING_GRIDS) widened by 3x while the choice is on an edge, stopping at an admissible bound (zeta, eta in [0, 1]).
 Restorations run batched, ``--digit-chunk`` digits per deepinv run, one seed per chunk (chunk_seed), and are
 cached per chunk; grid points, chunks and the timing pass are cached under ``--work-dir`` (a killed run
 resumes). Scores as compare.py's: PSNR, SSIM, classifier FD / KID against the measured digits and against
@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
-import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -139,73 +136,6 @@ DIGIT_TASKS = ("sr4", "deblur", "box")
 DIGIT_METHODS = ("diffpir", "ddrm", "dps")  # cheap first: DPS costs ~20x the others per image on CPU
 RED_DIFF = ("red_diff_100", "red_diff_1000")  # copied from compare.json (same digits, same y)
 DIGIT_ORDER = ("davi", *RED_DIFF, "diffpir", "diffpir_default", "ddrm", "ddrm_default", "dps", "dps_default")
-# Tuning grids: three values one factor of 3 apart (davi.eval.grid_search's widening factor) with deepinv's
-# default in the middle (DDRM: eta 0.85 sits just below its bound 1), widened by that factor while the best
-# train PSNR lies on an edge. zeta (DiffPIR) and eta (DDRM) weight fresh noise against the model's and must lie
-# in [0, 1] (deepinv): a widening stops at the bound, and a choice on it is the best admissible value,
-# reported "at the bound", never as interior. weight (DPS) and lambda_ (DiffPIR) are unbounded.
-GRIDS = {"dps": {"weight": (0.3, 1.0, 3.0)},
-         "diffpir": {"lambda_": (2.333333, 7.0, 21.0), "zeta": (0.033333, 0.1, 0.3)},
-         "ddrm": {"eta": (0.283333, 0.85, 1.0)}}
-BOUNDS = {"zeta": (0.0, 1.0), "eta": (0.0, 1.0)}
-GRID_FACTOR = 3.0
-
-
-@dataclass(frozen=True)
-class BoundedSearch:
-    """A widened grid on one or more named axes, every point's scores, and the choice (best ``key``)."""
-
-    choice: dict  # axis name -> chosen value
-    interior: bool  # strictly inside the grid on every axis
-    at_bound: tuple  # axes whose choice equals an admissible bound (the grid cannot widen past it)
-    widenings: int
-    axes: dict  # axis name -> its (widened) values
-    points: dict  # tuple of values, in ``axes`` order -> scores
-
-    def rows(self) -> list[dict]:
-        return [{**dict(zip(self.axes, p)), **s} for p, s in self.points.items()]
-
-
-def widen_axis(axis: tuple, best: float, factor: float, bound: tuple) -> tuple | None:
-    """``axis`` with one value beyond the edge holding ``best`` (x or / ``factor``, rounded as
-    davi.eval.grid_search rounds, clipped to ``bound``); None when ``best`` is interior or its edge is the bound."""
-    lo, hi = bound
-    if best == axis[0] and axis[0] > lo:
-        return (max(lo, round(axis[0] / factor, 6)), *axis)
-    if best == axis[-1] and axis[-1] < hi:
-        return (*axis, min(hi, round(axis[-1] * factor, 6)))
-    return None
-
-
-def bounded_search(score, axes: dict, bounds: dict | None = None, key: str = "psnr", factor: float = GRID_FACTOR,
-                   max_widenings: int = 4, on_widen=None) -> BoundedSearch | None:
-    """davi.eval.tuning.widen_until_interior's rule on any number of named axes, with admissible bounds.
-
-    ``score(params) -> dict`` (higher ``dict[key]`` is better, NaN never wins; None: not available, e.g. not
-    cached in report mode, and the search returns None). While the best point is on an edge of an axis that can
-    still widen and fewer than ``max_widenings`` widenings were made, those axes widen and the new points are
-    scored. Unbounded and 2-D, this is widen_until_interior exactly (tested)."""
-    axes, bounds, points, widenings = {k: tuple(sorted(v)) for k, v in axes.items()}, bounds or {}, {}, 0
-    if any(len(v) < 3 for v in axes.values()):
-        raise ValueError(f"grid: need at least 3 values per axis to have an interior, got {axes}")
-    while True:
-        grid = list(itertools.product(*axes.values()))
-        for p in grid:
-            if p not in points:
-                if (s := score(dict(zip(axes, p)))) is None:
-                    return None
-                points[p] = s
-        best = max(grid, key=lambda p: -math.inf if math.isnan(points[p][key]) else points[p][key])
-        wider = {k: widen_axis(axes[k], b, factor, bounds.get(k, (-math.inf, math.inf))) for k, b in zip(axes, best)}
-        interior = all(v[0] < b < v[-1] for v, b in zip(axes.values(), best))
-        if interior or widenings >= max_widenings or all(w is None for w in wider.values()):
-            at_bound = tuple(k for k, b in zip(axes, best) if b in bounds.get(k, ()))
-            return BoundedSearch(dict(zip(axes, best)), interior, at_bound, widenings, axes, {p: points[p] for p in grid})
-        axes, widenings = {k: wider[k] or axes[k] for k in axes}, widenings + 1
-        if on_widen is not None:
-            on_widen(axes)
-
-
 def chunk_seed(start: int, seed: int = 0) -> int:
     """The seed of the one deepinv run restoring the chunk that starts at image ``start``: the library's
     per-image seed of its first image (davi.solvers.methods.image_seeds) + 1, never 0. The whole chunk is drawn
@@ -288,18 +218,21 @@ def grid_point(task, name: str, params: dict, train: tuple, args, compute: bool)
 
 
 def tune(task, name: str, args, compute: bool) -> dict | None:
-    """``name``'s settings of best train PSNR (bounded_search from GRIDS), or None while a point is missing."""
+    """``name``'s settings of best train PSNR (bounded_search from TUNING_GRIDS), or None while a point is missing."""
+    from davi.baselines.methods import TUNING_BOUNDS, TUNING_GRIDS
     from davi.eval.tasks import TRAIN_NOISE_SEED
+    from davi.eval.tuning import bounded_search
 
     xt = task.digits.train_digits(args.tune_digits)
     train = (xt, task.digits.measure(xt, TRAIN_NOISE_SEED))  # compare.py's tuning noise, apart from the test's 0
-    found = bounded_search(lambda params: grid_point(task, name, params, train, args, compute), GRIDS[name], BOUNDS,
+    found = bounded_search(lambda params: grid_point(task, name, params, train, args, compute), TUNING_GRIDS[name],
+                           TUNING_BOUNDS,
                            max_widenings=args.max_widenings,
                            on_widen=(lambda axes: log(f"grid {task.name} {name}: best at an edge, widened to {axes}"))
                            if compute else None)
     if found is None:
         return None
-    default = {k: v for k, v in baseline_defaults(name).items() if k in GRIDS[name]}
+    default = {k: v for k, v in baseline_defaults(name).items() if k in TUNING_GRIDS[name]}
     rows = found.rows()
     pick = lambda params: next((r for r in rows if all(r[k] == v for k, v in params.items())), {})
     return {"choice": found.choice, "interior": found.interior, "at_bound": list(found.at_bound),

@@ -29,6 +29,11 @@ Sections (each merges into benchmarks/results/photos.json, leaving the others as
   train photos with davi.eval.tuning's widening grid (RED-Diff-``--grid-steps``), restorations in resumable
   chunks (davi.io.chunks) under ``--work-dir``; RED-Diff-1000 on the first ``--red-diff-1000-images`` test
   photos (about 400 s per image here). Seconds per image from ``--time-steps`` timed steps, scaled.
+* ``--baselines``: the field's baselines through deepinv (davi.baselines) with the photo prior, tuned per task
+  on the RED-Diff tuning photos with the digits' grid rule, each at its tuned settings and at deepinv's
+  defaults (``<name>_default``); DiffPIR and DDRM by default, DPS with ``--baseline-methods dps`` (1000 steps
+  with a backward pass each: on the first ``--dps-images`` test photos). Seconds per image from
+  ``--baseline-time-steps`` timed steps, scaled.
 * ``--mappers``: DAVI paired and sampler (davi.Restorer.from_pretrained(export).at_size(256)), the sampler's
   90% interval coverage of the true pixels from ``--cov-samples`` samples per photo. An export that does not
   exist prints "pending: no photo mapper at <path>" and the rows stay pending.
@@ -36,6 +41,7 @@ Sections (each merges into benchmarks/results/photos.json, leaving the others as
     python benchmarks/photos.py --prior-denoise --prior runs/prior_photos/checkpoint-2100   # prior vs BM3D
     python benchmarks/photos.py --classical                                                  # classical rows
     python benchmarks/photos.py --red-diff --prior davi/assets/priors/photos                 # hours; resumable
+    python benchmarks/photos.py --baselines --prior davi/assets/priors/photos                # DiffPIR, DDRM; hours
     python benchmarks/photos.py --mappers                                                    # DAVI rows
     python benchmarks/photos.py --report                                                     # re-render the tables
 """
@@ -70,10 +76,11 @@ MAPPERS = ROOT / "davi" / "assets" / "mappers"
 OUT = RESULTS / "photos.json"
 EXTRA = "pip install 'davi[photos]'"
 # rows per task, in table order (issue 29's method keys)
-METHODS = {"sr4": ("lift", "bicubic", "red_diff_100", "red_diff_1000", "davi", "davi_sampler"),
-           "deblur": ("lift", "wiener", "unsupervised_wiener", "bm3d", "red_diff_100", "red_diff_1000", "davi",
-                      "davi_sampler"),
-           "box": ("lift", "biharmonic", "red_diff_100", "red_diff_1000", "davi", "davi_sampler")}
+FIELD = ("diffpir", "diffpir_default", "ddrm", "ddrm_default", "dps", "dps_default")  # --baselines (issue 31)
+METHODS = {"sr4": ("lift", "bicubic", "red_diff_100", "red_diff_1000", *FIELD, "davi", "davi_sampler"),
+           "deblur": ("lift", "wiener", "unsupervised_wiener", "bm3d", "red_diff_100", "red_diff_1000", *FIELD,
+                      "davi", "davi_sampler"),
+           "box": ("lift", "biharmonic", "red_diff_100", "red_diff_1000", *FIELD, "davi", "davi_sampler")}
 WIENER_BALANCES = (0.003, 0.01, 0.03, 0.1)  # the starting grid, widened x3 while the best is on an edge
 
 
@@ -384,8 +391,8 @@ def run_classical(task, name, op, y, x, settings=None, work: Path | None = None)
 
 def tune_wiener(op, args) -> dict:
     """Wiener's balance of best mean PSNR on the tuning train photos (noise seed 1), davi.eval.grid_search's
-    widening rule in one dimension (bounded_search of benchmarks/baselines.py)."""
-    from baselines import bounded_search
+    widening rule in one dimension (davi.eval.tuning.bounded_search)."""
+    from davi.eval.tuning import bounded_search
 
     files = photo_files("train")
     xt, names = photos("train", tune_indices(len(files), args.tune_photos))
@@ -490,6 +497,106 @@ def red_diff(args) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# the field's baselines with the photo prior (issue 31's photo table)
+# ----------------------------------------------------------------------------------------------
+def baseline_key(method, y: torch.Tensor, seed: int, prior_key: str) -> dict:
+    from davi.baselines import DEEPINV_VERSION
+    from davi.io.chunks import digest
+
+    return {"v": 1, "method": method.name, "settings": method.settings, "deepinv": DEEPINV_VERSION,
+            "y": digest(y), "seed": seed, "prior": prior_key}
+
+
+def tune_baseline(name: str, prior, op, train: tuple, args, work: Path, prior_key: str) -> dict:
+    """``name``'s settings of best mean PSNR on the tuning train photos: the digits' rule (davi.eval.tuning.
+    bounded_search over davi.baselines.methods.TUNING_GRIDS), each grid point one run (seed 1), cached."""
+    from davi.baselines import baseline_method
+    from davi.baselines.methods import TUNING_BOUNDS, TUNING_GRIDS
+    from davi.eval.tuning import bounded_search
+
+    xt, yt = train
+
+    def grid_point(params):
+        method = baseline_method(name, prior, op, **params)
+
+        def compute():
+            t0 = time.time()
+            sc = scores(method.sample(yt, 1), xt)
+            log(f"{name} grid {op.name} {params}: {np.mean(sc['psnr']):.2f} dB ({time.time() - t0:.0f} s)")
+            return {"psnr": float(np.mean(sc["psnr"])), "ssim": float(np.mean(sc["ssim"]))}
+
+        slug = "_".join(f"{k}{v:g}" for k, v in sorted(params.items()))
+        return cached_json(work / "grid" / f"{slug}.json", baseline_key(method, yt, 1, prior_key), compute)
+
+    found = bounded_search(grid_point, TUNING_GRIDS[name], TUNING_BOUNDS, max_widenings=args.max_widenings)
+    return {"choice": found.choice, "interior": found.interior, "at_bound": list(found.at_bound),
+            "widenings": found.widenings, "grid": found.rows()}
+
+
+def baseline_seconds(name: str, prior, op, y, steps: int) -> float:
+    """CPU seconds per image of ``name`` at its published length, from a run of ``steps`` steps on one photo
+    (after one warm-up run), scaled: a step's cost does not depend on the tuned settings."""
+    from davi.baselines import baseline_method
+
+    length = {"dps": "num_steps", "diffpir": "max_iter", "ddrm": "steps"}[name]
+    timed = baseline_method(name, prior, op, **{length: steps})
+    timed.sample(y[:1], 1)
+    t0 = time.process_time()
+    timed.sample(y[:1], 1)
+    return (time.process_time() - t0) / steps * baseline_method(name, prior, op).nfe_per_sample
+
+
+def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, prior_key: str) -> dict:
+    """``name`` tuned and at deepinv's defaults (``<name>_default``) on the test photos (DPS on the first
+    ``--dps-images``), one photo per cached chunk, seeded by its index + 1."""
+    from davi.baselines import baseline_method
+    from davi.io.chunks import run_in_chunks
+
+    n = min(len(y), args.dps_images) if name == "dps" else len(y)
+    secs = round(baseline_seconds(name, prior, op, y, args.baseline_time_steps), 2)
+    rows = {}
+    for key, params in ((name, tuning["choice"]), (f"{name}_default", {})):
+        method = baseline_method(name, prior, op, **params)
+        restored = run_in_chunks(
+            work / key, lambda a, b, m=method: baseline_key(m, y[a:b], a + 1, prior_key), n, 1,
+            lambda a, b, m=method: m.sample(y[a:b], a + 1).cpu(),
+            on_chunk=lambda a, b, new, key=key: log(f"{op.name} {key}: photo {a} {'done' if new else 'cached'}"))
+        sc = scores(restored, x[:n])
+        rows[key] = {"psnr": round(float(np.mean(sc["psnr"])), 3), "ssim": round(float(np.mean(sc["ssim"])), 4),
+                     "s_per_image": secs, "cov90": None, "images": n, "nfe": method.nfe_per_sample,
+                     "settings": params or "deepinv defaults", "per_image_psnr": sc["psnr"]}
+    return rows
+
+
+def field_baselines(args) -> dict:
+    """DiffPIR / DDRM (and DPS with ``--baseline-methods dps``: ~20 CPU minutes per photo here) through
+    davi.baselines with the photo prior on the 256x256 test photos, tuned per task on ``--red-diff-tune-photos``
+    train photos, restorations cached per photo under ``--work-dir``/baselines (resumable)."""
+    from davi.baselines import BaselineUnsupported, require_deepinv
+
+    require_deepinv()
+    prior, label = load_prior(args.prior or default_prior())
+    prior_key = label["digest"] or label["prior"]
+    x, _ = held_out_photos(args)
+    xt, tnames = photos("train", tune_indices(len(photo_files("train")), args.red_diff_tune_photos))
+    out = {}
+    for task in args.tasks:
+        op = operator(task)
+        y, train = measure(op, x, TEST_NOISE_SEED), (xt, measure(op, xt, TRAIN_NOISE_SEED))
+        out[task] = {}
+        for name in args.baseline_methods:
+            work = Path(args.work_dir) / "baselines" / task / name
+            try:
+                tuning = tune_baseline(name, prior, op, train, args, work, prior_key)
+            except BaselineUnsupported as e:
+                log(f"{task} {name}: {e}")
+                continue
+            out[task].update(baseline_rows(name, prior, op, x, y, tuning, args, work, prior_key))
+            out[task][f"tuning:{name}"] = {**tuning, "train_photos": tnames}
+    return {"tasks": out, **label}
+
+
+# ----------------------------------------------------------------------------------------------
 # DAVI's photo mappers
 # ----------------------------------------------------------------------------------------------
 def mapper_paths(task: str, folder: Path) -> dict[str, Path]:
@@ -564,7 +671,9 @@ def render_photos_prior(data: dict) -> str:
 
 NAMES = {"lift": "lift(y)", "bicubic": "bicubic", "wiener": "Wiener (tuned balance)",
          "unsupervised_wiener": "unsupervised Wiener", "bm3d": "BM3D deblurring", "biharmonic": "biharmonic",
-         "red_diff_100": "RED-Diff-100", "red_diff_1000": "RED-Diff-1000", "davi": "DAVI paired (1 step)",
+         "red_diff_100": "RED-Diff-100", "red_diff_1000": "RED-Diff-1000", "diffpir": "DiffPIR (tuned)",
+         "diffpir_default": "DiffPIR (deepinv defaults)", "ddrm": "DDRM (tuned)", "ddrm_default": "DDRM (deepinv "
+         "defaults)", "dps": "DPS (tuned)", "dps_default": "DPS (deepinv defaults)", "davi": "DAVI paired (1 step)",
          "davi_sampler": "DAVI sampler (1 step)"}
 
 
@@ -599,22 +708,22 @@ def merge(args, sections: dict) -> dict:
         data["prior"] = {**new, "denoise": {**(old.get("denoise", {}) if same else {}), **new["denoise"]}}
         data["prior"]["denoise"] = dict(sorted(data["prior"]["denoise"].items(), key=lambda kv: int(kv[0])))
         commands["prior"] = command_line("photos.py")
-    for section in ("classical", "red_diff", "mappers"):
+    for section in ("classical", "red_diff", "baselines", "mappers"):
         if section not in sections:
             continue
         commands[section] = command_line("photos.py")
         for task, rows in sections[section]["tasks"].items():
             data.setdefault(task, {})
             for m, r in rows.items():
-                if m == "tuning":
-                    data.setdefault("tuning", {}).setdefault(task, {})["red_diff"] = r
+                if m == "tuning" or m.startswith("tuning:"):
+                    data.setdefault("tuning", {}).setdefault(task, {})[m.partition(":")[2] or "red_diff"] = r
                 else:
                     data[task][m] = r
         if section == "classical":
             data.setdefault("tuning", {}).setdefault("deblur", {}).update(sections[section]["tuning"])
             data["classical_load_average"] = sections[section]["load_average"]
-        if section == "red_diff":
-            data["red_diff_prior"] = {k: sections[section][k] for k in ("prior", "step", "weights", "digest")}
+        if section in ("red_diff", "baselines"):
+            data[f"{section}_prior"] = {k: sections[section][k] for k in ("prior", "step", "weights", "digest")}
         if section == "mappers":
             data["pending"] = sections[section]["pending"]
     data["command"] = "; ".join(commands.values()) or command_line("photos.py")
@@ -629,6 +738,7 @@ def main(argv=None) -> None:
     p.add_argument("--prior-denoise", action="store_true", help="the prior's one-step denoiser vs BM3D")
     p.add_argument("--classical", action="store_true", help="lift / bicubic / Wiener / BM3D / biharmonic")
     p.add_argument("--red-diff", action="store_true", help="RED-Diff-100 / 1000 with the photo prior (hours)")
+    p.add_argument("--baselines", action="store_true", help="DiffPIR / DDRM (/ DPS) with the photo prior (hours)")
     p.add_argument("--mappers", action="store_true", help="DAVI paired and sampler from the photo exports")
     p.add_argument("--report", action="store_true", help="re-render the tables from the results file")
     p.add_argument("--prior", default=None, help="a prior folder or a training checkpoint (runs/prior_photos/"
@@ -646,13 +756,17 @@ def main(argv=None) -> None:
     p.add_argument("--red-diff-1000-images", type=int, default=4, help="RED-Diff-1000 on the first N test photos")
     p.add_argument("--time-steps", type=int, default=5, help="RED-Diff steps timed, scaled to the full length")
     p.add_argument("--chunk", type=int, default=1, help="photos per cached RED-Diff chunk")
+    p.add_argument("--baseline-methods", nargs="*", default=["diffpir", "ddrm"], choices=["diffpir", "ddrm", "dps"],
+                   help="the field's baselines (DPS: about 20 CPU minutes per photo and grid point photo)")
+    p.add_argument("--dps-images", type=int, default=4, help="DPS on the first N test photos")
+    p.add_argument("--baseline-time-steps", type=int, default=5, help="baseline steps timed, scaled to the length")
     p.add_argument("--mapper-dir", default=str(MAPPERS), help="where <task>_photos[_sampler] exports are")
     p.add_argument("--cov-samples", type=int, default=16, help="sampler draws per photo for the 90%% coverage")
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "photos"))
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
-    if not (args.prior_denoise or args.classical or args.red_diff or args.mappers or args.report):
-        p.error("name a section: --prior-denoise, --classical, --red-diff, --mappers or --report")
+    if not (args.prior_denoise or args.classical or args.red_diff or args.baselines or args.mappers or args.report):
+        p.error("name a section: --prior-denoise, --classical, --red-diff, --baselines, --mappers or --report")
     sections = {}
     if args.prior_denoise:
         sections["prior"] = prior_denoise(args)
@@ -660,6 +774,8 @@ def main(argv=None) -> None:
         sections["classical"] = classical(args)
     if args.red_diff:
         sections["red_diff"] = red_diff(args)
+    if args.baselines:
+        sections["baselines"] = field_baselines(args)
     if args.mappers:
         sections["mappers"] = mappers(args)
     publish(args.out, merge(args, sections), render_photos)

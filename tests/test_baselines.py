@@ -204,9 +204,6 @@ def test_method_improves_on_lift_on_a_gaussian_prior(name, problem):
 
 
 # -- the digit comparison's pure logic (benchmarks/baselines.py) ----------------------------------------------
-import numpy as np
-
-
 @pytest.fixture(scope="module")
 def bench():
     import importlib
@@ -214,62 +211,6 @@ def bench():
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     return importlib.import_module("baselines")
-
-
-def test_bounded_search_is_widen_until_interior_without_bounds(bench):
-    """Unbounded and 2-D, the benchmark's search takes RED-Diff's rule (davi.eval.tuning) step for step: the same
-    choice, widenings, axes and scored points, also when the optimum lies two widenings outside the grid."""
-    from davi.eval.tuning import widen_until_interior
-
-    for peak in [(1.0, 0.1), (30.0, 0.004), (0.05, 2.0)]:
-        def f(a, b, p=peak):
-            return {"psnr": -((np.log(a / p[0])) ** 2 + (np.log(b / p[1])) ** 2)}
-
-        ours = bench.bounded_search(lambda q, f=f: f(q["x"], q["y"]), {"x": (0.3, 1.0, 3.0), "y": (0.03, 0.1, 0.3)})
-        theirs = widen_until_interior(f, (0.3, 1.0, 3.0), (0.03, 0.1, 0.3))
-        assert (ours.choice["x"], ours.choice["y"]) == theirs.choice
-        assert (ours.interior, ours.widenings, ours.axes["x"], ours.axes["y"]) == (
-            theirs.interior, theirs.widenings, theirs.xs, theirs.ys)
-        assert set(ours.points) == set(theirs.points)
-
-
-def test_bounded_search_in_one_dimension_widens_until_interior(bench):
-    """DPS's weight alone: best near 20 from (0.3, 1, 3) widens to 9, 27 (still the edge), 81, then 27 is interior;
-    every point is scored once."""
-    seen = []
-
-    def score(q):
-        seen.append(q["w"])
-        return {"psnr": -abs(np.log(q["w"] / 20.0))}
-
-    found = bench.bounded_search(score, {"w": (0.3, 1.0, 3.0)})
-    assert found.axes["w"] == (0.3, 1.0, 3.0, 9.0, 27.0, 81.0) and found.widenings == 3
-    assert found.choice == {"w": 27.0} and found.interior and found.at_bound == ()
-    assert sorted(seen) == list(found.axes["w"])
-    stopped = bench.bounded_search(score, {"w": (0.3, 1.0, 3.0)}, max_widenings=1)  # out of widenings: at the edge
-    assert stopped.choice == {"w": 9.0} and not stopped.interior
-
-
-def test_bounded_search_stops_at_an_admissible_bound(bench):
-    """eta in [0, 1]: a score rising past 1 ends with the choice on the bound, not interior, said so; the grid
-    never holds a value outside the bound. Below the bound the log widening goes on as usual."""
-    found = bench.bounded_search(lambda q: {"psnr": q["eta"]}, {"eta": (0.283333, 0.85, 1.0)}, {"eta": (0.0, 1.0)})
-    assert found.choice == {"eta": 1.0} and not found.interior and found.at_bound == ("eta",)
-    assert found.widenings == 0 and max(found.axes["eta"]) == 1.0
-    found = bench.bounded_search(lambda q: {"psnr": -q["eta"]}, {"eta": (0.283333, 0.85, 1.0)}, {"eta": (0.0, 1.0)},
-                                 max_widenings=2)
-    assert found.axes["eta"] == (0.031481, 0.094444, 0.283333, 0.85, 1.0) and found.widenings == 2
-    assert found.choice == {"eta": 0.031481} and not found.interior and found.at_bound == ()
-    # a widening that would overshoot a bound lands on it: 0.3 * 3 = 0.9, then 2.7 -> 1.0
-    assert bench.widen_axis((0.1, 0.3, 0.9), 0.9, 3.0, (0.0, 1.0)) == (0.1, 0.3, 0.9, 1.0)
-    assert bench.widen_axis((0.1, 0.3, 1.0), 1.0, 3.0, (0.0, 1.0)) is None
-    assert bench.widen_axis((0.1, 0.3, 1.0), 0.3, 3.0, (0.0, 1.0)) is None  # interior
-
-
-def test_bounded_search_returns_none_while_a_point_is_missing(bench):
-    assert bench.bounded_search(lambda q: None if q["w"] == 3.0 else {"psnr": 0.0}, {"w": (0.3, 1.0, 3.0)}) is None
-    with pytest.raises(ValueError, match="at least 3"):
-        bench.bounded_search(lambda q: {"psnr": 0.0}, {"w": (1.0, 3.0)})
 
 
 def test_chunk_seeds_are_fixed_distinct_and_never_zero(bench):

@@ -114,3 +114,19 @@ def test_missing_extra_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as e:
         photos.require_photos_extra()
     assert "bm3d" in str(e.value) and "pip install 'davi[photos]'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_merge_files_each_section_and_its_tuning(tmp_path):
+    """A baselines run's rows land beside the others' under their task, its tunings under tuning/<task>/<name>,
+    RED-Diff's under tuning/<task>/red_diff; rows of sections not in this run are left as they were."""
+    from types import SimpleNamespace
+
+    out = tmp_path / "photos.json"
+    out.write_text('{"sr4": {"lift": {"psnr": 1.0}}, "tuning": {"sr4": {"red_diff": {"lr": 0.1}}}}')
+    label = {"prior": "p", "step": 3, "weights": "ema", "digest": "d"}
+    sections = {"baselines": {"tasks": {"sr4": {"ddrm": {"psnr": 2.0}, "ddrm_default": {"psnr": 1.5},
+                                                "tuning:ddrm": {"choice": {"eta": 1.0}}}}, **label}}
+    data = photos.merge(SimpleNamespace(out=str(out)), sections)
+    assert data["sr4"] == {"lift": {"psnr": 1.0}, "ddrm": {"psnr": 2.0}, "ddrm_default": {"psnr": 1.5}}
+    assert data["tuning"]["sr4"] == {"red_diff": {"lr": 0.1}, "ddrm": {"choice": {"eta": 1.0}}}
+    assert data["baselines_prior"] == label and "baselines" in data["commands"]

@@ -31,6 +31,15 @@ from davi.solvers.methods import Method
 DPS_DEFAULTS = {"num_steps": 1000, "weight": 1.0, "guidance": "norm", "solver": "ddpm", "schedule": "vp"}
 DIFFPIR_DEFAULTS = {"max_iter": 100, "zeta": 0.1, "lambda_": 7.0}
 DDRM_DEFAULTS = {"steps": 100, "eta": 0.85, "etab": 1.0}
+# Tuning grids (davi.eval.tuning.bounded_search): three values a factor of 3 apart with deepinv's default in
+# the middle (DDRM: eta 0.85 sits just below its bound 1), widened by that factor while the best train PSNR lies
+# on an edge. zeta (DiffPIR) and eta (DDRM) weight fresh noise against the model's and must lie in [0, 1]
+# (deepinv): a widening stops at the bound, and a choice on it is the best admissible value, reported "at the
+# bound", never as interior. weight (DPS) and lambda_ (DiffPIR) are unbounded.
+TUNING_GRIDS = {"dps": {"weight": (0.3, 1.0, 3.0)},
+                "diffpir": {"lambda_": (2.333333, 7.0, 21.0), "zeta": (0.033333, 0.1, 0.3)},
+                "ddrm": {"eta": (0.283333, 0.85, 1.0)}}
+TUNING_BOUNDS = {"zeta": (0.0, 1.0), "eta": (0.0, 1.0)}
 
 
 def run_seed(seed: int, k: int) -> int:

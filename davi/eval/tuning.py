@@ -15,6 +15,8 @@ The train measurements should not be the test ones (a different noise seed at le
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -95,3 +97,58 @@ def search_summary(found: GridSearch, **extra) -> dict:
     lr, lam = found.choice
     return {"lr": lr, "lam": lam, "interior": found.interior, "widenings": found.widenings, "lrs": list(found.xs),
             "lams": list(found.ys), **extra, "grid": found.rows()}
+
+
+@dataclass(frozen=True)
+class BoundedSearch:
+    """A widened grid on one or more named axes, every point's scores, and the choice (best ``key``)."""
+
+    choice: dict  # axis name -> chosen value
+    interior: bool  # strictly inside the grid on every axis
+    at_bound: tuple  # axes whose choice equals an admissible bound (the grid cannot widen past it)
+    widenings: int
+    axes: dict  # axis name -> its (widened) values
+    points: dict  # tuple of values, in ``axes`` order -> scores
+
+    def rows(self) -> list[dict]:
+        return [{**dict(zip(self.axes, p)), **s} for p, s in self.points.items()]
+
+
+def widen_axis(axis: tuple, best: float, factor: float, bound: tuple) -> tuple | None:
+    """``axis`` with one value beyond the edge holding ``best`` (x or / ``factor``, rounded as
+    davi.eval.grid_search rounds, clipped to ``bound``); None when ``best`` is interior or its edge is the bound."""
+    lo, hi = bound
+    if best == axis[0] and axis[0] > lo:
+        return (max(lo, round(axis[0] / factor, 6)), *axis)
+    if best == axis[-1] and axis[-1] < hi:
+        return (*axis, min(hi, round(axis[-1] * factor, 6)))
+    return None
+
+
+def bounded_search(score, axes: dict, bounds: dict | None = None, key: str = "psnr", factor: float = 3.0,
+                   max_widenings: int = 4, on_widen=None) -> BoundedSearch | None:
+    """:func:`widen_until_interior`'s rule on any number of named axes, with admissible bounds.
+
+    ``score(params) -> dict`` (higher ``dict[key]`` is better, NaN never wins; None: not available, e.g. not
+    cached in report mode, and the search returns None). While the best point is on an edge of an axis that can
+    still widen and fewer than ``max_widenings`` widenings were made, those axes widen and the new points are
+    scored. Unbounded and 2-D, this is widen_until_interior exactly (tested)."""
+    axes, bounds, points, widenings = {k: tuple(sorted(v)) for k, v in axes.items()}, bounds or {}, {}, 0
+    if any(len(v) < 3 for v in axes.values()):
+        raise ValueError(f"grid: need at least 3 values per axis to have an interior, got {axes}")
+    while True:
+        grid = list(itertools.product(*axes.values()))
+        for p in grid:
+            if p not in points:
+                if (s := score(dict(zip(axes, p)))) is None:
+                    return None
+                points[p] = s
+        best = max(grid, key=lambda p: -math.inf if math.isnan(points[p][key]) else points[p][key])
+        wider = {k: widen_axis(axes[k], b, factor, bounds.get(k, (-math.inf, math.inf))) for k, b in zip(axes, best)}
+        interior = all(v[0] < b < v[-1] for v, b in zip(axes.values(), best))
+        if interior or widenings >= max_widenings or all(w is None for w in wider.values()):
+            at_bound = tuple(k for k, b in zip(axes, best) if b in bounds.get(k, ()))
+            return BoundedSearch(dict(zip(axes, best)), interior, at_bound, widenings, axes, {p: points[p] for p in grid})
+        axes, widenings = {k: wider[k] or axes[k] for k in axes}, widenings + 1
+        if on_widen is not None:
+            on_widen(axes)
