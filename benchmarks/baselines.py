@@ -361,8 +361,9 @@ def baseline_rows(task, args, tunings: dict) -> tuple[dict, dict]:
             nfe = baseline_method(name, task.prior, task.operator, **overrides(name, {}, args)).nfe_per_sample
             x = restorations(task, name, settings, args, compute=False) if settings is not None else None
             if x is None:
+                train = tuned and tuned["default_train_psnr" if key.endswith("_default") else "train_psnr"]
                 rows[key] = {"pending": "tuning" if settings is None else "restorations", "nfe": nfe,
-                             "settings": params}
+                             "settings": params, **({"train_psnr": train} if train is not None else {})}
                 continue
             row, items[key] = score_method([x], task.x0, task.independent)
             rows[key] = {**{k: v for k, v in row.items() if k != "per_seed"}, "nfe": nfe, "settings": params,
@@ -487,7 +488,8 @@ def _digit_row(data: dict, task: str, key: str) -> dict:
            "fd_diff": _interval(b.get("fd_independent"), "{:+.2f}"),
            "kid_diff": _interval(b.get("kid_independent"), "{:+.3f}")}
     if r.get("pending"):
-        return {**row, "psnr": f"pending ({r['pending']})"}
+        train = f"; {r['train_psnr']:.2f} dB on the tuning train digits" if r.get("train_psnr") is not None else ""
+        return {**row, "psnr": f"pending ({r['pending']}{train})"}
     return {**row, "psnr": f"{r['psnr']:.2f}", "ssim": f"{r['ssim']:.3f}", "fd": _fmt(r.get("fd_independent"), "{:.2f}"),
             "kid": _fmt(r.get("kid_independent"), "{:.3f}")}
 

@@ -84,8 +84,12 @@ RECIPE = {"steps": 1500, "paired_steps": 200, "t_ikl": 20, "score_steps": 2, "lr
 # After: h well below sigma_y (h^2 G G^T under 3% of the posterior at sigma_y >= 0.02) and one noise channel
 # (randomness at unit scale that is not mixed into the measurement). Tried first and not enough (probes at 375
 # steps, observed pixels still 2.7-3.0x over-dispersed): t_ikl 5, and a per-pixel CRPS term of weight 3.
+# rule: the IKL horizon per image from its own sigma_y (davi.ikl_noise_ratio 0.25, t_ikl 20 the cap): one t_ikl
+# collapses the measured pixels' spread at small sigma_y (closed form: box at 0.05, 90% coverage 0.37 at t_ikl 20).
 VARIANTS = {"before": {}, "after": {"h": 0.01, "noise_channels": 1},
-            "after_t5": {"h": 0.01, "noise_channels": 1, "t_ikl": 5}}
+            "after_t5": {"h": 0.01, "noise_channels": 1, "t_ikl": 5},
+            "rule": {"h": 0.01, "noise_channels": 1, "sampler_override": ["davi.ikl_noise_ratio=0.25"]}}
+CALIBRATION_ORDER = ("rule", "after")  # the family calibration reported: the newest recipe that has a record
 
 
 def prior_of(name: str):
@@ -256,6 +260,39 @@ def calibration(prior_name: str, args, work: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# --optimum: the objective's closed-form optimum per noise level, one t_ikl against the per-image rule
+# ----------------------------------------------------------------------------------------------
+IKL_NOISE_RATIO = 0.25  # the rule variant's davi.ikl_noise_ratio
+
+
+def optimum(work: Path) -> dict:
+    """Per prior, family task and sigma_y: the sampler objective's closed-form optimum (davi_fixed_point, at the
+    derived consistency weight) at t_ikl 20 and at the rule's horizon (davi.training.losses.ikl_horizons), scored
+    like the trained samplers (same y, truths and estimators). What training can reach at best. Cached."""
+    from davi.training.losses import ikl_horizons
+
+    cache = work / "optimum.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    out = {}
+    for prior_name in PRIORS:
+        prior = prior_of(prior_name)
+        for task in FAMILY_TASKS:
+            for sigma in SIGMAS:
+                op = make_operator(task, sigma)
+                y, posts, truths, g = _problem(prior, op, MEASUREMENTS)
+                rule = int(ikl_horizons(prior.schedule.alphas_cumprod, torch.tensor([sigma]), IKL_NOISE_RATIO, 20)[0])
+                cell = {}
+                for label, t in (("t_ikl_20", 20), ("rule", rule)):
+                    sc = _scores(_target(prior, op, y, t, SAMPLES, g).float(), posts, truths)
+                    cell[label] = {**{k: sc[k] for k in KEEP}, "t_ikl": t}
+                out[f"optimum/{prior_name}/{task}/{sigma}"] = cell
+                print(f"optimum {prior_name} {task} {sigma}: {cell}", flush=True)
+    _write(cache, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # results
 # ----------------------------------------------------------------------------------------------
 KEEP = ("cov90", "mean_err", "var_ratio")
@@ -269,7 +306,7 @@ def exact_floor(task: str, measurements: int = MEASUREMENTS, samples: int = SAMP
             if k in KEEP}
 
 
-def collect(work: Path, variant: str) -> dict:
+def collect(work: Path) -> dict:
     """The result keys of every cached section."""
     out: dict = {}
     for task in DEDICATED_TASKS:
@@ -283,13 +320,16 @@ def collect(work: Path, variant: str) -> dict:
                 v: {**{k: d["sampler"][k] for k in (*KEEP, "mean_err_max", "var_top5")}, "seconds": d["sampler"]["seconds"],
                     "settings": d["settings"], "target": {k: d["target"][k] for k in KEEP}} for v, d in rec.items()}
             out[f"stationary_dedicated/{task}"]["exact"] = exact_floor(task)
+    if (work / "optimum.json").is_file():
+        out.update(json.loads((work / "optimum.json").read_text()))
     for prior_name in PRIORS:
-        path = work / "calibration" / f"{prior_name}_{variant}.json"
-        if not path.is_file():  # a run stopped short, scored at its latest checkpoint (--partial)
-            path = path.with_name(f"{prior_name}_{variant}_partial.json")
-        if not path.is_file():
+        # a finished run, else one scored at its latest checkpoint (--partial); the newest recipe first
+        paths = [work / "calibration" / f"{prior_name}_{v}{end}.json" for v in CALIBRATION_ORDER for end in ("", "_partial")]
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
             continue
         d = json.loads(path.read_text())
+        d["settings"].setdefault("variant", path.stem.removeprefix(f"{prior_name}_").removesuffix("_partial"))
         out[f"calibration/{prior_name}:train_cpu_s"] = d["train_cpu_s"]
         out[f"calibration/{prior_name}:settings"] = d["settings"]
         for cell, v in d["cells"].items():
@@ -320,7 +360,7 @@ def render_family(data: dict) -> str:
         if key.startswith("calibration/") and "/" in key[12:] and isinstance(v, dict):
             _, prior, task, sigma = key.split("/")
             st = data.get(f"calibration/{prior}:settings", {})
-            rows.append({"what": f"family, {prior}", "task": task, "sigma_y": sigma, **v, "steps": _steps(st),
+            rows.append({"what": f"family, {prior}, {st.get('variant', 'after')}", "task": task, "sigma_y": sigma, **v, "steps": _steps(st),
                          "ok": "met" if goal_ok(v) else "MISSED"})
     for key, rec in data.items():
         if key.startswith("stationary_dedicated/"):
@@ -334,11 +374,31 @@ def render_family(data: dict) -> str:
     return markdown_table(rows, cols)
 
 
+@table("family_optimum", "family.json")
+def render_optimum(data: dict) -> str:
+    """The closed-form optimum of the sampler objective per noise level: one t_ikl (20) against the per-image
+    horizon of davi.ikl_noise_ratio 0.25 (cov90 / mean error / trace variance ratio; goals as the trained)."""
+    rows = []
+    for key, cell in data.items():
+        if key.startswith("optimum/"):
+            _, prior, task, sigma = key.split("/")
+            fmt = lambda v: f"{v['cov90']:.3f} / {100 * v['mean_err']:.1f}% / {v['var_ratio']:.2f}"
+            rows.append({"prior": prior, "task": task, "sigma_y": sigma, "fixed": fmt(cell["t_ikl_20"]),
+                         "t": cell["rule"]["t_ikl"], "rule": fmt(cell["rule"]),
+                         "ok": "met" if goal_ok(cell["rule"]) else "MISSED"})
+    if not rows:
+        return ""
+    cols = [("prior", "prior", "{}"), ("task", "task", "{}"), ("sigma_y", "sigma_y", "{}"),
+            ("fixed", "t_ikl 20: cov90 / mean err / var", "{}"), ("t", "rule's horizon", "{}"),
+            ("rule", "rule (ratio 0.25): cov90 / mean err / var", "{}"), ("ok", "goals at the optimum", "{}")]
+    return markdown_table(rows, cols)
+
+
 table("family_digits", "family.json")(render_digits)
 
 
 def render_all(data: dict) -> str:
-    return "\n\n".join(t for t in (render_family(data), render_digits(data)) if t)
+    return "\n\n".join(t for t in (render_family(data), render_optimum(data), render_digits(data)) if t)
 
 
 def main() -> None:
@@ -346,6 +406,7 @@ def main() -> None:
     p.add_argument("--dedicated", action="store_true", help="posterior.py's per-task recipe on the stationary prior")
     p.add_argument("--calibration", action="store_true", help="one family sampler per prior, per (task, sigma_y)")
     p.add_argument("--collect", action="store_true", help="train nothing: merge the cached sections into --out")
+    p.add_argument("--optimum", action="store_true", help="the objective's closed-form optimum per sigma_y (minutes)")
     p.add_argument("--variant", default="after", choices=list(VARIANTS), help="the recipe: as it was, or fixed")
     p.add_argument("--tasks", nargs="*", default=DEDICATED_TASKS, choices=DEDICATED_TASKS, help="--dedicated's tasks")
     p.add_argument("--priors", nargs="*", default=list(PRIORS), choices=list(PRIORS), help="--calibration's priors")
@@ -373,13 +434,15 @@ def main() -> None:
     if args.calibration:
         for prior_name in args.priors:
             calibration(prior_name, args, work)
+    if args.optimum:
+        optimum(work)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     head = (f"8x8 analytic priors: gauss = posterior.py's (fit_gaussian to digits, rank 8); stationary = "
             f"stationary_gaussian({', '.join(f'{k}={v}' for k, v in STATIONARY.items())}). Family: members {MEMBERS}, "
             f"sigma_y log-uniform in [0.02, 0.2], mapper.condition embedding; {MEASUREMENTS} test y per cell, "
             f"{SAMPLES} samples per y, coverage against 32 exact posterior draws per y (posterior.py's estimators).")
-    data = {**old, "command": command_line("family.py"), "head": head, **collect(work, args.variant)}
+    data = {**old, "command": command_line("family.py"), "head": head, **collect(work)}
     if args.train_dedicated is not None:
         from family_digits import DEDICATED, train_dedicated
 

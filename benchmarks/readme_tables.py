@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"table {name!r} differs from {', '.join(TABLES[name].sources)} "
                   f"(run python benchmarks/readme_tables.py)", file=sys.stderr)
         return 1 if changed else 0
-    for doc, text in after.items():
-        if text != before[doc]:
-            write_text(doc, text)
-    print(f"{args.readme}: {'rewrote ' + ', '.join(changed) if changed else 'all tables up to date'}")
+    written = [doc for doc, text in after.items() if text != before[doc]]
+    for doc in written:
+        write_text(doc, after[doc])
+    pages = ", ".join(str(d.relative_to(ROOT)) if d.is_relative_to(ROOT) else str(d) for d in written)
+    print(f"rewrote {', '.join(changed)} in {pages}" if changed else "all tables up to date")
     return 0
 
 

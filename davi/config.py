@@ -158,6 +158,12 @@ class DaviConfig:
     # needs the clean image). Its minimiser is any sampler whose mean is E[x | y], whatever its spread,
     # so it moves no optimum of the sampler objective; 0 = off.
     lambda_mean: float = 0.0
+    # Sampler objective: 0 = every image's IKL reads t < t_ikl. r > 0 = each image reads only the t whose noise
+    # level sqrt((1 - ab_t) / ab_t) is at most r * its own sigma_y (at least t = 0, at most t_ikl): the
+    # diffused KL collapses posterior variances below its noise (davi.analytic.davi_fixed_point), and a
+    # measured pixel's posterior std is below sigma_y, so one t_ikl cannot serve a family's noise levels
+    # (docs/family.md); 0.25 keeps the closed-form optimum's 90% coverage within 0.85-0.95 there.
+    ikl_noise_ratio: float = 0.0
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
     init_mapper: str = ""
@@ -273,7 +279,7 @@ _CHOICES = {
     "mapper.condition": ("none", "maps", "embedding"),
 }
 # Counts and weights that cannot be negative.
-_AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean")
+_AT_LEAST_ZERO = ("mapper.noise_channels", "davi.score_warmup", "davi.lambda_mean", "davi.ikl_noise_ratio")
 # Integers that count or divide (``step % checkpoint_every``): zero or less is a mistake.
 _AT_LEAST_ONE = ("data.resolution", "data.channels", "data.patches_per_image", "train.batch_size", "train.grad_accum",
                  "train.checkpoint_every", "log.every", "unpaired.anchor_batch_size")
@@ -485,6 +491,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _check_objective(cfg: Config) -> None:
     """The sampler objective's likelihood weight is 1 / (2 sigma_y^2): it needs noise, and no paired term."""
     if cfg.davi.objective != "sampler":
+        if cfg.davi.ikl_noise_ratio != 0:
+            raise ConfigError(f"davi.ikl_noise_ratio is a setting of davi.objective=sampler (whose consistency weight "
+                              f"it sets per image), got {cfg.davi.ikl_noise_ratio} with davi.objective={cfg.davi.objective}")
         if cfg.davi.lambda_mean != 0:
             raise ConfigError(f"davi.lambda_mean is a term of davi.objective=sampler (the paired objective's "
                               f"regression already pins the mean), got {cfg.davi.lambda_mean} with "

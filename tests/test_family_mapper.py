@@ -131,6 +131,52 @@ def test_per_image_weights_are_each_images_own_derived_weight(tiny_prior_dir, tm
     assert consistency_weights(ab, sr4.davi.t_ikl, draw)[0].item() == pytest.approx(consistency_weight(sr4, prior, op))
 
 
+def test_ikl_horizons_follow_each_images_noise_level(tiny_prior_dir):
+    """davi.ikl_noise_ratio: an image's IKL reads the t whose noise level is at most r sigma_y (at least t = 0, at
+    most t_ikl); its timesteps stay below its own horizon, and its consistency weight is derived from it."""
+    from davi.models.prior import DiffusionPrior
+    from davi.training.losses import ikl_horizons, uniform_timesteps
+
+    ab = DiffusionPrior.from_pretrained(str(tiny_prior_dir)).schedule.alphas_cumprod
+    noise = ((1 - ab) / ab).sqrt()
+    sigmas = torch.tensor([0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
+    h = ikl_horizons(ab, sigmas, 0.25, 20)
+    assert h.tolist() == sorted(h.tolist()) and h[0] == 1 and h[-1] == 20  # monotone, clamped to [1, t_ikl]
+    for s, k in zip(sigmas.tolist(), h.tolist()):
+        if 1 < k < 20:  # the last t read is below r sigma_y, the next one above
+            assert noise[k - 1] <= 0.25 * s < noise[k]
+    t = uniform_timesteps(h.repeat(500), 3000, "cpu")
+    assert (t < h.repeat(500)).all() and (t >= 0).all()
+    assert set(t[h.repeat(500) == 20].tolist()) == set(range(20))  # uniform over its whole range
+
+
+def test_the_noise_ratio_rule_keeps_the_objectives_optimum_calibrated_on_a_box():
+    """Why the rule exists, in closed form (davi.analytic.davi_fixed_point, the digit-fitted Gaussian, a box at
+    sigma_y 0.05): one t_ikl of 20 collapses the measured pixels' posterior spread (90% coverage ~0.4), the
+    horizon of ratio 0.25 keeps the optimum calibrated (coverage >= 0.85)."""
+    from davi.analytic import davi_fixed_point, exact_posteriors, held_out_measurements
+    from davi.analytic.problems import make_operator, make_prior
+    from davi.training.losses import ikl_horizons, sampler_consistency_weight
+
+    prior, op = make_prior("gauss"), make_operator("box", 0.05)
+    _, y = held_out_measurements(prior, op, 2, seed=1, ambiguous=False)
+    post = exact_posteriors(prior, op, y)
+    ab = prior.schedule.alphas_cumprod
+    M = math.prod(op.measurement_shape((1, *prior.shape))[1:])
+
+    def coverage(t_ikl: int) -> float:
+        mu, C = davi_fixed_point(prior, op, y, sampler_consistency_weight(ab, t_ikl, 0.05, prior.dim, M), t_ikl)
+        half = 1.6449 * C.diagonal().sqrt()  # the optimum's per-pixel central 90% interval (its C is y-free)
+        inside = []  # the exact posterior's mass inside it, per pixel
+        for b, p in enumerate(post):
+            normal = torch.distributions.Normal(p.mean, p.cov.diagonal().sqrt())
+            inside.append(normal.cdf(mu[b] + half) - normal.cdf(mu[b] - half))
+        return float(torch.cat(inside).mean())
+
+    rule = int(ikl_horizons(ab, torch.tensor([0.05]), 0.25, 20)[0])
+    assert coverage(rule) >= 0.85 > 0.6 > coverage(20)
+
+
 def test_a_family_needs_a_conditioned_score_network(tiny_prior_dir, tmp_path):
     from davi.training.recipes import train_job
 
@@ -148,6 +194,19 @@ def family_export(tiny_prior_dir, tmp_path_factory):
     train_job(family_cfg(tiny_prior_dir, root / "sampler", f"davi.init_mapper={root / 'paired' / 'export'}",
                          "davi.score_warmup=1", config="family_mnist.yaml"))
     return root / "sampler" / "export"
+
+
+def test_a_family_sampler_trains_with_per_image_ikl_horizons(tiny_prior_dir, tmp_path):
+    """davi.ikl_noise_ratio through the whole recipe (horizons into s_psi's DSM, the IKL and the weights); the
+    paired objective, which has no derived weight, refuses it in one line."""
+    from davi.training.recipes import train_job
+
+    out = train_job(family_cfg(tiny_prior_dir, tmp_path / "rule", "davi.ikl_noise_ratio=0.25", "train.max_steps=2",
+                               "davi.calibration_images=0", "davi.init_mapper=", config="family_mnist.yaml"))
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["nonfinite_total"] == 0
+    with pytest.raises(ConfigError, match="davi.ikl_noise_ratio"):
+        family_cfg(tiny_prior_dir, tmp_path / "paired", "davi.ikl_noise_ratio=0.25")
 
 
 def test_the_family_trains_and_exports_a_card_naming_its_family(family_export, tiny_prior_dir):
@@ -263,6 +322,16 @@ def test_a_warm_start_with_fewer_noise_channels_is_widened(tiny_unet, tmp_path):
     with torch.no_grad():
         assert torch.allclose(target(x, a, torch.zeros(2, 1, 32, 32), condition=cond),
                               source(x, a, condition=cond), atol=1e-6)
+
+
+def test_a_warm_start_of_another_width_is_a_one_line_error(tiny_prior_dir, tmp_path):
+    """The shipped family export (32-wide) as the warm start of a run on the tiny (8-wide) prior: the config
+    error names the setting, not a tensor-size traceback from widening the noise inputs."""
+    from davi.training.recipes import train_job
+
+    with pytest.raises(ConfigError, match="davi.init_mapper=.*not this run's mapper architecture"):
+        train_job(family_cfg(tiny_prior_dir, tmp_path / "w", "train.max_steps=1",
+                             f"davi.init_mapper={ROOT / 'davi/assets/mappers/family'}", config="family_mnist.yaml"))
 
 
 def test_a_sampler_stage_adds_a_noise_channel_to_its_paired_warm_start(family_export, tiny_prior_dir, tmp_path):

@@ -12,6 +12,23 @@ import torch
 import torch.nn.functional as F
 
 
+def uniform_timesteps(t_max: int | torch.Tensor, n: int, device) -> torch.Tensor:
+    """(n,) t uniform over ``0 .. t_max - 1``; ``t_max`` one horizon, or a (n,) tensor of per-image horizons."""
+    if isinstance(t_max, torch.Tensor):
+        t_max = t_max.to(device)
+        return torch.minimum((torch.rand(n, device=device) * t_max).long(), t_max - 1)
+    return torch.randint(0, t_max, (n,), device=device)
+
+
+def ikl_horizons(alphas_cumprod: torch.Tensor, sigma_y: torch.Tensor, ratio: float, t_cap: int) -> torch.Tensor:
+    """(B,) per-image IKL horizons: how many t (from 0) have a noise level sqrt((1 - ab_t) / ab_t) of at most
+    ``ratio * sigma_y`` of that image, clamped to [1, t_cap] (davi.ikl_noise_ratio)."""
+    ab = alphas_cumprod[:t_cap].double().cpu()
+    noise = ((1 - ab) / ab).sqrt()
+    count = (noise[None, :] <= ratio * sigma_y.double().cpu()[:, None]).sum(1)
+    return count.clamp(1, t_cap)
+
+
 class DDPMLoss:
     """Denoising score matching, ``|| eps_net(x_t, t) - eps ||^2`` with t uniform over ``0 .. t_max - 1``
     (all T by default; the sampler objective's s_psi only needs the t its IKL reads)."""
@@ -20,8 +37,9 @@ class DDPMLoss:
         self.schedule = schedule
         self.t_max = t_max or schedule.num_timesteps
 
-    def __call__(self, eps_fn, x0: torch.Tensor) -> torch.Tensor:
-        t = torch.randint(0, self.t_max, (x0.shape[0],), device=x0.device)
+    def __call__(self, eps_fn, x0: torch.Tensor, t_max: torch.Tensor | None = None) -> torch.Tensor:
+        """``t_max``: per-image horizons (B,) in place of the loss's one."""
+        t = uniform_timesteps(self.t_max if t_max is None else t_max, x0.shape[0], x0.device)
         noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, noise)
         return F.mse_loss(eps_fn(x_t, t).float(), noise.float())
@@ -53,10 +71,11 @@ class IKLLoss:
     def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return (1 - self.schedule.alpha_bar(t, like)).sqrt()
 
-    def __call__(self, x_hat: torch.Tensor, teacher_eps, student_eps,
-                 t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def __call__(self, x_hat: torch.Tensor, teacher_eps, student_eps, t: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None, t_max: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """``t_max``: per-image horizons (B,) in place of the loss's one (davi.ikl_noise_ratio)."""
         if t is None:
-            t = torch.randint(0, self.t_max, (x_hat.shape[0],), device=x_hat.device)
+            t = uniform_timesteps(self.t_max if t_max is None else t_max, x_hat.shape[0], x_hat.device)
         if noise is None:
             noise = torch.randn_like(x_hat)
         with torch.no_grad():

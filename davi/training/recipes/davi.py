@@ -166,8 +166,8 @@ def widened_noise_inputs(state: dict, mapper, source_noise: int) -> dict:
     key, c = "net.conv_in.weight", mapper.config.image_channels
     weight = mapper.state_dict()[key].detach().clone()
     src, new = state[key], mapper.config.noise_channels - source_noise
-    if weight.shape[1] != src.shape[1] + new:
-        return state  # another difference too: load_state_dict names it
+    if weight.shape[1] != src.shape[1] + new or weight.shape[0] != src.shape[0] or weight.shape[2:] != src.shape[2:]:
+        return state  # another difference too (e.g. another width): load_state_dict names it
     weight[:, : c + source_noise] = src[:, : c + source_noise]
     weight[:, c + source_noise + new:] = src[:, c + source_noise:]
     return {**state, key: weight}

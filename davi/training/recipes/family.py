@@ -27,9 +27,21 @@ import torch
 from davi.config import ConfigError
 from davi.models.conditioning import Condition, family_condition, score_inputs
 from davi.operators.family import OperatorBatch
-from davi.training.losses import DDPMLoss, IKLLoss, mean_matching_loss, regression_loss, sampler_consistency_weight
+from davi.training.losses import (
+    DDPMLoss,
+    IKLLoss,
+    ikl_horizons,
+    mean_matching_loss,
+    regression_loss,
+    sampler_consistency_weight,
+)
 from davi.training.recipe import Update
-from davi.training.recipes.parts import ikl_term, mapper_center, score_condition, score_updates
+from davi.training.recipes.parts import (
+    ikl_term,
+    mapper_center,
+    score_condition,
+    score_updates,
+)
 from davi.training.recipes.sampler import check_input_noise
 
 
@@ -69,12 +81,14 @@ def measure_and_map_family(nets, accelerator, cfg, schedule, family, ppb, x0: to
     return FamilyDraw(batch, ys, lifted, condition, x_hat, cond)
 
 
-def consistency_weights(alphas_cumprod: torch.Tensor, t_ikl: int, draw: FamilyDraw) -> torch.Tensor:
-    """(B,) the derived weight of each image, from its own sigma_y and measurement size."""
+def consistency_weights(alphas_cumprod: torch.Tensor, t_ikl: int | torch.Tensor, draw: FamilyDraw) -> torch.Tensor:
+    """(B,) the derived weight of each image, from its own sigma_y, measurement size and IKL horizon
+    (``t_ikl``: one, or per image)."""
     D = math.prod(draw.x_hat.shape[1:])
     sigmas, sizes = draw.operators.sigma_y.tolist(), draw.operators.measurement_numel
-    return torch.tensor([sampler_consistency_weight(alphas_cumprod, t_ikl, s, D, m) for s, m in zip(sigmas, sizes)],
-                        device=draw.x_hat.device)
+    horizons = t_ikl.tolist() if isinstance(t_ikl, torch.Tensor) else [t_ikl] * len(sigmas)
+    return torch.tensor([sampler_consistency_weight(alphas_cumprod, t, s, D, m)
+                         for t, s, m in zip(horizons, sigmas, sizes)], device=draw.x_hat.device)
 
 
 def family_iteration(cfg, accelerator, prior, family, ppb, teacher_eps):
@@ -92,14 +106,18 @@ def family_iteration(cfg, accelerator, prior, family, ppb, teacher_eps):
     def iteration(nets, batch):
         x0 = batch["image"]
         draw = measure_and_map_family(nets, accelerator, cfg, schedule, family, ppb, x0)
+        # each image's IKL horizon: the config's, or the t below its own noise level (davi.ikl_noise_ratio)
+        horizons = (ikl_horizons(alphas_cumprod, draw.operators.sigma_y, dc.ikl_noise_ratio, dc.t_ikl)
+                    if sampler and dc.ikl_noise_ratio else None)
         if "score" in nets:
-            yield from score_updates(nets, draw.x_hat, dsm, dc.score_steps, accelerator, c, draw.score_cond)
+            yield from score_updates(nets, draw.x_hat, dsm, dc.score_steps, accelerator, c, draw.score_cond, horizons)
         loss, logs = x0.new_zeros(()).float(), {}
         if "score" in nets:
-            l_ikl, logs = ikl_term(ikl, draw.x_hat, teacher_eps, nets, accelerator, c, draw.score_cond)
+            l_ikl, logs = ikl_term(ikl, draw.x_hat, teacher_eps, nets, accelerator, c, draw.score_cond, horizons)
             loss = loss + dc.lambda_ikl * l_ikl
         residual = draw.operators.residual(draw.ys, draw.x_hat)  # (B,) per image mean over its own M_i
-        weights = (dc.lambda_ikl * consistency_weights(alphas_cumprod, dc.t_ikl, draw) if sampler
+        weights = (dc.lambda_ikl * consistency_weights(alphas_cumprod, dc.t_ikl if horizons is None else horizons,
+                                                       draw) if sampler
                    else torch.full_like(residual, dc.lambda_con))
         loss = loss + (weights * residual).mean()
         logs.update({"loss/consistency": residual.mean().item(), "family/weight_mean": weights.mean().item()})

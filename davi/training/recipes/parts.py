@@ -24,18 +24,19 @@ def eps_of(net, accelerator, channels: int, frozen: bool = False, cond=None):
     return eps
 
 
-def score_updates(nets, x_hat, dsm, steps: int, accelerator, channels: int, cond=None):
+def score_updates(nets, x_hat, dsm, steps: int, accelerator, channels: int, cond=None, t_max=None):
     """s_psi learns the score of the mapper's current samples: ``steps`` DSM updates on
-    stopgrad(x_hat), fresh t and noise each (given ``cond``, the score of q(x | y))."""
+    stopgrad(x_hat), fresh t and noise each (given ``cond``, the score of q(x | y); ``t_max``: per-image
+    horizons, the IKL's own)."""
     eps = eps_of(nets["score"], accelerator, channels, cond=cond)
     for _ in range(steps):
-        yield Update("score", "score", dsm(eps, x_hat.detach()))
+        yield Update("score", "score", dsm(eps, x_hat.detach(), t_max=t_max))
 
 
-def ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, channels: int, cond=None):
+def ikl_term(ikl, x_hat, teacher_eps, nets, accelerator, channels: int, cond=None, t_max=None):
     """(IKL surrogate loss, logs) against the frozen prior, with s_psi frozen for this update."""
     student = eps_of(accelerator.unwrap_model(nets["score"]), accelerator, channels, frozen=True, cond=cond)
-    loss, logs = ikl(x_hat, teacher_eps, student)
+    loss, logs = ikl(x_hat, teacher_eps, student, t_max=t_max)
     return loss, {**logs, "loss/ikl": loss.item()}
 
 

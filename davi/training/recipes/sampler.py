@@ -38,10 +38,13 @@ from __future__ import annotations
 import math
 import warnings
 
+import torch
+
 from davi.training.losses import (
     DDPMLoss,
     IKLLoss,
     consistency_loss,
+    ikl_horizons,
     mean_matching_loss,
     sampler_consistency_weight,
 )
@@ -49,12 +52,22 @@ from davi.training.recipe import Update
 from davi.training.recipes.parts import ikl_term, measure_and_map, score_updates
 
 
+def ikl_horizon(cfg, prior, sigma_y: float) -> int:
+    """The run's IKL horizon: davi.t_ikl, or with davi.ikl_noise_ratio the number of t whose noise level is at
+    most that ratio times sigma_y (davi.training.losses.ikl_horizons; at most t_ikl)."""
+    if not cfg.davi.ikl_noise_ratio:
+        return cfg.davi.t_ikl
+    return int(ikl_horizons(prior.schedule.alphas_cumprod, torch.tensor([float(sigma_y)]), cfg.davi.ikl_noise_ratio,
+                            cfg.davi.t_ikl)[0])
+
+
 def consistency_weight(cfg, prior, operator) -> float:
     """The derived lambda of this run (image size D and measurement size M of one sample)."""
     shape = (1, cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
     D = math.prod(shape[1:])
     M = math.prod(operator.measurement_shape(shape)[1:])
-    return sampler_consistency_weight(prior.schedule.alphas_cumprod.cpu(), cfg.davi.t_ikl, operator.sigma_y, D, M)
+    return sampler_consistency_weight(prior.schedule.alphas_cumprod.cpu(), ikl_horizon(cfg, prior, operator.sigma_y),
+                                      operator.sigma_y, D, M)
 
 
 # h z's forced share of a measured pixel's posterior variance is about (h / sigma_y)^2: at most 1/4 below.
@@ -81,8 +94,9 @@ def sampler_iteration(cfg, accelerator, prior, operator, ppb, teacher_eps):
     """``iteration(nets, batch)`` of the sampler objective (one generator call = one training iteration)."""
     dc, c = cfg.davi, cfg.data.channels
     schedule = prior.schedule
-    dsm = DDPMLoss(schedule, t_max=dc.t_ikl)
-    ikl = IKLLoss(schedule, dc.t_ikl)
+    t_ikl = ikl_horizon(cfg, prior, operator.sigma_y)
+    dsm = DDPMLoss(schedule, t_max=t_ikl)
+    ikl = IKLLoss(schedule, t_ikl)
     # lambda_ikl scales the whole objective (IKL + lambda* consistency), so the optimum stays the posterior
     lam = dc.lambda_ikl * consistency_weight(cfg, prior, operator)
     check_input_noise(cfg, operator.sigma_y)
