@@ -94,7 +94,9 @@ VARIANTS = {"before": {}, "after": {"h": 0.01, "noise_channels": 1},
             "rule_cosine": {"h": 0.01, "noise_channels": 1,
                             "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]},
             "rule_cosine_reg": {"h": 0.01, "noise_channels": 1, "warm_start": "regression",
-                                "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]}}
+                                "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]},
+            "rule_cosine_mean1": {"h": 0.01, "noise_channels": 1, "lambda_mean": 1.0,
+                                  "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]}}
 # the family calibration reported: the best recipe measured that has a record (docs/family.md compares them)
 CALIBRATION_ORDER = ("rule_cosine", "rule", "after")
 

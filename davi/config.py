@@ -162,7 +162,8 @@ class DaviConfig:
     # level sqrt((1 - ab_t) / ab_t) is at most r * its own sigma_y (at least t = 0, at most t_ikl): the
     # diffused KL collapses posterior variances below its noise (davi.analytic.davi_fixed_point), and a
     # measured pixel's posterior std is below sigma_y, so one t_ikl cannot serve a family's noise levels
-    # (docs/family.md); 0.25 keeps the closed-form optimum's 90% coverage within 0.85-0.95 there.
+    # (docs/family.md); 0.25 keeps the closed-form optimum's 90% coverage within 0.85-0.95 there (but for a box
+    # at sigma_y 0.02, below what t = 0 of a DDPM schedule resolves).
     ikl_noise_ratio: float = 0.0
     # Warm start: a mapper export folder (e.g. a shipped paired mapper) whose weights the mapper starts
     # from instead of the prior's; "" = start from the prior (or fresh, train.init_from_prior=false).
