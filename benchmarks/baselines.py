@@ -436,12 +436,15 @@ def digits_head(args) -> str:
 
 
 def digits_report(tasks: dict, args, old: dict) -> dict:
-    """The digit part of baselines.json (``tasks`` merged into ``old``'s): rows, bootstrap, tuning, timing."""
+    """The digit part of baselines.json (``tasks`` merged into ``old``'s): rows, bootstrap, tuning, timing. A run
+    with some of the methods (``--digit-methods``) replaces their rows and keeps the others' as they were."""
     compare_json = json.loads(Path(args.compare).read_text())
     out = {k: dict(old.get(k) or {}) for k in ("bootstrap", "tuning", "digit_timing")}
     for name, task in tasks.items():
-        out[name], out["bootstrap"][name], out["tuning"][name], out["digit_timing"][name] = report_digit_task(
-            task, args, compare_json)
+        rows, boot, tuning, out["digit_timing"][name] = report_digit_task(task, args, compare_json)
+        out[name] = {**(old.get(name) or {}), **rows}
+        out["bootstrap"][name] = {**out["bootstrap"].get(name, {}), **boot}
+        out["tuning"][name] = {**out["tuning"].get(name, {}), **tuning}
     out["digits"] = {"command": command_line("baselines.py"), "images": args.digits, "head": digits_head(args),
                      **({"debug": f"DPS at {args.dps_steps} steps (--dps-steps): not the published setting"}
                         if args.dps_steps else {})}
