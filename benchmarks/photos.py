@@ -557,8 +557,10 @@ def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, pr
     rows = {}
     for key, params in ((name, tuning["choice"]), (f"{name}_default", {})):
         method = baseline_method(name, prior, op, **params)
+        # one folder per value of the tuned settings: a choice equal to the defaults shares their restorations
+        folder = work / "_".join(f"{k}{method.settings[k]:g}" for k in sorted(tuning["choice"]))
         restored = run_in_chunks(
-            work / key, lambda a, b, m=method: baseline_key(m, y[a:b], a + 1, prior_key), n, 1,
+            folder, lambda a, b, m=method: baseline_key(m, y[a:b], a + 1, prior_key), n, 1,
             lambda a, b, m=method: m.sample(y[a:b], a + 1).cpu(),
             on_chunk=lambda a, b, new, key=key: log(f"{op.name} {key}: photo {a} {'done' if new else 'cached'}"))
         sc = scores(restored, x[:n])
@@ -572,9 +574,14 @@ def field_baselines(args) -> dict:
     """DiffPIR / DDRM (and DPS with ``--baseline-methods dps``: ~20 CPU minutes per photo here) through
     davi.baselines with the photo prior on the 256x256 test photos, tuned per task on ``--red-diff-tune-photos``
     train photos, restorations cached per photo under ``--work-dir``/baselines (resumable)."""
-    from davi.baselines import BaselineUnsupported, require_deepinv
+    from davi.baselines import BaselineError, require_deepinv
 
-    require_deepinv()
+    try:
+        require_deepinv()
+    except BaselineError as e:
+        raise SystemExit(f"error: {e}") from None
+    from davi.baselines import BaselineUnsupported  # (lazy: needs deepinv)
+
     prior, label = load_prior(args.prior or default_prior())
     prior_key = label["digest"] or label["prior"]
     x, _ = held_out_photos(args)

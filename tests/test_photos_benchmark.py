@@ -130,3 +130,17 @@ def test_merge_files_each_section_and_its_tuning(tmp_path):
     assert data["sr4"] == {"lift": {"psnr": 1.0}, "ddrm": {"psnr": 2.0}, "ddrm_default": {"psnr": 1.5}}
     assert data["tuning"]["sr4"] == {"red_diff": {"lr": 0.1}, "ddrm": {"choice": {"eta": 1.0}}}
     assert data["baselines_prior"] == label and "baselines" in data["commands"]
+
+
+def test_baselines_without_deepinv_is_one_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from davi import baselines
+
+    def missing():
+        raise baselines.BaselineError("the DPS / DiffPIR / DDRM baselines need deepinv 0.5.0: pip install -e .[baselines]")
+
+    monkeypatch.setattr(baselines, "require_deepinv", missing)
+    with pytest.raises(SystemExit) as e:
+        photos.field_baselines(SimpleNamespace())
+    assert "pip install -e .[baselines]" in str(e.value) and "\n" not in str(e.value)
