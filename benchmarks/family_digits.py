@@ -16,7 +16,6 @@ Every expensive unit is cached under ``<work>/digits`` (a killed run continues).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -217,11 +216,12 @@ def false_alarms(args, work: Path) -> dict:
     sigma_y (ExportCard.threshold_at; calibrated on other test digits, 500-999)."""
     from davi.eval.tasks import DigitTask
     from davi.io.atomic import write_json
+    from davi.models.prior import safetensors_digest
     from davi.restorer import Restorer
     from davi.solvers.family_consistency import family_statistics
 
     export = FAMILY_EXPORTS["family"]
-    weights = hashlib.sha256((export / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:16]
+    weights = safetensors_digest(export)
     path = work / "digits" / "false_alarms.json"
     if path.is_file() and (cached := json.loads(path.read_text())).get("weights") == weights:
         return cached  # keyed by the export's weights: a re-shipped mapper is measured again

@@ -534,8 +534,8 @@ def tune_baseline(name: str, prior, op, train: tuple, args, work: Path, prior_ke
 
 
 def baseline_seconds(name: str, prior, op, y, steps: int) -> float:
-    """CPU seconds per image of ``name`` at its published length, from a run of ``steps`` steps on one photo
-    (after one warm-up run), scaled: a step's cost does not depend on the tuned settings."""
+    """CPU seconds per step (network evaluation) of ``name``, from a run of ``steps`` steps on one photo after
+    one warm-up run: a step's cost does not depend on the tuned settings."""
     from davi.baselines import baseline_method
 
     length = {"dps": "num_steps", "diffpir": "max_iter", "ddrm": "steps"}[name]
@@ -543,7 +543,7 @@ def baseline_seconds(name: str, prior, op, y, steps: int) -> float:
     timed.sample(y[:1], 1)
     t0 = time.process_time()
     timed.sample(y[:1], 1)
-    return (time.process_time() - t0) / steps * baseline_method(name, prior, op).nfe_per_sample
+    return (time.process_time() - t0) / steps
 
 
 def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, prior_key: str) -> dict:
@@ -553,7 +553,7 @@ def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, pr
     from davi.io.chunks import run_in_chunks
 
     n = min(len(y), args.dps_images) if name == "dps" else len(y)
-    secs = round(baseline_seconds(name, prior, op, y, args.baseline_time_steps), 2)
+    per_step = baseline_seconds(name, prior, op, y, args.baseline_time_steps)
     rows = {}
     for key, params in ((name, tuning["choice"]), (f"{name}_default", {})):
         method = baseline_method(name, prior, op, **params)
@@ -565,7 +565,7 @@ def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, pr
             on_chunk=lambda a, b, new, key=key: log(f"{op.name} {key}: photo {a} {'done' if new else 'cached'}"))
         sc = scores(restored, x[:n])
         rows[key] = {"psnr": round(float(np.mean(sc["psnr"])), 3), "ssim": round(float(np.mean(sc["ssim"])), 4),
-                     "s_per_image": secs, "cov90": None, "images": n, "nfe": method.nfe_per_sample,
+                     "s_per_image": round(per_step * method.nfe_per_sample, 2), "cov90": None, "images": n, "nfe": method.nfe_per_sample,
                      "settings": params or "deepinv defaults", "per_image_psnr": sc["psnr"]}
     return rows
 
