@@ -169,15 +169,6 @@ def slug(name: str, settings: dict) -> str:
     return "_".join(f"{k}{v:g}" for k, v in sorted(settings.items()) if default.get(k) != v) or "default"
 
 
-def cache_key(task, method, y, seed: int) -> dict:
-    """What a cached restoration (or grid score) depends on: method, all its settings, y by digest, seed, prior."""
-    from davi.baselines import DEEPINV_VERSION
-    from davi.io.chunks import digest
-
-    return {"version": 1, "method": method.name, "settings": method.settings, "deepinv": DEEPINV_VERSION,
-            "y": digest(y), "seed": seed, "prior": task.prior.digest or task.prior.identity}
-
-
 def restorations(task, name: str, settings: dict, args, compute: bool):
     """``name``'s restorations of the test measurements (N, C, H, W) at ``settings``, in chunks of ``--digit-chunk``
     under <work>/digits/<task>/<name>/<settings>/ (resumable); None in report mode if a chunk is missing."""
@@ -186,7 +177,7 @@ def restorations(task, name: str, settings: dict, args, compute: bool):
 
     method = baseline_method(name, task.prior, task.operator, **settings)
     folder = Path(args.work_dir) / "digits" / task.name / name / slug(name, settings)
-    key = lambda a, b: cache_key(task, method, task.y[a:b], chunk_seed(a))
+    key = lambda a, b: method.cache_key(task.y[a:b], chunk_seed(a))
     if not compute:
         return cached_result(folder, key, len(task.y), args.digit_chunk)
     return run_in_chunks(folder, key, len(task.y), args.digit_chunk,
@@ -204,7 +195,7 @@ def grid_point(task, name: str, params: dict, train: tuple, args, compute: bool)
     xt, yt = train
     settings = overrides(name, params, args)
     method = baseline_method(name, task.prior, task.operator, **settings)
-    key = cache_key(task, method, yt, chunk_seed(0))
+    key = method.cache_key(yt, chunk_seed(0))
     path = Path(args.work_dir) / "digits" / task.name / name / "grid" / f"{slug(name, settings)}.json"
     if path.is_file() and (cached := json.loads(path.read_text())).get("key") == key:
         return cached["scores"]

@@ -499,15 +499,7 @@ def red_diff(args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # the field's baselines with the photo prior (issue 31's photo table)
 # ----------------------------------------------------------------------------------------------
-def baseline_key(method, y: torch.Tensor, seed: int, prior_key: str) -> dict:
-    from davi.baselines import DEEPINV_VERSION
-    from davi.io.chunks import digest
-
-    return {"v": 1, "method": method.name, "settings": method.settings, "deepinv": DEEPINV_VERSION,
-            "y": digest(y), "seed": seed, "prior": prior_key}
-
-
-def tune_baseline(name: str, prior, op, train: tuple, args, work: Path, prior_key: str) -> dict:
+def tune_baseline(name: str, prior, op, train: tuple, args, work: Path) -> dict:
     """``name``'s settings of best mean PSNR on the tuning train photos: the digits' rule (davi.eval.tuning.
     bounded_search over davi.baselines.methods.TUNING_GRIDS), each grid point one run (seed 1), cached."""
     from davi.baselines import baseline_method
@@ -526,7 +518,7 @@ def tune_baseline(name: str, prior, op, train: tuple, args, work: Path, prior_ke
             return {"psnr": float(np.mean(sc["psnr"])), "ssim": float(np.mean(sc["ssim"]))}
 
         slug = "_".join(f"{k}{v:g}" for k, v in sorted(params.items()))
-        return cached_json(work / "grid" / f"{slug}.json", baseline_key(method, yt, 1, prior_key), compute)
+        return cached_json(work / "grid" / f"{slug}.json", method.cache_key(yt, 1), compute)
 
     found = bounded_search(grid_point, TUNING_GRIDS[name], TUNING_BOUNDS, max_widenings=args.max_widenings)
     return {"choice": found.choice, "interior": found.interior, "at_bound": list(found.at_bound),
@@ -546,7 +538,7 @@ def baseline_seconds(name: str, prior, op, y, steps: int) -> float:
     return (time.process_time() - t0) / steps
 
 
-def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, prior_key: str) -> dict:
+def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path) -> dict:
     """``name`` tuned and at deepinv's defaults (``<name>_default``) on the test photos (DPS on the first
     ``--dps-images``), one photo per cached chunk, seeded by its index + 1."""
     from davi.baselines import baseline_method
@@ -560,7 +552,7 @@ def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path, pr
         # one folder per value of the tuned settings: a choice equal to the defaults shares their restorations
         folder = work / "_".join(f"{k}{method.settings[k]:g}" for k in sorted(tuning["choice"]))
         restored = run_in_chunks(
-            folder, lambda a, b, m=method: baseline_key(m, y[a:b], a + 1, prior_key), n, 1,
+            folder, lambda a, b, m=method: m.cache_key(y[a:b], a + 1), n, 1,
             lambda a, b, m=method: m.sample(y[a:b], a + 1).cpu(),
             on_chunk=lambda a, b, new, key=key: log(f"{op.name} {key}: photo {a} {'done' if new else 'cached'}"))
         sc = scores(restored, x[:n])
@@ -583,7 +575,6 @@ def field_baselines(args) -> dict:
     from davi.baselines import BaselineUnsupported  # (lazy: needs deepinv)
 
     prior, label = load_prior(args.prior or default_prior())
-    prior_key = label["digest"] or label["prior"]
     x, _ = held_out_photos(args)
     xt, tnames = photos("train", tune_indices(len(photo_files("train")), args.red_diff_tune_photos))
     out = {}
@@ -594,11 +585,11 @@ def field_baselines(args) -> dict:
         for name in args.baseline_methods:
             work = Path(args.work_dir) / "baselines" / task / name
             try:
-                tuning = tune_baseline(name, prior, op, train, args, work, prior_key)
+                tuning = tune_baseline(name, prior, op, train, args, work)
             except BaselineUnsupported as e:
                 log(f"{task} {name}: {e}")
                 continue
-            out[task].update(baseline_rows(name, prior, op, x, y, tuning, args, work, prior_key))
+            out[task].update(baseline_rows(name, prior, op, x, y, tuning, args, work))
             out[task][f"tuning:{name}"] = {**tuning, "train_photos": tnames}
     return {"tasks": out, **label}
 

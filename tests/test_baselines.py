@@ -203,6 +203,27 @@ def test_method_improves_on_lift_on_a_gaussian_prior(name, problem):
     assert (err < lift_err).all(), (err, lift_err)
 
 
+def test_cache_key_changes_with_every_input_a_restoration_depends_on(problem):
+    """One key for the digits' and the photos' restoration caches: equal for an equal request, different when
+    the settings, the measurement, the seed or the prior's weights differ."""
+    prior, op, y, _ = problem
+    method = baseline_method("diffpir", prior, op)
+    key = method.cache_key(y, 1)
+    assert key == baseline_method("diffpir", prior, op).cache_key(y.clone(), 1)
+    assert key["method"] == "diffpir" and key["deepinv"] == dinv.__version__
+    others = [baseline_method("diffpir", prior, op, max_iter=50).cache_key(y, 1), method.cache_key(y + 1e-3, 1),
+              method.cache_key(y, 2), baseline_method("ddrm", prior, op).cache_key(y, 1)]
+    assert all(o != key for o in others)
+    prior.digest, before = "0" * 64, prior.digest if hasattr(prior, "digest") else None
+    try:
+        assert method.cache_key(y, 1) != key
+    finally:
+        if before is None:
+            del prior.digest
+        else:
+            prior.digest = before
+
+
 # -- the digit comparison's pure logic (benchmarks/baselines.py) ----------------------------------------------
 @pytest.fixture(scope="module")
 def bench():

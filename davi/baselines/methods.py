@@ -64,6 +64,16 @@ class DeepinvMethod(Method):
     def _run(self, y_unit: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def cache_key(self, y: torch.Tensor, seed: int) -> dict:
+        """What :meth:`sample` of ``y`` at ``seed`` depends on, as a cache's key: the method and all its
+        settings, deepinv's version, y by digest, the seed, and the prior (its weights' digest, else its source)."""
+        from davi.baselines._require import DEEPINV_VERSION
+        from davi.io.chunks import digest
+
+        prior = getattr(self.prior, "digest", "") or getattr(self.prior, "identity", "")
+        return {"version": 1, "method": self.name, "settings": self.settings, "deepinv": DEEPINV_VERSION,
+                "y": digest(y), "seed": seed, "prior": prior}
+
     def sample(self, y: torch.Tensor, seed: int, clamp: bool = True) -> torch.Tensor:
         """One restoration of every measurement in ``y`` (B, ...), the whole batch drawn from ``seed``;
         ``clamp=False`` keeps values outside [-1, 1] (posterior checks: clamping cuts the tails)."""
