@@ -226,28 +226,66 @@ def bootstrap(task: Task, rows: dict, items: dict, args) -> dict:
     from davi.models.classifier import classifier_features, load_classifier
 
     red = {k: v for k, v in items.items() if k != "davi"}
-    if not red:
-        return {}
     measured, independent, floor = (classifier_features(load_classifier(), x).numpy()
                                     for x in (task.x0, task.independent, task.real))
     base, feats, n = items["davi"]["feats"], {k: v["feats"] for k, v in red.items()}, args.resamples
-    psnr_i = psnr_differences(items["davi"]["psnr"], {k: v["psnr"] for k, v in red.items()}, resamples=n)
-    fd_i, kid_i = realism_differences(base, feats, measured, resamples=n)
     fd_ind, kid_ind = realism_differences(base, {**feats, "real_digits": floor[:, None]}, independent, resamples=n)
-    seeds = rows["davi"]["seeds"]
-    boot = {k: {"psnr": psnr_i[k].as_dict(), "classifier_fd": fd_i[k].as_dict(), "kid": kid_i[k].as_dict(),
-                "fd_independent": fd_ind[k].as_dict(), "kid_independent": kid_ind[k].as_dict(),
-                "seeds": [seeds, rows[k]["seeds"]]} for k in red}
+    seeds, boot = rows["davi"]["seeds"], {}
+    if red:  # (none restored here: the floor's interval alone)
+        psnr_i = psnr_differences(items["davi"]["psnr"], {k: v["psnr"] for k, v in red.items()}, resamples=n)
+        fd_i, kid_i = realism_differences(base, feats, measured, resamples=n)
+        boot = {k: {"psnr": psnr_i[k].as_dict(), "classifier_fd": fd_i[k].as_dict(), "kid": kid_i[k].as_dict(),
+                    "fd_independent": fd_ind[k].as_dict(), "kid_independent": kid_ind[k].as_dict(),
+                    "seeds": [seeds, rows[k]["seeds"]]} for k in red}
     boot["real_digits"] = {"fd_independent": fd_ind["real_digits"].as_dict(),
                            "kid_independent": kid_ind["real_digits"].as_dict(), "seeds": [seeds, 1]}
     return boot
 
 
-def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, dict, dict]:
-    """(rows {method: metrics}, bootstrap intervals, timing) for one task."""
+CARRIED = ("carried from the published benchmarks/results/compare.json: this checkout has no cached restorations "
+           "(runs/compare is not in git; `--solve` recomputes them)")
+
+
+def published_results(args) -> dict:
+    """The compare.json already in ``--out`` when it measured the same ``--images`` (else {})."""
+    path = Path(args.out) / "compare.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return data if data.get("images") == args.images else {}
+
+
+def same_mapper(old: dict, new: dict) -> bool:
+    """Whether the published DAVI row ``old`` was measured with the mapper of ``new``: by the weights' digest,
+    else (files from before it was recorded) by equal per-seed PSNRs (the restorations are seeded)."""
+    if "digest" in old.get("mapper", {}):
+        return old["mapper"]["digest"] == new["mapper"]["digest"]
+    a, b = [s["psnr"] for s in old.get("per_seed", [])], [s["psnr"] for s in new.get("per_seed", [])]
+    return len(a) == len(b) > 0 and all(abs(x - y) < 1e-4 for x, y in zip(a, b))
+
+
+def carry_rows(task: Task, rows: dict, published: dict) -> dict:
+    """Put into ``rows`` the RED-Diff and prior rows this checkout's cache cannot give but ``published`` (the last
+    compare.json, same images) has: they do not depend on the mapper. Returns their bootstrap intervals against
+    DAVI, kept only while DAVI is the mapper they were measured against (none otherwise: no per-image results)."""
+    old, old_boot = published.get(task.name, {}), published.get("bootstrap", {}).get(task.name, {})
+    keep_boot = "davi" in old and same_mapper(old["davi"], rows["davi"])
+    boot = {}
+    for key in (*(method_name(s) for s in task.args.steps), "prior_ddim50"):
+        if key in rows or key not in old:
+            continue
+        rows[key] = {**{k: v for k, v in old[key].items() if k not in ("s_per_image", "time_vs_davi")},
+                     "carried": CARRIED}
+        if keep_boot and key in old_boot:
+            boot[key] = {**old_boot[key], "carried": CARRIED}
+    return boot
+
+
+def report_task(task: Task, tuning: dict | None, prior_x, args, published: dict) -> tuple[dict, dict, dict]:
+    """(rows {method: metrics}, bootstrap intervals, timing) for one task; rows the cache lacks carried from
+    ``published`` (carry_rows)."""
     from davi.models.classifier import classifier_realism, load_classifier, sample_quality
     from davi.eval.evaluate import run_method
     from davi.io.export import load_export
+    from davi.models.prior import safetensors_digest
     from davi.solvers.methods import DaviMethod, LiftMethod, RedDiffMethod
 
     folder = mapper_folder(task, args)
@@ -259,7 +297,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
     rows["davi"], items["davi"] = score_digit_restorations(
         [run_method(davi_method, task.y, args.time_batch, seed=s)[0] for s in args.seeds], task.x0, task.independent)
     rows["davi"]["mapper"] = {"folder": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
-                              "steps": card.get("steps")}
+                              "steps": card.get("steps"), "digest": safetensors_digest(folder)}
     timed = {"lift": (LiftMethod(task.operator), 1), "davi": (davi_method, 1)}
     if tuning is not None:
         timed["red_diff"] = (RedDiffMethod(task.prior, task.operator,
@@ -270,6 +308,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
                 name = method_name(steps)
                 rows[name], items[name] = score_digit_restorations(list(done.values()), task.x0, task.independent)
                 rows[name].update(lr=tuning["lr"], lam=tuning["lam"], seed_ids=list(done))
+    carried_boot = carry_rows(task, rows, published)
     seconds = time_methods(task, timed, args)
     timing = {"lift": seconds["lift"], "davi": seconds["davi"]}
     if "red_diff" in seconds:
@@ -291,7 +330,7 @@ def report_task(task: Task, tuning: dict | None, prior_x, args) -> tuple[dict, d
         rows["prior_ddim50"] = unrestored(prior_x, nfe=50)
     # the floor: other real digits, as real as the measured ones, restoring nothing
     rows["real_digits"] = unrestored(task.real)
-    boot = bootstrap(task, rows, items, args)
+    boot = {**bootstrap(task, rows, items, args), **carried_boot}
     log(f"{task.name}: " + json.dumps({k: {m: round(v, 4) for m, v in r.items() if isinstance(v, float)}
                                        for k, r in rows.items()}))
     return rows, boot, timing
@@ -306,16 +345,21 @@ def report(args) -> None:
 
     data, boot, tunings, timing = {}, {}, {}, {}
     prior_x, ref_conf = None, None
+    published = published_results(args)
     for k, name in enumerate(args.tasks):
         task = Task(name, args)
         if k == 0:
             prior_x = prior_samples(task, compute=False)
             ref_conf = sample_quality(load_classifier(), task.x0)["confidence"]
         tunings[name] = tune(task, compute=False)
-        data[name], boot[name], timing[name] = report_task(task, tunings[name], prior_x, args)
+        # without the grid's cache, the published choice still finds RED-Diff's cache and times it
+        tuning = tunings[name] or published.get("tuning", {}).get(name)
+        data[name], boot[name], timing[name] = report_task(task, tuning, prior_x, args, published)
     load = os.getloadavg()[1]  # the last 5 minutes: the timing passes, on a busy or an idle machine
-    write_json(Path(args.out) / "compare_grid.json", {"command": command_line("compare.py"), **{
-        k: v for k, v in tunings.items() if v is not None}})
+    grid_path = Path(args.out) / "compare_grid.json"
+    write_json(grid_path, {**(json.loads(grid_path.read_text()) if grid_path.is_file() else {}),
+                           "command": command_line("compare.py"), **{k: v for k, v in tunings.items() if v is not None}})
+    carried = any("carried" in r for rows in data.values() for r in rows.values())
     head = (f"Embedded default (32x32 digits, sigma_y = 0.05): the first {args.images} held-out test digits "
             f"(all classes), measurement noise seed 0, one sample per image per seed (seeds "
             f"{', '.join(map(str, args.seeds))}; each row says how many it averages: RED-Diff runs resume across "
@@ -333,20 +377,29 @@ def report(args) -> None:
             f"RED-Diff timed over {args.time_steps} steps per run and scaled to N steps (seconds per step x N). "
             f"Bootstrap: paired over the images, {args.resamples} resamples, 95% percentile intervals of DAVI minus "
             f"RED-Diff and of DAVI minus the real-digit floor (FD and KID recomputed on each resampled set as a whole, per seed, "
-            f"then averaged; the reference resampled with the same indices).")
+            f"then averaged; the reference resampled with the same indices)."
+            + (" Rows marked carried: from the compare.json this run replaced (same images and measurements; RED-Diff "
+               "and the prior's samples do not depend on the mapper), as this checkout has no cache of their "
+               "restorations; their intervals against DAVI are kept only while DAVI is the same mapper, and RED-Diff "
+               "is timed again beside DAVI." if carried else ""))
     publish(Path(args.out) / "compare.json", {"command": command_line("compare.py"), "head": head, "images": args.images, "seeds": args.seeds,
                                        **data, "bootstrap": boot, "timing": timing,
-                                       "tuning": {k: {**{x: v[x] for x in ("lr", "lam", "interior", "widenings",
-                                                                           "lrs", "lams", "train_images", "steps")},
-                                                      "train_psnr": next(g["psnr"] for g in v["grid"] if
-                                                                         (g["lr"], g["lam"]) == (v["lr"], v["lam"])),
-                                                      # the realism-favouring corner of the same grid, for context
-                                                      "best_fd": min(({x: g[x] for x in ("lr", "lam", "psnr",
-                                                                                         "classifier_fd", "kid")}
-                                                                      for g in v["grid"]),
-                                                                     key=lambda g: g["classifier_fd"])}
-                                                  for k, v in tunings.items() if v is not None}},
+                                       "tuning": tuning_summaries(tunings, published)},
             render_compare_md)
+
+
+def tuning_summaries(tunings: dict, published: dict) -> dict:
+    """compare.json's ``tuning``: per task the grid's choice (or, without the grid's cache, the published one)."""
+    out = {k: v for k, v in published.get("tuning", {}).items() if tunings.get(k) is None and k in tunings}
+    for k, v in tunings.items():
+        if v is None:
+            continue
+        out[k] = {**{x: v[x] for x in ("lr", "lam", "interior", "widenings", "lrs", "lams", "train_images", "steps")},
+                  "train_psnr": next(g["psnr"] for g in v["grid"] if (g["lr"], g["lam"]) == (v["lr"], v["lam"])),
+                  # the realism-favouring corner of the same grid, for context
+                  "best_fd": min(({x: g[x] for x in ("lr", "lam", "psnr", "classifier_fd", "kid")} for g in v["grid"]),
+                                 key=lambda g: g["classifier_fd"])}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

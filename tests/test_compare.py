@@ -51,6 +51,29 @@ def test_solve_resumes_from_its_cache_and_report_scores_what_is_cached(tmp_path)
     grid = json.loads((out / "compare_grid.json").read_text())["sr4"]
     assert grid["interior"] or grid["widenings"] == 4
     assert len(grid["grid"]) == len(grid["lrs"]) * len(grid["lams"])
+    _check_report_without_the_cache(data, out, tmp_path / "empty")
+
+
+def _check_report_without_the_cache(data: dict, out: Path, empty: Path):
+    """A checkout without runs/compare: the RED-Diff and prior rows come from the compare.json being replaced
+    (marked carried, RED-Diff timed again), their intervals against DAVI only while DAVI is the same mapper."""
+    quick = ["--runs", str(empty), "--out", str(out), "--resamples", "20", "--repeats", "1", "--warmup", "0",
+             "--time-batch", "2", "--time-steps", "1"]
+    rep = _compare(*quick)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    again = json.loads((out / "compare.json").read_text())
+    for key in ("red_diff_2", "prior_ddim50"):
+        assert "carried" in again["sr4"][key]
+        assert again["sr4"][key]["psnr" if key == "red_diff_2" else "fd_independent"] == data["sr4"][key][
+            "psnr" if key == "red_diff_2" else "fd_independent"]
+    assert again["bootstrap"]["sr4"]["red_diff_2"]["psnr"] == data["bootstrap"]["sr4"]["red_diff_2"]["psnr"]
+    assert again["tuning"]["sr4"] == data["tuning"]["sr4"] and "red_diff_per_step" in again["timing"]["sr4"]
+    assert "Rows marked carried" in again["head"]
+    other = _compare(*quick, "--mapper", "sr4=davi/assets/mappers/sr4_sampler")  # another mapper: no intervals
+    assert other.returncode == 0, other.stderr[-2000:]
+    swapped = json.loads((out / "compare.json").read_text())
+    assert "carried" in swapped["sr4"]["red_diff_2"] and "red_diff_2" not in swapped["bootstrap"]["sr4"]
+    assert "real_digits" in swapped["bootstrap"]["sr4"]
 
 
 def test_bootstrap_realism_intervals_are_against_the_independent_digits():
