@@ -79,7 +79,7 @@ MEASUREMENTS, SAMPLES = 6, 256
 RECIPE = {"steps": 1500, "paired_steps": 200, "t_ikl": 20, "score_steps": 2, "lr": 1e-3, "h": 0.1, "noise_channels": 0,
           "warm_start": "paired",
               "score_condition": "center",
-              "score_warmup": 100, "lambda_mean": 0.3, "sampler_ppb": False, "sampler_override": [], "batch_size": 64}
+              "score_warmup": 100, "lambda_mean": 0.3, "sampler_ppb": False, "sampler_override": [], "batch_size": 64, "net": []}
 # The fix (docs/family.md, "A second Gaussian prior"): the mapper's only randomness was h z ADDED TO lift(y),
 # which reaches the samples through the same posterior gain as y: with h = 0.1 a mapper with the posterior's
 # mean has at least h^2 G G^T of covariance, 1.25x the whole posterior on the stationary box at sigma_y 0.05.
@@ -88,6 +88,7 @@ RECIPE = {"steps": 1500, "paired_steps": 200, "t_ikl": 20, "score_steps": 2, "lr
 # steps, observed pixels still 2.7-3.0x over-dispersed): t_ikl 5, and a per-pixel CRPS term of weight 3.
 # rule: the IKL horizon per image from its own sigma_y (davi.ikl_noise_ratio 0.25, t_ikl 20 the cap): one t_ikl
 # collapses the measured pixels' spread at small sigma_y (closed form: box at 0.05, 90% coverage 0.37 at t_ikl 20).
+WIDE = ["prior.block_out_channels=[32,64]"]  # NET at twice its channels
 VARIANTS = {"before": {}, "after": {"h": 0.01, "noise_channels": 1},
             "after_t5": {"h": 0.01, "noise_channels": 1, "t_ikl": 5},
             "rule": {"h": 0.01, "noise_channels": 1, "sampler_override": ["davi.ikl_noise_ratio=0.25"]},
@@ -96,9 +97,14 @@ VARIANTS = {"before": {}, "after": {"h": 0.01, "noise_channels": 1},
             "rule_cosine_reg": {"h": 0.01, "noise_channels": 1, "warm_start": "regression",
                                 "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]},
             "rule_cosine_mean1": {"h": 0.01, "noise_channels": 1, "lambda_mean": 1.0,
-                                  "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]}}
+                                  "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]},
+            # the mapper and s_psi twice as wide (the net overrides both stages: the warm start must match)
+            "rule_cosine_wide": {"h": 0.01, "noise_channels": 1, "net": WIDE,
+                                 "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]},
+            "rule_cosine_wide_mean1": {"h": 0.01, "noise_channels": 1, "net": WIDE, "lambda_mean": 1.0,
+                                       "sampler_override": ["davi.ikl_noise_ratio=0.25", "train.lr_schedule=cosine"]}}
 # the family calibration reported: the best recipe measured that has a record (docs/family.md compares them)
-CALIBRATION_ORDER = ("rule_cosine", "rule", "after")
+CALIBRATION_ORDER = ("rule_cosine_wide", "rule_cosine", "rule", "after")
 
 
 def prior_of(name: str):
@@ -187,7 +193,7 @@ def dedicated_task(task: str, variant: str, args, work: Path) -> dict:
     prior, op = prior_of("stationary"), make_operator(task)
     y, posts, truths, g = _problem(prior, op, args.measurements)
     run = work / "dedicated" / f"{variant}_{task}"
-    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [f"mapper.noise_channels={r.noise_channels}"]}
+    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [f"mapper.noise_channels={r.noise_channels}", *r.net]}
     paired, paired_export, paired_s = train_mapper(prior, davi_config(task, run / "paired", r.paired_steps, PAIRED, **kw))
     sampler_cfg = davi_config(task, run / "sampler", r.steps,
                               sampler_objective(r.t_ikl, paired_export, r.score_steps) + sampler_settings(r), **kw)
@@ -215,7 +221,7 @@ def family_run(prior_name: str, args, work: Path):
         steps, paired_steps = 40, 20
     prior = prior_of(prior_name)
     run = work / "calibration" / f"{prior_name}_{args.variant}"
-    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [*FAMILY, f"mapper.noise_channels={r.noise_channels}"]}
+    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [*FAMILY, f"mapper.noise_channels={r.noise_channels}", *r.net]}
     # davi_config's task only names a base operator; the family overrides it
     # a family's s_psi must see y and the member in the warm start too (center, as the sampler's)
     # the warm start: the paired objective, or regression alone (its optimum is the posterior mean E[x | y])
