@@ -147,6 +147,17 @@ def figure(args, out_path: str) -> None:
     print(f"wrote {out_path}")
 
 
+def with_other_tasks(results: dict, out, head: str, tasks: list[str]) -> dict:
+    """A run of some tasks keeps the other tasks' rows of ``out`` when they were measured the same way (same
+    head: digits, subset, refinement); rows in DIGIT_TASKS order."""
+    from davi.eval.tasks import DIGIT_TASKS
+
+    old = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
+    if old.get("head") == head:
+        results = {**{k: v for k, v in old.items() if "/" in k and k.split("/")[0] not in tasks}, **results}
+    return {k: results[k] for t in DIGIT_TASKS for k in results if k.split("/")[0] == t}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     shift_protocol_arguments(p)
@@ -168,6 +179,7 @@ def main() -> None:
             f"'(subset)' columns are the other methods on those same digits. Refinement: {REFINE_STEPS} RED-Diff "
             f"steps warm-started from the DAVI sample ({', '.join(f'{k} {v}' for k, v in REFINE.items())}), "
             f"20 network evaluations per refined image; auto refines only flagged images.")
+    results = with_other_tasks(results, args.out, head, args.tasks)
     # "<task>/<shift>" rows at the top level, beside the run's description and summary
     data = {**results, "command": command_line("ood.py"), "head": head, "summary": summarise(results),
             "refine": {"steps": REFINE_STEPS, **REFINE}}

@@ -121,3 +121,23 @@ def test_low_dimensional_residuals_are_noise_sized_at_the_truth_and_see_added_in
     inked = low_dimensional_residuals(op, x0 + 0.02, y)["mean residual"]
     want = 0.02 * m.sqrt() / 0.05  # A(x + c) - A x = c on every measured entry (A keeps constants)
     assert float((inked - want).abs().median()) < 1.0
+
+
+def test_a_run_of_some_tasks_keeps_the_other_tasks_rows(tmp_path):
+    """benchmarks/ood.py --tasks deblur: the sr4 / box rows of the published file stay (in task order) when they
+    were measured the same way, and are dropped when the protocol (head) differs."""
+    import importlib
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    ood = importlib.import_module("ood")
+    out = tmp_path / "ood.json"
+    out.write_text(json.dumps({"head": "h", "summary": {}, "sr4/none": {"a": 1}, "deblur/none": {"a": 2},
+                               "box/none": {"a": 3}}))
+    merged = ood.with_other_tasks({"deblur/none": {"a": 9}}, out, "h", ["deblur"])
+    assert merged == {"sr4/none": {"a": 1}, "deblur/none": {"a": 9}, "box/none": {"a": 3}}
+    assert list(merged) == ["sr4/none", "deblur/none", "box/none"]
+    assert ood.with_other_tasks({"deblur/none": {"a": 9}}, out, "another protocol", ["deblur"]) == {
+        "deblur/none": {"a": 9}}
