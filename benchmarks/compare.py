@@ -264,9 +264,11 @@ def same_mapper(old: dict, new: dict) -> bool:
 
 def carry_rows(task: Task, rows: dict, published: dict) -> dict:
     """Put into ``rows`` the RED-Diff and prior rows this checkout's cache cannot give but ``published`` (the last
-    compare.json, same images) has: they do not depend on the mapper. Returns their bootstrap intervals against
+    compare.json, same images and y) has: they do not depend on the mapper. Returns their bootstrap intervals against
     DAVI, kept only while DAVI is the mapper they were measured against (none otherwise: no per-image results)."""
     old, old_boot = published.get(task.name, {}), published.get("bootstrap", {}).get(task.name, {})
+    if not abs(old.get("lift", {}).get("psnr", float("nan")) - rows["lift"]["psnr"]) < 1e-4:
+        return {}  # other measurements (lift(y) is deterministic in y): nothing carries over
     keep_boot = "davi" in old and same_mapper(old["davi"], rows["davi"])
     boot = {}
     for key in (*(method_name(s) for s in task.args.steps), "prior_ddim50"):
