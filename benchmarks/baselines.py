@@ -162,13 +162,6 @@ def overrides(name: str, params: dict | None, args) -> dict:
     return {**(params or {}), **extra}
 
 
-def slug(name: str, settings: dict) -> str:
-    """A folder name for ``settings``: the values that differ from deepinv's defaults (a tuned choice equal to
-    the default shares the default's cache)."""
-    default = baseline_defaults(name)
-    return "_".join(f"{k}{v:g}" for k, v in sorted(settings.items()) if default.get(k) != v) or "default"
-
-
 def restorations(task, name: str, settings: dict, args, compute: bool):
     """``name``'s restorations of the test measurements (N, C, H, W) at ``settings``, in chunks of ``--digit-chunk``
     under <work>/digits/<task>/<name>/<settings>/ (resumable); None in report mode if a chunk is missing."""
@@ -176,13 +169,13 @@ def restorations(task, name: str, settings: dict, args, compute: bool):
     from davi.io.chunks import cached_result, run_in_chunks
 
     method = baseline_method(name, task.prior, task.operator, **settings)
-    folder = Path(args.work_dir) / "digits" / task.name / name / slug(name, settings)
+    folder = Path(args.work_dir) / "digits" / task.name / name / method.slug
     key = lambda a, b: method.cache_key(task.y[a:b], chunk_seed(a))
     if not compute:
         return cached_result(folder, key, len(task.y), args.digit_chunk)
     return run_in_chunks(folder, key, len(task.y), args.digit_chunk,
                          lambda a, b: method.sample(task.y[a:b], chunk_seed(a)).cpu(),
-                         on_chunk=lambda a, b, new: log(f"digits {task.name} {name} {slug(name, settings)}: {a}-{b} "
+                         on_chunk=lambda a, b, new: log(f"digits {task.name} {name} {method.slug}: {a}-{b} "
                                                         + ("done" if new else "cached")))
 
 
@@ -196,7 +189,7 @@ def grid_point(task, name: str, params: dict, train: tuple, args, compute: bool)
     settings = overrides(name, params, args)
     method = baseline_method(name, task.prior, task.operator, **settings)
     key = method.cache_key(yt, chunk_seed(0))
-    path = Path(args.work_dir) / "digits" / task.name / name / "grid" / f"{slug(name, settings)}.json"
+    path = Path(args.work_dir) / "digits" / task.name / name / "grid" / f"{method.slug}.json"
     if path.is_file() and (cached := json.loads(path.read_text())).get("key") == key:
         return cached["scores"]
     if not compute:

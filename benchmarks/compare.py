@@ -253,15 +253,6 @@ def published_results(args) -> dict:
     return data if data.get("images") == args.images else {}
 
 
-def same_mapper(old: dict, new: dict) -> bool:
-    """Whether the published DAVI row ``old`` was measured with the mapper of ``new``: by the weights' digest,
-    else (files from before it was recorded) by equal per-seed PSNRs (the restorations are seeded)."""
-    if "digest" in old.get("mapper", {}):
-        return old["mapper"]["digest"] == new["mapper"]["digest"]
-    a, b = [s["psnr"] for s in old.get("per_seed", [])], [s["psnr"] for s in new.get("per_seed", [])]
-    return len(a) == len(b) > 0 and all(abs(x - y) < 1e-4 for x, y in zip(a, b))
-
-
 def carry_rows(task: Task, rows: dict, published: dict) -> dict:
     """Put into ``rows`` the RED-Diff and prior rows this checkout's cache cannot give but ``published`` (the last
     compare.json, same images and y) has: they do not depend on the mapper. Returns their bootstrap intervals against
@@ -269,7 +260,8 @@ def carry_rows(task: Task, rows: dict, published: dict) -> dict:
     old, old_boot = published.get(task.name, {}), published.get("bootstrap", {}).get(task.name, {})
     if not abs(old.get("lift", {}).get("psnr", float("nan")) - rows["lift"]["psnr"]) < 1e-4:
         return {}  # other measurements (lift(y) is deterministic in y): nothing carries over
-    keep_boot = "davi" in old and same_mapper(old["davi"], rows["davi"])
+    # the same mapper: its weights' digest (a file from before digests were recorded keeps no interval)
+    keep_boot = old.get("davi", {}).get("mapper", {}).get("digest") == rows["davi"]["mapper"]["digest"]
     boot = {}
     for key in (*(method_name(s) for s in task.args.steps), "prior_ddim50"):
         if key in rows or key not in old:

@@ -115,6 +115,12 @@ def prior_of(name: str):
     return make_prior(name)
 
 
+def training_settings(r: argparse.Namespace, extra: list[str] = ()) -> dict:
+    """davi_config's keywords for both stages of recipe ``r`` (the warm start and the sampler must match)."""
+    return {"batch_size": r.batch_size, "lr": r.lr, "h": r.h,
+            "extra": [*extra, f"mapper.noise_channels={r.noise_channels}", *r.net]}
+
+
 def recipe(variant: str, quick: bool = False) -> argparse.Namespace:
     r = argparse.Namespace(**{**RECIPE, **VARIANTS[variant]})
     r.sampler_override = list(r.sampler_override)
@@ -193,7 +199,7 @@ def dedicated_task(task: str, variant: str, args, work: Path) -> dict:
     prior, op = prior_of("stationary"), make_operator(task)
     y, posts, truths, g = _problem(prior, op, args.measurements)
     run = work / "dedicated" / f"{variant}_{task}"
-    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [f"mapper.noise_channels={r.noise_channels}", *r.net]}
+    kw = training_settings(r)
     paired, paired_export, paired_s = train_mapper(prior, davi_config(task, run / "paired", r.paired_steps, PAIRED, **kw))
     sampler_cfg = davi_config(task, run / "sampler", r.steps,
                               sampler_objective(r.t_ikl, paired_export, r.score_steps) + sampler_settings(r), **kw)
@@ -221,7 +227,7 @@ def family_run(prior_name: str, args, work: Path):
         steps, paired_steps = 40, 20
     prior = prior_of(prior_name)
     run = work / "calibration" / f"{prior_name}_{args.variant}"
-    kw = {"batch_size": r.batch_size, "lr": r.lr, "h": r.h, "extra": [*FAMILY, f"mapper.noise_channels={r.noise_channels}", *r.net]}
+    kw = training_settings(r, FAMILY)
     # davi_config's task only names a base operator; the family overrides it
     # a family's s_psi must see y and the member in the warm start too (center, as the sampler's)
     # the warm start: the paired objective, or regression alone (its optimum is the posterior mean E[x | y])

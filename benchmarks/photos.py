@@ -517,8 +517,7 @@ def tune_baseline(name: str, prior, op, train: tuple, args, work: Path) -> dict:
             log(f"{name} grid {op.name} {params}: {np.mean(sc['psnr']):.2f} dB ({time.time() - t0:.0f} s)")
             return {"psnr": float(np.mean(sc["psnr"])), "ssim": float(np.mean(sc["ssim"]))}
 
-        slug = "_".join(f"{k}{v:g}" for k, v in sorted(params.items()))
-        return cached_json(work / "grid" / f"{slug}.json", method.cache_key(yt, 1), compute)
+        return cached_json(work / "grid" / f"{method.slug}.json", method.cache_key(yt, 1), compute)
 
     found = bounded_search(grid_point, TUNING_GRIDS[name], TUNING_BOUNDS, max_widenings=args.max_widenings)
     return {"choice": found.choice, "interior": found.interior, "at_bound": list(found.at_bound),
@@ -549,10 +548,8 @@ def baseline_rows(name: str, prior, op, x, y, tuning: dict, args, work: Path) ->
     rows = {}
     for key, params in ((name, tuning["choice"]), (f"{name}_default", {})):
         method = baseline_method(name, prior, op, **params)
-        # one folder per value of the tuned settings: a choice equal to the defaults shares their restorations
-        folder = work / "_".join(f"{k}{method.settings[k]:g}" for k in sorted(tuning["choice"]))
         restored = run_in_chunks(
-            folder, lambda a, b, m=method: m.cache_key(y[a:b], a + 1), n, 1,
+            work / method.slug, lambda a, b, m=method: m.cache_key(y[a:b], a + 1), n, 1,  # defaults' slug: shared
             lambda a, b, m=method: m.sample(y[a:b], a + 1).cpu(),
             on_chunk=lambda a, b, new, key=key: log(f"{op.name} {key}: photo {a} {'done' if new else 'cached'}"))
         sc = scores(restored, x[:n])

@@ -214,6 +214,9 @@ def test_cache_key_changes_with_every_input_a_restoration_depends_on(problem):
     others = [baseline_method("diffpir", prior, op, max_iter=50).cache_key(y, 1), method.cache_key(y + 1e-3, 1),
               method.cache_key(y, 2), baseline_method("ddrm", prior, op).cache_key(y, 1)]
     assert all(o != key for o in others)
+    # the cache folder: the settings that differ from deepinv's defaults, so a tuned choice equal to them shares it
+    assert method.slug == "default" == baseline_method("diffpir", prior, op, zeta=0.1).slug
+    assert baseline_method("diffpir", prior, op, zeta=1.0, lambda_=0.5).slug == "lambda_0.5_zeta1"
     prior.digest, before = "0" * 64, prior.digest if hasattr(prior, "digest") else None
     try:
         assert method.cache_key(y, 1) != key

@@ -64,6 +64,12 @@ class DeepinvMethod(Method):
     def _run(self, y_unit: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def slug(self) -> str:
+        """A folder name for the settings: those that differ from deepinv's defaults, else "default" (a tuned
+        choice equal to the defaults shares their cache)."""
+        return "_".join(f"{k}{v:g}" for k, v in sorted(self.settings.items()) if self.defaults.get(k) != v) or "default"
+
     def cache_key(self, y: torch.Tensor, seed: int) -> dict:
         """What :meth:`sample` of ``y`` at ``seed`` depends on, as a cache's key: the method and all its
         settings, deepinv's version, y by digest, the seed, and the prior (its weights' digest, else its source)."""
@@ -105,6 +111,7 @@ class DpsMethod(DeepinvMethod):
     """Diffusion posterior sampling (Chung et al., ICLR 2023): deepinv.sampling.DPS."""
 
     name = "dps"
+    defaults = DPS_DEFAULTS
 
     def __init__(self, prior, operator, progress: bool = False, **settings):
         super().__init__(prior, operator, progress)
@@ -128,6 +135,7 @@ class DiffPirMethod(DeepinvMethod):
     deepinv.sampling.DiffPIR with the L2 data fidelity."""
 
     name = "diffpir"
+    defaults = DIFFPIR_DEFAULTS
 
     def __init__(self, prior, operator, progress: bool = False, **settings):
         super().__init__(prior, operator, progress)
@@ -147,6 +155,7 @@ class DdrmMethod(DeepinvMethod):
     operator's SVD (inpainting, denoising, SR by average pooling, separable blur)."""
 
     name = "ddrm"
+    defaults = DDRM_DEFAULTS
     decomposable = True
 
     def __init__(self, prior, operator, progress: bool = False, **settings):
